@@ -1,0 +1,3 @@
+"""groupsync: eCampus chat groups as code."""
+
+__version__ = "0.1.0"

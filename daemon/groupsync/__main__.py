@@ -1,0 +1,3 @@
+from groupsync.cli import main
+
+main()

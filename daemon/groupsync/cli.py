@@ -1,0 +1,46 @@
+"""The `groupsync` command line: thin click commands over the library (parse, call, print, exit)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from groupsync import __version__
+from groupsync.errors import EXIT_USAGE, GroupsyncError
+
+config_option = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Config file (default: $GROUPSYNC_CONFIG, then ./groupsync.yaml).",
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="groupsync")
+def cli() -> None:
+    """Keep eCampus chat groups the way a YAML spec in git says they should be."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI; user errors print one clear message and exit with their code, never a traceback."""
+    try:
+        code = cli.main(args=argv, prog_name="groupsync", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(1)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.ClickException as e:
+        e.show()
+        # click's own usage exit code is 2, which design.md reserves for "changes pending".
+        sys.exit(EXIT_USAGE if isinstance(e, click.UsageError) else 1)
+    except GroupsyncError as e:
+        click.echo(f"Error: {e}", err=True)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
