@@ -26,7 +26,7 @@ def cli() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run the CLI; user errors print one clear message and exit with their code, never a traceback."""
+    """Run the CLI: a user error prints one clear message and exits with its code, no traceback."""
     try:
         code = cli.main(args=argv, prog_name="groupsync", standalone_mode=False)
     except click.exceptions.Abort:

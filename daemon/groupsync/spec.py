@@ -31,8 +31,8 @@ class DesiredGroup:
 
     key: str
     name: str
-    description: str | None | _Unset = UNSET
-    avatar_url: str | None | _Unset = UNSET
+    description: str | _Unset | None = UNSET
+    avatar_url: str | _Unset | None = UNSET
     members: frozenset[str] | None = None  # None: membership is not managed
     archived: bool = False
     id: str | None = None  # pinned group id
