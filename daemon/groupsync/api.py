@@ -1,0 +1,535 @@
+"""The eCampus HTTP client: pagination, typed errors, retries, rate limiting, read-only mode.
+
+Every request goes through `Client._request`, the one place that enforces read-only mode, the
+concurrency and rate limits, the retry policy and the call trace, so no method can bypass them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import email.utils
+import logging
+import math
+import random
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import httpx
+
+from groupsync import __version__
+from groupsync.errors import GroupsyncError
+from groupsync.models import UNSET, Contact, Group, _Unset
+from groupsync.secret import Secret
+
+logger = logging.getLogger("groupsync.api")
+
+T = TypeVar("T")
+
+PAGE_SIZE = 100
+# 100,000 groups (the documented maximum) is 1,000 pages: ten times that is a broken server.
+_MAX_PAGES = 10_000
+_SNIPPET_CHARS = 200
+_IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE"})
+_READ_ONLY = frozenset({"GET", "HEAD"})
+# Raised before any byte of the request left: retrying cannot duplicate a write.
+_UNSENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+
+class ApiError(GroupsyncError):
+    """A request the API did not complete; carries what the server said and how hard we tried."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        type: str | None = None,
+        attempts: int = 1,
+        method: str | None = None,
+        path: str | None = None,
+    ) -> None:
+        self.message = message
+        self.status = status
+        self.type = type
+        self.attempts = attempts
+        self.method = method
+        self.path = path
+        super().__init__(self._describe())
+
+    def _describe(self) -> str:
+        where = f"{self.method} {self.path}: " if self.method else ""
+        status = f"HTTP {self.status}" if self.status is not None else "no answer"
+        kind = f" {self.type}" if self.type else ""
+        tries = f" (after {self.attempts} attempts)" if self.attempts > 1 else ""
+        return f"{where}{status}{kind}: {self.message}{tries}"
+
+
+class AuthError(ApiError):
+    def _describe(self) -> str:
+        # Said plainly, because a daemon's operator sees only this line.
+        return (
+            f"the eCampus API refused the token (HTTP {self.status} on {self.method} {self.path}):"
+            " check the configured token"
+        )
+
+
+class NotFound(ApiError):
+    pass
+
+
+class InvalidRequest(ApiError):
+    pass
+
+
+class Conflict(ApiError):
+    pass
+
+
+class RateLimited(ApiError):
+    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any) -> None:
+        self.retry_after = retry_after
+        super().__init__(message, **kwargs)
+
+
+class ServerError(ApiError):
+    pass
+
+
+class AmbiguousWrite(ApiError):
+    """The write may or may not have happened: re-read before trying again, never blindly repeat."""
+
+    def _describe(self) -> str:
+        return f"{super()._describe()}; the write may have been applied"
+
+
+class ReadOnlyViolation(GroupsyncError):
+    """A dry run tried to write: a bug, caught before anything was sent."""
+
+
+@dataclass
+class ClientStats:
+    """What the client did, for benchmarks and metrics: every attempt counts, retries included."""
+
+    requests: int = 0
+    retries: int = 0
+    transport_errors: int = 0
+    by_status: Counter[int] = field(default_factory=Counter)
+
+
+@dataclass
+class CallTrace:
+    """Attempts and final HTTP status of the calls made inside one `call_trace()` block."""
+
+    attempts: int = 0
+    status: int | None = None
+
+
+_trace: contextvars.ContextVar[CallTrace | None] = contextvars.ContextVar(
+    "call_trace", default=None
+)
+
+
+@contextmanager
+def call_trace() -> Iterator[CallTrace]:
+    """Record what the API calls in this block did, so apply can journal attempts and status."""
+    trace = CallTrace()
+    token = _trace.set(trace)
+    try:
+        yield trace
+    finally:
+        _trace.reset(token)
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait per Retry-After: delay-seconds or an HTTP-date (RFC 9110 10.2.3)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    return max(0.0, seconds) if math.isfinite(seconds) else None
+
+
+class _TokenBucket:
+    """Client-side rate limit, so a burst of writes does not earn a wall of 429s."""
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self._rate = rate
+        self._capacity = burst
+        self._tokens = burst
+        self._updated = time.monotonic()
+
+    async def take(self) -> None:
+        # No await between reading and reserving: each caller books its own slot (the balance may go
+        # negative) and then sleeps off its debt, so waiters are served in order without a lock.
+        now = time.monotonic()
+        self._tokens = min(self._capacity, self._tokens + (now - self._updated) * self._rate)
+        self._updated = now
+        self._tokens -= 1
+        if self._tokens < 0:
+            await asyncio.sleep(-self._tokens / self._rate)
+
+
+class _BearerAuth(httpx.Auth):
+    """Adds the token per request, so it lives in a Secret rather than in the client's headers."""
+
+    def __init__(self, token: Secret) -> None:
+        self._token = token
+
+    def auth_flow(self, request: httpx.Request) -> Iterator[httpx.Request]:
+        request.headers["Authorization"] = f"Bearer {self._token.reveal()}"
+        yield request
+
+
+class Client:
+    """The eCampus API, as groupsync needs it.
+
+    Extra knobs beyond the shared interface: `backoff_base_s`/`backoff_max_s` shape the retry
+    backoff, `max_attempts` bounds retries by count as `retry_budget_s` bounds them by time, and
+    `sleep` is how retries wait (tests pass a recorder). A `transport` passed in brings its own
+    connection limits: httpx ignores `limits=` next to `transport=`.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        token: Secret,
+        *,
+        timeout_s: float = 10,
+        max_concurrency: int = 8,
+        max_requests_per_s: float = 10,
+        read_only: bool = False,
+        retry_budget_s: float = 60,
+        transport: httpx.AsyncBaseTransport | None = None,
+        backoff_base_s: float = 0.5,
+        backoff_max_s: float = 30,
+        max_attempts: int = 8,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        if max_concurrency < 1 or max_requests_per_s <= 0 or max_attempts < 1:
+            raise ValueError(
+                "max_concurrency, max_requests_per_s and max_attempts must be positive"
+            )
+        self.base_url = base_url
+        self.read_only = read_only
+        self.stats = ClientStats()
+        self._token = token
+        self._retry_budget_s = retry_budget_s
+        self._backoff_base_s = backoff_base_s
+        self._backoff_max_s = backoff_max_s
+        self._max_attempts = max_attempts
+        self._sleep = sleep
+        self._in_flight = asyncio.Semaphore(max_concurrency)
+        self._bucket = _TokenBucket(max_requests_per_s, burst=max(1.0, max_requests_per_s / 5))
+        options: dict[str, Any] = (
+            {"transport": transport}
+            if transport is not None
+            else {"limits": httpx.Limits(max_connections=max_concurrency)}
+        )
+        self._http = httpx.AsyncClient(
+            base_url=base_url,
+            auth=_BearerAuth(token),
+            headers={"User-Agent": f"groupsync/{__version__}", "Accept": "application/json"},
+            timeout=httpx.Timeout(timeout_s),
+            **options,
+        )
+
+    def __repr__(self) -> str:
+        return f"<Client {self.base_url!r} read_only={self.read_only}>"
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    # --- reads -------------------------------------------------------------------------------
+
+    async def list_groups(self, *, archived: bool) -> list[Group]:
+        params = {"archived": "true"} if archived else {}
+        return await self._list("/groups", params, Group.from_api)
+
+    async def list_all_groups(self) -> list[Group]:
+        """Both lists, read concurrently: the API never lists archived and active ones together."""
+        archived_task = asyncio.create_task(self.list_groups(archived=True))
+        try:
+            active = await self.list_groups(archived=False)
+        except BaseException:
+            archived_task.cancel()
+            await asyncio.gather(archived_task, return_exceptions=True)
+            raise
+        # A group archived between the two reads can show up in both: keep one.
+        by_id = {g.id: g for g in active}
+        by_id.update((g.id, g) for g in await archived_task)
+        return list(by_id.values())
+
+    async def list_contacts(self) -> list[Contact]:
+        return await self._list("/contacts", {}, Contact.from_api)
+
+    async def get_group(self, group_id: str) -> Group:
+        return await self._request("GET", _group_path(group_id), parse=Group.from_api)
+
+    # --- writes ------------------------------------------------------------------------------
+
+    async def create_group(
+        self,
+        *,
+        name: str,
+        description: str | None = None,
+        avatar_url: str | None = None,
+        members: Iterable[str] = (),
+    ) -> Group:
+        body: dict[str, Any] = {"name": name, "contacts": _contacts(members)}
+        if description is not None:
+            body["description"] = description
+        if avatar_url is not None:
+            body["avatar_url"] = avatar_url
+        return await self._request("POST", "/groups", json=body, parse=Group.from_api)
+
+    async def update_group(
+        self,
+        group_id: str,
+        *,
+        name: str | _Unset = UNSET,
+        description: str | _Unset | None = UNSET,
+        avatar_url: str | _Unset | None = UNSET,
+        members: Iterable[str] | _Unset = UNSET,
+        archived: bool | _Unset = UNSET,
+    ) -> Group:
+        """PUT only the given fields; `members` replaces the whole list, as the API does."""
+        body: dict[str, Any] = {}
+        if name is not UNSET:
+            body["name"] = name
+        if description is not UNSET:
+            body["description"] = description
+        if avatar_url is not UNSET:
+            body["avatar_url"] = avatar_url
+        if not isinstance(members, _Unset):
+            body["contacts"] = _contacts(members)
+        if not isinstance(archived, _Unset):
+            body["archived_at"] = int(time.time()) if archived else None
+        return await self._request("PUT", _group_path(group_id), json=body, parse=Group.from_api)
+
+    async def delete_group(self, group_id: str) -> None:
+        await self._request("DELETE", _group_path(group_id), parse=None)
+
+    async def post_message(self, conversation_id: str, text: str) -> dict[str, Any]:
+        body = {"conversation_id": conversation_id, "message": text}
+        return await self._request("POST", "/messages", json=body, parse=_mapping)
+
+    # --- the one place requests are sent ------------------------------------------------------
+
+    async def _list(
+        self, path: str, params: Mapping[str, str], parse_item: Callable[[Any], T]
+    ) -> list[T]:
+        """Every page or an error: a short list would read as "groups vanished" and be recreated."""
+        query: dict[str, Any] = {"limit": PAGE_SIZE, **params}
+        items: list[T] = []
+        seen: set[str] = set()
+        for _ in range(_MAX_PAGES):
+            data, has_more = await self._request("GET", path, params=query, parse=_page)
+            items.extend(_parse(parse_item, item, "GET", path) for item in data)
+            if not has_more:
+                return items
+            cursor = data[-1].get("id") if data and isinstance(data[-1], dict) else None
+            if not isinstance(cursor, str) or cursor in seen:
+                raise ApiError(
+                    f"a page with has_more but no new cursor ({cursor!r}): not looping",
+                    status=200,
+                    method="GET",
+                    path=path,
+                )
+            seen.add(cursor)
+            query["starting_after"] = cursor
+        raise ApiError(f"gave up after {_MAX_PAGES} pages", status=200, method="GET", path=path)
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        parse: Callable[[Any], T] | None,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+    ) -> T:
+        """Send with retries: idempotent calls retry 429/5xx/connection errors; a POST only when
+        the server provably did nothing (429, or the connection never opened)."""
+        if self.read_only and method not in _READ_ONLY:
+            raise ReadOnlyViolation(f"read-only client refused {method} {path}: nothing was sent")
+        idempotent = method in _IDEMPOTENT
+        trace = _trace.get()
+        started = time.monotonic()
+        for attempt in range(1, self._max_attempts + 1):
+            if trace is not None:
+                trace.attempts += 1
+            try:
+                response = await self._send_once(method, path, params, json)
+            except httpx.TransportError as exc:
+                if trace is not None:
+                    trace.status = None
+                kind = ServerError if idempotent or isinstance(exc, _UNSENT) else AmbiguousWrite
+                failure: ApiError = kind(
+                    f"no answer from the eCampus API ({type(exc).__name__})",
+                    attempts=attempt,
+                    method=method,
+                    path=path,
+                )
+                failure.__cause__ = exc
+                retry_after = None
+            else:
+                if trace is not None:
+                    trace.status = response.status_code
+                if response.is_success:
+                    if parse is None:
+                        return None  # type: ignore[return-value]
+                    return _parse(parse, _json(response, method, path, attempt), method, path)
+                failure = self._error(response, method, path, attempt, idempotent)
+                retry_after = getattr(failure, "retry_after", None)
+            if not isinstance(failure, (ServerError, RateLimited)):
+                raise failure
+            delay = retry_after if retry_after is not None else self._backoff(attempt)
+            if attempt == self._max_attempts or (
+                time.monotonic() - started + delay > self._retry_budget_s
+            ):
+                raise failure
+            self.stats.retries += 1
+            logger.debug("%s %s: retrying in %.2fs (%s)", method, path, delay, failure.message)
+            await self._sleep(delay)
+        raise AssertionError("unreachable: the loop returns or raises")
+
+    async def _send_once(
+        self, method: str, path: str, params: Mapping[str, Any] | None, json: Any
+    ) -> httpx.Response:
+        async with self._in_flight:
+            await self._bucket.take()
+            self.stats.requests += 1
+            started = time.monotonic()
+            try:
+                response = await self._http.request(method, path, params=params, json=json)
+            except httpx.TransportError as exc:
+                self.stats.transport_errors += 1
+                elapsed = time.monotonic() - started
+                logger.debug("%s %s -> %s in %.3fs", method, path, type(exc).__name__, elapsed)
+                raise
+        self.stats.by_status[response.status_code] += 1
+        elapsed = time.monotonic() - started
+        logger.debug("%s %s -> %d in %.3fs", method, path, response.status_code, elapsed)
+        return response
+
+    def _backoff(self, attempt: int) -> float:
+        """Exponential backoff with full jitter: spreads retries of many callers apart."""
+        return random.uniform(
+            0, min(self._backoff_max_s, self._backoff_base_s * 2 ** (attempt - 1))
+        )
+
+    def _error(
+        self, response: httpx.Response, method: str, path: str, attempt: int, idempotent: bool
+    ) -> ApiError:
+        status = response.status_code
+        error_type, message = self._error_body(response)
+        kwargs: dict[str, Any] = {
+            "status": status,
+            "type": error_type,
+            "attempts": attempt,
+            "method": method,
+            "path": path,
+        }
+        if status == 429:
+            retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            return RateLimited(message, retry_after=retry_after, **kwargs)
+        if status >= 500:
+            return (ServerError if idempotent else AmbiguousWrite)(message, **kwargs)
+        cls = {401: AuthError, 404: NotFound, 409: Conflict}.get(status)
+        if cls is None:
+            cls = InvalidRequest if 400 <= status < 500 else ApiError
+        return cls(message, **kwargs)
+
+    def _error_body(self, response: httpx.Response) -> tuple[str | None, str]:
+        """The documented `{type, message}`, or a short clean snippet of whatever came instead."""
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if isinstance(body, dict) and isinstance(body.get("message"), str):
+            error_type = body.get("type")
+            return (error_type if isinstance(error_type, str) else None), self._redact(
+                body["message"]
+            )
+        text = " ".join(response.text.split())
+        if len(text) > _SNIPPET_CHARS:
+            text = text[:_SNIPPET_CHARS] + "…"
+        kind = response.headers.get("Content-Type", "unknown content type").split(";")[0]
+        return None, self._redact(f"unexpected {kind} answer: {text!r}" if text else "empty answer")
+
+    def _redact(self, text: str) -> str:
+        # A proxy's debug page may echo request headers: never let the token reach an exception.
+        token = self._token.reveal()
+        return text.replace(token, "**********") if token else text
+
+
+def _group_path(group_id: str) -> str:
+    return f"/groups/{quote(group_id, safe='')}"
+
+
+def _contacts(members: Iterable[str]) -> list[dict[str, str]]:
+    if isinstance(members, str):
+        raise TypeError("members must be an iterable of usernames, not one string")
+    return [{"username": username} for username in sorted(members)]
+
+
+def _json(response: httpx.Response, method: str, path: str, attempt: int) -> Any:
+    try:
+        return response.json()
+    except ValueError as exc:
+        # A create that answered 2xx did happen; without its id the caller must re-read.
+        cls = AmbiguousWrite if method == "POST" else ApiError
+        raise cls(
+            "the answer is not JSON",
+            status=response.status_code,
+            attempts=attempt,
+            method=method,
+            path=path,
+        ) from exc
+
+
+def _parse(parse: Callable[[Any], T], payload: Any, method: str, path: str) -> T:
+    try:
+        return parse(payload)
+    except (KeyError, TypeError, ValueError) as exc:
+        cls = AmbiguousWrite if method == "POST" else ApiError
+        raise cls(
+            f"the answer does not match the API contract ({type(exc).__name__}: {exc})",
+            method=method,
+            path=path,
+        ) from exc
+
+
+def _page(body: Any) -> tuple[list[Any], bool]:
+    data, has_more = body["data"], body["has_more"]
+    if not isinstance(data, list) or not isinstance(has_more, bool):
+        raise TypeError("a page needs a list `data` and a boolean `has_more`")
+    return data, has_more
+
+
+def _mapping(body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise TypeError("expected a JSON object")
+    return body
