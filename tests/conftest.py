@@ -2,9 +2,33 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+
 import pytest
+
+from groupsync.emulator import Emulator, serve_emulator
 
 
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+SEED_FILE = Path(__file__).resolve().parent.parent / "examples" / "seed.yaml"
+
+
+@pytest.fixture
+def emulator() -> Iterator[Emulator]:
+    """An empty eCampus emulator on 127.0.0.1 accepting the token "test-token"."""
+    with serve_emulator(token="test-token", admin_token="test-admin-token") as emu:
+        yield emu
+
+
+@pytest.fixture
+def seeded_emulator() -> Iterator[Emulator]:
+    """The emulator loaded from examples/seed.yaml (token "test-token")."""
+    if not SEED_FILE.exists():
+        pytest.skip("examples/seed.yaml does not exist yet")
+    with serve_emulator(token="test-token", admin_token="test-admin-token", seed=SEED_FILE) as emu:
+        yield emu

@@ -1,0 +1,149 @@
+"""Serving the emulator with uvicorn: a background thread for tests, the foreground for users."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from groupsync.emulator.app import EmulatorApp
+from groupsync.emulator.counters import RequestCounters
+from groupsync.emulator.faults import Faults
+from groupsync.emulator.state import EmulatorState
+from groupsync.secret import Secret
+
+DEMO_TOKEN = "demo-token"
+"""The bearer token `groupsync emulator` accepts when no --token is given (not a secret)."""
+
+STARTUP_TIMEOUT_S = 10.0
+SHUTDOWN_TIMEOUT_S = 5.0
+
+
+class Emulator:
+    """A running emulator: where it is, its state and faults, and what it has seen."""
+
+    def __init__(self, app: EmulatorApp, host: str, port: int) -> None:
+        self.app = app
+        self.host = host
+        self.port = port
+        self.admin_token = app.admin_token
+        self.base_url = f"http://{host}:{port}/v1"
+        self.admin_url = f"http://{host}:{port}/_admin"
+
+    @property
+    def state(self) -> EmulatorState:
+        return self.app.state
+
+    @property
+    def faults(self) -> Faults:
+        return self.app.faults
+
+    @property
+    def counters(self) -> Counter[tuple[str, str, int]]:
+        return self.app.counters.counts
+
+    @property
+    def max_in_flight(self) -> int:
+        return self.app.counters.max_in_flight
+
+    @property
+    def request_times(self) -> list[float]:
+        return self.app.counters.request_times
+
+    def max_per_second(self) -> int:
+        return self.app.counters.max_per_second()
+
+    def count(
+        self, method: str | None = None, path: str | None = None, status: int | None = None
+    ) -> int:
+        return self.app.counters.count(method, path, status)
+
+    def reset_counters(self) -> None:
+        self.app.counters.reset()
+
+
+def build_app(
+    *,
+    token: str | Secret,
+    admin_token: str | Secret | None = None,
+    seed: Path | str | Mapping[str, Any] | None = None,
+    state_path: Path | None = None,
+    faults: Faults | None = None,
+) -> EmulatorApp:
+    """The ASGI app with its state loaded (seed applies only to an empty state file)."""
+    state = EmulatorState(state_path)
+    if seed is not None and not state.groups() and not state.contacts():
+        state.load_seed(seed)
+    return EmulatorApp(
+        state,
+        faults or Faults(),
+        RequestCounters(),
+        token=_secret(token),
+        admin_token=_secret(admin_token) if admin_token is not None else None,
+    )
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """Bind before serving, so port 0 gives a known port before uvicorn starts."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    return sock
+
+
+def _server(app: EmulatorApp) -> uvicorn.Server:
+    config = uvicorn.Config(
+        app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=2
+    )
+    return uvicorn.Server(config)
+
+
+@contextmanager
+def serve_emulator(
+    token: str | Secret = "test-token",
+    seed: Path | str | Mapping[str, Any] | None = None,
+    state_path: Path | None = None,
+    faults: Faults | None = None,
+    port: int = 0,
+    admin_token: str | Secret | None = None,
+) -> Iterator[Emulator]:
+    """Serve on 127.0.0.1 in a background thread until the block ends."""
+    app = build_app(
+        token=token, admin_token=admin_token, seed=seed, state_path=state_path, faults=faults
+    )
+    sock = bind("127.0.0.1", port)
+    server = _server(app)
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [sock]}, daemon=True, name="emulator"
+    )
+    thread.start()
+    try:
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the emulator did not start")
+            time.sleep(0.01)
+        yield Emulator(app, "127.0.0.1", sock.getsockname()[1])
+    finally:
+        server.should_exit = True
+        thread.join(SHUTDOWN_TIMEOUT_S)
+        if thread.is_alive():
+            server.force_exit = True
+            thread.join(SHUTDOWN_TIMEOUT_S)
+        sock.close()
+
+
+def run_emulator(app: EmulatorApp, sock: socket.socket) -> None:
+    """Serve in the foreground until SIGINT/SIGTERM (uvicorn handles both)."""
+    _server(app).run(sockets=[sock])
+
+
+def _secret(value: str | Secret) -> Secret:
+    return value if isinstance(value, Secret) else Secret(value)
