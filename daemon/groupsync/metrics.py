@@ -1,0 +1,222 @@
+"""Prometheus metrics and /healthz for the daemon, served by prometheus-client's own WSGI server.
+
+The server runs in a thread of its own (prometheus-client's ThreadingWSGIServer), not in the
+event loop: uvicorn would install its own SIGTERM/SIGINT handlers over the daemon's, and a scrape
+must still answer while the loop is busy applying. Everything a scrape reads is either a
+prometheus-client metric (thread-safe) or one tuple swapped atomically.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer
+
+from groupsync.errors import GroupsyncError
+from groupsync.plan import Cause, Plan
+
+SUCCESS = frozenset({"noop", "applied"})
+
+_DURATION_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, float("inf"))
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    outcome: str | None  # None until the first run finishes
+    finished_at: float  # time.time() of the last finished run
+    summary: str
+
+
+def drifted_keys(plan: Plan) -> set[str]:
+    """Keys with any change caused by someone editing the group outside groupsync."""
+    return {
+        c.key
+        for c in plan.changes
+        if c.cause == Cause.DRIFT
+        or c.members_cause == Cause.DRIFT
+        or any(f.cause == Cause.DRIFT for f in c.fields)
+    }
+
+
+class Metrics:
+    """The daemon's metrics, in a registry of its own so that tests can run several daemons."""
+
+    def __init__(self, *, max_age_s: float, registry: CollectorRegistry | None = None) -> None:
+        self.max_age_s = max_age_s
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.runs = Counter(
+            "groupsync_runs", "Reconcile runs, by outcome.", ["outcome"], registry=r
+        )
+        self.run_duration = Histogram(
+            "groupsync_run_duration_seconds",
+            "Wall time of one reconcile.",
+            buckets=_DURATION_BUCKETS,
+            registry=r,
+        )
+        self.changes = Counter(
+            "groupsync_changes",
+            "Changes attempted, by action and outcome.",
+            ["action", "outcome"],
+            registry=r,
+        )
+        self.last_success = Gauge(
+            "groupsync_last_success_timestamp_seconds",
+            "Unix time the last successful run (noop or applied) finished.",
+            registry=r,
+        )
+        self.drifted = Gauge(
+            "groupsync_drifted_groups",
+            "Groups the last plan found changed outside groupsync.",
+            registry=r,
+        )
+        self.api_requests = Counter(
+            "groupsync_api_requests",
+            "eCampus API requests sent (retries included), by method and HTTP status.",
+            ["method", "status"],
+            registry=r,
+        )
+        self.consecutive_errors = Gauge(
+            "groupsync_consecutive_errors",
+            "Runs in a row that could not reach or use the API (drives the backoff).",
+            registry=r,
+        )
+        self._health = Health(None, 0.0, "starting")
+
+    def observe_run(
+        self,
+        outcome: str,
+        duration_s: float,
+        plan: Plan | None,
+        failed_keys: Iterable[str],
+        summary: str,
+    ) -> None:
+        """Record one finished reconcile; called from the event loop."""
+        self.runs.labels(outcome).inc()
+        self.run_duration.observe(duration_s)
+        if plan is not None:
+            self.drifted.set(len(drifted_keys(plan)))
+            if outcome in ("applied", "failed"):
+                failed = set(failed_keys)
+                for change in plan.changes:
+                    status = "failed" if change.key in failed else "applied"
+                    self.changes.labels(str(change.action), status).inc()
+        now = time.time()
+        if outcome in SUCCESS:
+            self.last_success.set(now)
+        self._health = Health(outcome, now, summary)
+
+    def observe_request(self, method: str, status: int | str) -> None:
+        self.api_requests.labels(method, str(status)).inc()
+
+    def health(self, now: float | None = None) -> tuple[bool, str]:
+        """Healthy while the last run succeeded and finished less than max_age_s ago."""
+        h = self._health
+        now = time.time() if now is None else now
+        if h.outcome is None:
+            return False, "no run finished yet"
+        age = now - h.finished_at
+        if h.outcome not in SUCCESS:
+            return False, f"last run {h.outcome} {age:.0f}s ago: {h.summary}"
+        if age > self.max_age_s:
+            return False, f"last run finished {age:.0f}s ago (limit {self.max_age_s:.0f}s)"
+        return True, f"last run {h.outcome} {age:.0f}s ago: {h.summary}"
+
+    def wsgi_app(self) -> Callable[..., Iterable[bytes]]:
+        metrics_app = make_wsgi_app(self.registry)
+
+        def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+            path = environ.get("PATH_INFO", "")
+            if path == "/metrics":
+                return metrics_app(environ, start_response)
+            if path == "/healthz":
+                ok, text = self.health()
+                body = f"{'ok' if ok else 'unhealthy'}: {text}\n".encode()
+                status = "200 OK" if ok else "503 Service Unavailable"
+                start_response(status, [("Content-Type", "text/plain; charset=utf-8")])
+                return [body]
+            start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
+            return [b"not found: try /metrics or /healthz\n"]
+
+        return app
+
+
+class ApiRequestCounter(logging.Handler):
+    """Counts API requests from the client's per-request debug record.
+
+    The clients live inside each reconcile, so their `stats` are out of the daemon's reach;
+    the record `"<METHOD> <path> -> <status|error> in <s>"` that api.py logs for every attempt
+    is the one place all of them pass through.
+    """
+
+    def __init__(self, metrics: Metrics) -> None:
+        super().__init__(logging.DEBUG)
+        self.metrics = metrics
+
+    def emit(self, record: logging.LogRecord) -> None:
+        args = record.args
+        if record.msg.startswith("%s %s -> ") and isinstance(args, tuple) and len(args) == 4:
+            self.metrics.observe_request(str(args[0]), args[2])
+
+    def install(self) -> Callable[[], None]:
+        """Attach to the client's logger; returns the undo."""
+        api_log = logging.getLogger("groupsync.api")
+        api_log.addHandler(self)
+        previous = api_log.level
+        # Its debug records must be created for us to see them; the console handler's own
+        # level still keeps them off stderr.
+        api_log.setLevel(logging.DEBUG)
+
+        def undo() -> None:
+            api_log.removeHandler(self)
+            api_log.setLevel(previous)
+
+        return undo
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """A scrape every 15 s is not news: no access log on stderr."""
+
+
+class MetricsServer:
+    """The HTTP endpoint for `metrics.listen` ("host:port", "[v6]:port"; port 0 picks one)."""
+
+    def __init__(self, metrics: Metrics, listen: str) -> None:
+        host, port = parse_listen(listen)
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+
+        class Server(ThreadingWSGIServer):
+            address_family = family
+
+        try:
+            self._httpd = make_server(
+                host, port, metrics.wsgi_app(), Server, handler_class=_QuietHandler
+            )
+        except OSError as e:
+            raise GroupsyncError(f"metrics.listen {listen}: cannot listen: {e}") from e
+        self.port: int = self._httpd.server_address[1]
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, name="groupsync-metrics", daemon=True
+        )
+        self._thread.start()
+
+    def close(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(timeout=5)
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit():
+        raise GroupsyncError(f"metrics.listen {listen!r}: expected host:port")
+    return host.strip("[]") or "127.0.0.1", int(port)

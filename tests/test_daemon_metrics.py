@@ -1,0 +1,133 @@
+"""Metrics and /healthz over real HTTP on 127.0.0.1, parsed with prometheus-client's parser."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from groupsync.errors import GroupsyncError
+from groupsync.metrics import ApiRequestCounter, Metrics, MetricsServer, parse_listen
+from groupsync.plan import Action, Cause, Change, FieldChange, Plan
+
+
+@pytest.fixture
+def served() -> Iterator[tuple[Metrics, str]]:
+    metrics = Metrics(max_age_s=60)
+    server = MetricsServer(metrics, "127.0.0.1:0")
+    yield metrics, f"http://127.0.0.1:{server.port}"
+    server.close()
+
+
+def samples(base: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    r = httpx.get(f"{base}/metrics", timeout=5)
+    assert r.status_code == 200
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(r.text)
+        for s in family.samples
+    }
+
+
+PLAN = Plan(
+    changes=(
+        Change(key="chess", action=Action.CREATE, cause=Cause.SPEC, name="Chess"),
+        Change(
+            key="go",
+            action=Action.UPDATE,
+            cause=Cause.DRIFT,
+            name="Go",
+            group_id="g1",
+            fields=(FieldChange("name", "Goo", "Go", Cause.DRIFT),),
+        ),
+        Change(
+            key="cs101",
+            action=Action.UPDATE,
+            cause=Cause.SPEC,
+            name="CS",
+            group_id="g2",
+            members_add=("ada",),
+            members_cause=Cause.DRIFT,
+        ),
+    )
+)
+
+
+def test_runs_changes_drift_and_last_success_are_exposed(served: tuple[Metrics, str]) -> None:
+    metrics, base = served
+    metrics.observe_run("applied", 1.5, PLAN, ["go"], "outcome=applied create=1 update=2")
+    metrics.observe_run("error", 0.2, None, [], "outcome=error")
+    s = samples(base)
+    assert s[("groupsync_runs_total", (("outcome", "applied"),))] == 1
+    assert s[("groupsync_runs_total", (("outcome", "error"),))] == 1
+    assert s[("groupsync_run_duration_seconds_count", ())] == 2
+    assert s[("groupsync_run_duration_seconds_sum", ())] == pytest.approx(1.7)
+    assert s[("groupsync_changes_total", (("action", "create"), ("outcome", "applied")))] == 1
+    assert s[("groupsync_changes_total", (("action", "update"), ("outcome", "failed")))] == 1
+    assert s[("groupsync_changes_total", (("action", "update"), ("outcome", "applied")))] == 1
+    assert s[("groupsync_drifted_groups", ())] == 2
+    assert time.time() - s[("groupsync_last_success_timestamp_seconds", ())] < 60
+
+
+def test_a_refused_plan_counts_no_changes(served: tuple[Metrics, str]) -> None:
+    metrics, base = served
+    metrics.observe_run("refused", 0.1, PLAN, [], "outcome=refused")
+    s = samples(base)
+    assert not [k for k in s if k[0] == "groupsync_changes_total"]
+    assert s[("groupsync_last_success_timestamp_seconds", ())] == 0
+
+
+def test_healthz_follows_the_last_run(served: tuple[Metrics, str]) -> None:
+    metrics, base = served
+    r = httpx.get(f"{base}/healthz", timeout=5)
+    assert r.status_code == 503 and "no run" in r.text
+    metrics.observe_run("noop", 0.1, Plan(changes=()), [], "outcome=noop")
+    r = httpx.get(f"{base}/healthz", timeout=5)
+    assert r.status_code == 200, r.text
+    metrics.observe_run("error", 0.1, None, [], "outcome=error error=refused the token")
+    r = httpx.get(f"{base}/healthz", timeout=5)
+    assert r.status_code == 503 and "refused the token" in r.text
+    assert httpx.get(f"{base}/nope", timeout=5).status_code == 404
+
+
+def test_a_success_too_long_ago_is_unhealthy() -> None:
+    metrics = Metrics(max_age_s=60)
+    metrics.observe_run("noop", 0.1, None, [], "outcome=noop")
+    assert metrics.health()[0]
+    ok, why = metrics.health(now=time.time() + 61)
+    assert not ok and "limit 60s" in why
+
+
+def test_api_requests_counted_from_the_client_records(served: tuple[Metrics, str]) -> None:
+    metrics, base = served
+    undo = ApiRequestCounter(metrics).install()
+    try:
+        log = logging.getLogger("groupsync.api")
+        log.debug("%s %s -> %d in %.3fs", "GET", "/groups", 200, 0.01)
+        log.debug("%s %s -> %d in %.3fs", "GET", "/groups", 200, 0.01)
+        log.debug("%s %s -> %s in %.3fs", "PUT", "/groups/x", "ConnectError", 0.01)
+        log.debug("%s %s: retrying in %.2fs (%s)", "PUT", "/groups/x", 0.5, "boom")
+    finally:
+        undo()
+    logging.getLogger("groupsync.api").debug("%s %s -> %d in %.3fs", "GET", "/groups", 200, 0.0)
+    s = samples(base)
+    assert s[("groupsync_api_requests_total", (("method", "GET"), ("status", "200")))] == 2
+    assert s[("groupsync_api_requests_total", (("method", "PUT"), ("status", "ConnectError")))] == 1
+
+
+@pytest.mark.parametrize(
+    ("listen", "expected"),
+    [("127.0.0.1:9464", ("127.0.0.1", 9464)), ("[::1]:80", ("::1", 80)), (":9", ("127.0.0.1", 9))],
+)
+def test_parse_listen(listen: str, expected: tuple[str, int]) -> None:
+    assert parse_listen(listen) == expected
+
+
+def test_a_busy_port_is_a_clear_error(served: tuple[Metrics, str]) -> None:
+    _, base = served
+    with pytest.raises(GroupsyncError, match="cannot listen"):
+        MetricsServer(Metrics(max_age_s=1), base.removeprefix("http://"))
