@@ -1,28 +1,47 @@
 """YAML spec -> DesiredGroup values: strict loading, every error at file:line:column.
 
-INTERFACE CONTRACT (issue 3 fills in the loader):
+The spec is edited by hand and then trusted to rewrite a live account, so nothing is guessed:
+every mistake in every file is reported in one pass, and a spec with any error yields nothing.
+Warnings (harmless but probably unintended, e.g. a username listed twice) never block loading;
+`groupsync validate --strict` turns them into a failure for CI.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import Field, StringConstraints, ValidationError
 
 from groupsync.errors import GroupsyncError
 from groupsync.models import UNSET, _Unset
+from groupsync.strictmodel import StrictModel, did_you_mean, issues_from
+from groupsync.yamlstrict import Document, Issue, Location, PathT, YamlError, load_file
+
+__all__ = [
+    "MAX_MEMBERS",
+    "MAX_NAME",
+    "DesiredGroup",
+    "Location",
+    "Spec",
+    "SpecError",
+    "SpecIssue",
+    "dump_spec",
+    "json_schema",
+    "load_spec",
+]
 
 MAX_MEMBERS = 1000
 MAX_NAME = 100
+KEY_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
+MEMBER_PATTERN = r"^@?[^\s@]\S*$"
 
-
-@dataclass(frozen=True, slots=True)
-class Location:
-    file: str
-    line: int  # 1-based
-    column: int  # 1-based
-
-    def __str__(self) -> str:
-        return f"{self.file}:{self.line}:{self.column}"
+SpecIssue = Issue  # one error or warning: location, path inside the document, message
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,23 +59,15 @@ class DesiredGroup:
 
 
 @dataclass(frozen=True, slots=True)
-class SpecIssue:
-    location: Location | None
-    path: str  # inside the document, e.g. "groups.chess-club.members[2]"
-    message: str
-
-    def __str__(self) -> str:
-        where = f"{self.location}: " if self.location else ""
-        inside = f"{self.path}: " if self.path else ""
-        return f"{where}{inside}{self.message}"
-
-
-@dataclass(frozen=True, slots=True)
 class Spec:
     groups: dict[str, DesiredGroup]  # ordered by key
     digest: str  # SHA-256 of the canonical desired state
     warnings: tuple[SpecIssue, ...] = ()
     files: tuple[str, ...] = ()
+    # key -> username -> (where the group's member list brings it in, the @set it came through)
+    origins: dict[str, dict[str, tuple[Location, str | None]]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
 
 class SpecError(GroupsyncError):
@@ -65,5 +76,327 @@ class SpecError(GroupsyncError):
         super().__init__("\n".join(str(i) for i in issues))
 
 
+# --- the document shape (also the published JSON Schema) -------------------------------------
+
+Key = Annotated[str, StringConstraints(pattern=KEY_PATTERN)]
+Member = Annotated[
+    str,
+    StringConstraints(pattern=MEMBER_PATTERN),
+    Field(description="A username, or '@set' for every member of a member set."),
+]
+
+
+def _no_default(schema: dict[str, Any]) -> None:
+    """Omitted and null mean different things; a schema default of null would blur that."""
+    schema.pop("default", None)
+
+
+class GroupModel(StrictModel):
+    name: Annotated[str, StringConstraints(min_length=1, max_length=MAX_NAME)] = Field(
+        description="The group's name as members see it (1..100 characters)."
+    )
+    description: str | None = Field(
+        None, description="Omitted: left alone. null: cleared.", json_schema_extra=_no_default
+    )
+    avatar_url: str | None = Field(
+        None, description="Omitted: left alone. null: cleared.", json_schema_extra=_no_default
+    )
+    members: list[Member] = Field(
+        None,  # type: ignore[assignment]  # omitted stays None: membership not managed
+        description="Omitted: membership left alone. []: nobody. At most 1,000 after expansion.",
+        json_schema_extra=_no_default,
+    )
+    archived: bool = Field(False, description="true: keep the group archived.")
+    id: Annotated[str, StringConstraints(pattern=r"^\S+$")] | None = Field(
+        None, description="Pin this key to an existing group id instead of adopting by name."
+    )
+
+
+class SpecDocument(StrictModel):
+    """One spec file. A directory of them is merged; keys must be unique across files."""
+
+    member_sets: dict[Key, list[Member]] = Field(
+        default_factory=dict,
+        description="Named lists of usernames, used in members as '@name'; may include other sets.",
+        json_schema_extra={"additionalProperties": False},
+    )
+    groups: dict[Key, GroupModel] = Field(
+        default_factory=dict,
+        description="The groups, by key: the key is the group's stable identity here.",
+        json_schema_extra={"additionalProperties": False},
+    )
+
+
+def json_schema() -> dict[str, Any]:
+    schema = SpecDocument.model_json_schema()
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
+
+
+def _message(kind: str, path: PathT, value: Any) -> str | None:
+    """Spec-specific wording for pydantic errors; None keeps the generic one."""
+    if kind == "string_pattern_mismatch" and len(path) == 2:
+        what = "group key" if path[0] == "groups" else "member set name"
+        return (
+            f"{value!r} is not a valid {what}: use 1..64 lowercase letters, digits, '.', '_' or"
+            " '-', starting with a letter or digit"
+        )
+    if kind == "string_pattern_mismatch" and path[-1] == "id":
+        return f"{value!r} is not a group id (ids have no spaces)"
+    if kind == "string_pattern_mismatch":
+        return f"{value!r} is not a username or '@set' (no spaces, '@' only in front)"
+    if kind == "string_too_short" and path[-1] == "name":
+        return "name must not be empty"
+    if kind == "string_too_long" and path[-1] == "name":
+        return f"name is {len(value)} characters long, the limit is {MAX_NAME}"
+    if kind == "list_type" and path[-1] == "members" and value is None:
+        return "null is ambiguous: omit 'members' to leave membership alone, or write [] for nobody"
+    return None
+
+
+# --- loading ----------------------------------------------------------------------------------
+
+
+@dataclass
+class _Entry:
+    """A group or member set as written, with the document it came from."""
+
+    doc: Document
+    path: PathT
+    raw: Any
+
+
+@dataclass
+class _Loader:
+    errors: list[Issue] = field(default_factory=list)
+    warnings: list[Issue] = field(default_factory=list)
+    groups: dict[str, _Entry] = field(default_factory=dict)
+    sets: dict[str, _Entry] = field(default_factory=dict)
+    has_groups_key: bool = False
+    expanded: dict[str, frozenset[str]] = field(default_factory=dict)
+    expanding: list[str] = field(default_factory=list)
+    used_sets: set[str] = field(default_factory=set)
+
+    def add_file(self, path: Path, display: str) -> None:
+        try:
+            doc = load_file(path, display)
+        except YamlError as e:
+            self.errors.extend(e.issues)
+            return
+        data = doc.data
+        if data is None:
+            self.errors.append(
+                doc.issue((), "empty file: write 'groups: {}' for a file with no groups")
+            )
+            return
+        try:
+            SpecDocument.model_validate(data)
+        except ValidationError as e:
+            self.errors.extend(issues_from(e, doc, SpecDocument, _message))
+        if not isinstance(data, dict):
+            return
+        if "groups" not in data and "member_sets" not in data:
+            message = "no 'groups' key (write 'groups: {}' for a file with no groups)"
+            self.errors.append(doc.issue((), message))
+        self.has_groups_key |= "groups" in data
+        self._collect(doc, "groups", self.groups, "group")
+        self._collect(doc, "member_sets", self.sets, "member set")
+
+    def _collect(self, doc: Document, section: str, into: dict[str, _Entry], what: str) -> None:
+        entries = doc.data.get(section)
+        if not isinstance(entries, dict):
+            return
+        for key, raw in entries.items():
+            path = (section, key)
+            first = into.get(key)
+            if first is not None:
+                also = first.doc.where(first.path, key=True)
+                message = f"{what} {key!r} is defined twice: also at {also}"
+                self.errors.append(doc.issue(path, message, key=True))
+                continue
+            into[key] = _Entry(doc, path, raw)
+
+    def expand_set(self, name: str) -> frozenset[str]:
+        """A member set's usernames, following nested @sets; a cycle is an error, reported once."""
+        if name in self.expanded:
+            return self.expanded[name]
+        entry = self.sets[name]
+        self.expanding.append(name)
+        users: set[str] = set()
+        for i, item, ref in self._items(entry):
+            path = (*entry.path, i)
+            if ref is None:
+                users.add(item)
+            elif ref in self.expanding:
+                chain = " -> ".join(
+                    f"@{n}" for n in [*self.expanding[self.expanding.index(ref) :], ref]
+                )
+                self.errors.append(
+                    entry.doc.issue(path, f"member sets include each other: {chain}")
+                )
+            elif self._known_set(entry, path, item):
+                users |= self.expand_set(ref)
+        self.expanding.pop()
+        self.expanded[name] = frozenset(users)
+        return self.expanded[name]
+
+    def _items(self, entry: _Entry, items: Any = None) -> list[tuple[int, str, str | None]]:
+        """(index, item, set name or None) for the string items; warns about repeats."""
+        items = entry.raw if items is None else items
+        if not isinstance(items, list):
+            return []
+        out, seen = [], set()
+        for i, item in enumerate(items):
+            if not isinstance(item, str) or not item:
+                continue
+            if item in seen:
+                self.warnings.append(entry.doc.issue((*entry.path, i), f"{item!r} is listed twice"))
+            seen.add(item)
+            out.append((i, item, item[1:] if item.startswith("@") else None))
+        return out
+
+    def _known_set(self, entry: _Entry, path: PathT, item: str) -> bool:
+        name = item[1:]
+        if name in self.sets:
+            self.used_sets.add(name)
+            return True
+        hint = did_you_mean(name, self.sets, prefix="@")
+        self.errors.append(entry.doc.issue(path, f"{item!r} is not a defined member set{hint}"))
+        return False
+
+    def desired(
+        self, key: str, entry: _Entry
+    ) -> tuple[DesiredGroup, dict[str, tuple[Location, str | None]]]:
+        raw = entry.raw if isinstance(entry.raw, dict) else {}
+        members: frozenset[str] | None = None
+        origins: dict[str, tuple[Location, str | None]] = {}
+        if "members" in raw:
+            members_path = (*entry.path, "members")
+            for i, item, ref in self._items(_Entry(entry.doc, members_path, raw["members"])):
+                where = entry.doc.where((*members_path, i))
+                if ref is None:
+                    origins.setdefault(item, (where, None))
+                elif self._known_set(entry, (*members_path, i), item):
+                    for user in self.expand_set(ref):
+                        origins.setdefault(user, (where, ref))
+            members = frozenset(origins)
+            if len(members) > MAX_MEMBERS:
+                message = f"{len(members)} members, the limit is {MAX_MEMBERS}"
+                self.errors.append(entry.doc.issue(members_path, message))
+        group = DesiredGroup(
+            key=key,
+            name=raw.get("name", ""),
+            description=raw.get("description", UNSET),
+            avatar_url=raw.get("avatar_url", UNSET),
+            members=members,
+            archived=raw.get("archived", False),
+            id=raw.get("id"),
+            location=entry.doc.where(entry.path, key=True),
+        )
+        return group, origins
+
+    def finish(self) -> Spec:
+        groups: dict[str, DesiredGroup] = {}
+        origins: dict[str, dict[str, tuple[Location, str | None]]] = {}
+        pinned: dict[str, str] = {}
+        for key in sorted(self.groups):
+            entry = self.groups[key]
+            groups[key], origins[key] = self.desired(key, entry)
+            pin = groups[key].id
+            if isinstance(pin, str) and pin in pinned:
+                message = f"id {pin!r} is also pinned by group {pinned[pin]!r}"
+                self.errors.append(entry.doc.issue((*entry.path, "id"), message))
+            elif isinstance(pin, str):
+                pinned[pin] = key
+        for name in sorted(self.sets):
+            self.expand_set(name)  # errors in sets no group uses are still errors
+            if name not in self.used_sets:
+                entry = self.sets[name]
+                self.warnings.append(
+                    entry.doc.issue(entry.path, f"member set {name!r} is never used", key=True)
+                )
+        if self.errors:
+            raise SpecError(sorted(set(self.errors), key=lambda i: i.sort_key))
+        return Spec(
+            groups=groups,
+            digest=digest(groups),
+            warnings=tuple(sorted(set(self.warnings), key=lambda i: i.sort_key)),
+            origins=origins,
+        )
+
+
+def _spec_files(path: Path, loader: _Loader) -> list[tuple[Path, str]]:
+    """The files of a spec: one file, or the *.yaml of a directory in name order."""
+    root = path.resolve()
+    display = root.name
+    if not root.exists():
+        loader.errors.append(Issue(None, "", f"spec path {str(path)!r} does not exist"))
+        return []
+    if root.is_file():
+        return [(root, display)]
+    files = []
+    for child in sorted(root.iterdir()):
+        if child.name.startswith(".") or not child.is_file():
+            continue
+        shown = f"{display}/{child.name}"
+        if child.suffix == ".yaml":
+            files.append((child, shown))
+        elif child.suffix == ".yml":
+            message = "ignored: only *.yaml files are read (rename it to .yaml)"
+            loader.warnings.append(Issue(Location(shown, 1, 1), "", message))
+    if not files:
+        loader.errors.append(Issue(None, "", f"spec directory {str(path)!r} has no *.yaml files"))
+    return files
+
+
 def load_spec(path: Path) -> Spec:
-    raise NotImplementedError
+    """Load, merge and check a spec; raises SpecError listing every problem, sorted by place.
+
+    File names in messages are relative to the spec path's parent (`groups/clubs.yaml`), so
+    they read the same on every machine and in CI.
+    """
+    loader = _Loader()
+    files = _spec_files(path, loader)
+    for file, display in files:
+        loader.add_file(file, display)
+    if files and not loader.has_groups_key and not loader.errors:
+        loader.errors.append(Issue(None, "", f"spec {str(path)!r} has no 'groups' key in any file"))
+    spec = loader.finish()
+    return Spec(
+        groups=spec.groups,
+        digest=spec.digest,
+        warnings=spec.warnings,
+        files=tuple(display for _, display in files),
+        origins=spec.origins,
+    )
+
+
+# --- canonical forms --------------------------------------------------------------------------
+
+
+def _canonical(group: DesiredGroup) -> dict[str, Any]:
+    """The desired state of one group as plain data; UNSET fields are simply absent."""
+    out: dict[str, Any] = {"name": group.name}
+    for name in ("description", "avatar_url"):
+        value = getattr(group, name)
+        if value is not UNSET:
+            out[name] = value
+    if group.members is not None:
+        out["members"] = sorted(group.members)
+    if group.archived:
+        out["archived"] = True
+    if group.id is not None:
+        out["id"] = group.id
+    return out
+
+
+def digest(groups: Mapping[str, DesiredGroup]) -> str:
+    """SHA-256 of the canonical JSON: the same desired state always gives the same digest."""
+    data = {key: _canonical(groups[key]) for key in sorted(groups)}
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def dump_spec(groups: Mapping[str, DesiredGroup]) -> str:
+    """Groups -> spec YAML that `load_spec` reads back to the same values (member sets expanded)."""
+    data = {"groups": {key: _canonical(groups[key]) for key in sorted(groups)}}
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=1000)

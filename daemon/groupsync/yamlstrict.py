@@ -1,0 +1,265 @@
+"""Strict YAML for hand-edited files: plain data plus the file:line:column of every value.
+
+PyYAML's SafeLoader keeps the last of two duplicate keys, honours tags, expands aliases without
+bound and forgets where each value came from. A spec edited by hand needs the opposite: every
+mistake rejected and reported where it is. So we compose nodes ourselves (rejecting tags and
+deep nesting on the way), then walk them into plain values, recording positions and refusing
+duplicates, cycles and alias expansions past a bound.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+MAX_BYTES = 5 * 1024 * 1024
+MAX_ALIAS_NODES = 10_000  # nodes reachable through aliases; a real spec needs a few hundred
+MAX_DEPTH = 64  # a spec is 4 levels deep; this only stops stack exhaustion
+
+PathT = tuple[str | int, ...]
+
+# Scalars whose implicit YAML type we keep; anything else (merge "<<", value "=") stays a string.
+_TYPED_SCALARS = frozenset(
+    f"tag:yaml.org,2002:{t}" for t in ("null", "bool", "int", "float", "timestamp")
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Location:
+    file: str
+    line: int  # 1-based
+    column: int  # 1-based
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}"
+
+
+@dataclass(frozen=True, slots=True)
+class Issue:
+    """One problem in a file: where, the path inside the document, and what is wrong."""
+
+    location: Location | None
+    path: str  # inside the document, e.g. "groups.chess-club.members[2]"
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.location}: " if self.location else ""
+        inside = f"{self.path}: " if self.path else ""
+        return f"{where}{inside}{self.message}"
+
+    @property
+    def sort_key(self) -> tuple[int, str, int, int]:
+        loc = self.location
+        return (0, loc.file, loc.line, loc.column) if loc else (1, "", 0, 0)
+
+
+class YamlError(Exception):
+    """The file could not be read as data at all; carries the issues found so far."""
+
+    def __init__(self, issues: list[Issue]) -> None:
+        self.issues = issues
+        super().__init__("\n".join(str(i) for i in issues))
+
+
+def format_path(path: Iterable[str | int]) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+@dataclass
+class Document:
+    """Plain data (dict/list/str/int/float/bool/None/date) and where each piece was written."""
+
+    file: str
+    data: Any
+    value_marks: dict[PathT, Location] = field(default_factory=dict)
+    key_marks: dict[PathT, Location] = field(default_factory=dict)
+    plain: set[PathT] = field(default_factory=set)  # unquoted scalars: YAML guessed their type
+
+    def where(self, path: PathT, *, key: bool = False) -> Location:
+        """Position of `path` (its key when asked), else of its nearest recorded ancestor."""
+        if key and path in self.key_marks:
+            return self.key_marks[path]
+        for end in range(len(path), -1, -1):
+            mark = self.value_marks.get(path[:end])
+            if mark is not None:
+                return mark
+        return Location(self.file, 1, 1)
+
+    def issue(self, path: PathT, message: str, *, key: bool = False) -> Issue:
+        return Issue(self.where(path, key=key), format_path(path), message)
+
+
+def _location(file: str, mark: yaml.Mark | None) -> Location:
+    if mark is None:
+        return Location(file, 1, 1)
+    return Location(file, mark.line + 1, mark.column + 1)
+
+
+def read_text(path: Path, display: str) -> str:
+    """Bytes -> text, refusing oversized files and non-UTF-8 bytes with their position."""
+    try:
+        with path.open("rb") as fh:
+            raw = fh.read(MAX_BYTES + 1)
+    except OSError as e:
+        raise YamlError([Issue(None, "", f"{display}: cannot read: {e.strerror}")]) from None
+    if len(raw) > MAX_BYTES:
+        message = f"file is over the {MAX_BYTES // (1024 * 1024)} MiB limit"
+        raise YamlError([Issue(Location(display, 1, 1), "", message)])
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        column = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
+        message = f"not UTF-8 text: byte 0x{raw[e.start]:02x} at offset {e.start}"
+        raise YamlError([Issue(Location(display, line, column), "", message)]) from None
+    return text.removeprefix("\ufeff")
+
+
+class _Composer(yaml.SafeLoader):
+    """Builds the node graph only; records tags and over-deep nesting instead of obeying them."""
+
+    def __init__(self, text: str, file: str) -> None:
+        super().__init__(text)
+        self.file = file
+        self.issues: list[Issue] = []
+        self.depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            node = super().compose_node(parent, index)
+            # A shallow copy carries the alias's own position but shares the children: no expansion.
+            clone = copy.copy(node)
+            clone.start_mark, clone.end_mark = event.start_mark, event.end_mark
+            clone.via_alias = True
+            return clone
+        tag = getattr(event, "tag", None)
+        if tag is not None:
+            self.issues.append(
+                Issue(
+                    _location(self.file, event.start_mark),
+                    "",
+                    f"YAML tags are not allowed (found {tag!r})",
+                )
+            )
+        self.depth += 1
+        try:
+            if self.depth > MAX_DEPTH:
+                raise yaml.MarkedYAMLError(
+                    problem=f"nested more than {MAX_DEPTH} levels deep",
+                    problem_mark=event.start_mark,
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
+class _AliasBomb(Exception):
+    def __init__(self, location: Location) -> None:
+        self.location = location
+
+
+class _Walker:
+    """Node graph -> plain values, recording marks, duplicates and cycles as it goes."""
+
+    def __init__(self, doc: Document, constructor: yaml.SafeLoader) -> None:
+        self.doc = doc
+        self.constructor = constructor
+        self.issues: list[Issue] = []
+        self.aliased = 0
+        self.alias_start = Location(doc.file, 1, 1)  # the outermost alias being expanded
+        self.open: set[int] = set()  # collections on the current path (cycle detection)
+
+    def walk(self, node: yaml.Node, path: PathT, in_alias: bool) -> Any:
+        if not in_alias and getattr(node, "via_alias", False):
+            in_alias = True
+            self.alias_start = _location(self.doc.file, node.start_mark)
+        if in_alias:
+            self.aliased += 1
+            if self.aliased > MAX_ALIAS_NODES:
+                raise _AliasBomb(self.alias_start)
+        self.doc.value_marks[path] = _location(self.doc.file, node.start_mark)
+        if isinstance(node, yaml.ScalarNode):
+            if node.style is None and node.tag in _TYPED_SCALARS:
+                self.doc.plain.add(path)
+                return self.constructor.construct_object(node)
+            return node.value
+        if id(node.value) in self.open:
+            self.issues.append(self.doc.issue(path, "an alias refers to itself (recursive anchor)"))
+            return None
+        self.open.add(id(node.value))
+        try:
+            if isinstance(node, yaml.SequenceNode):
+                return [self.walk(item, (*path, i), in_alias) for i, item in enumerate(node.value)]
+            return self.mapping(node, path, in_alias)
+        finally:
+            self.open.discard(id(node.value))
+
+    def mapping(self, node: yaml.MappingNode, path: PathT, in_alias: bool) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            key_loc = _location(self.doc.file, key_node.start_mark)
+            if not isinstance(key_node, yaml.ScalarNode):
+                self.issues.append(Issue(key_loc, format_path(path), "keys must be plain strings"))
+                continue
+            key = key_node.value  # keys are names: never let YAML turn `on` or `101` into a type
+            child = (*path, key)
+            if key == "<<" and key_node.style is None:
+                message = "YAML merge keys ('<<') are not supported"
+                self.issues.append(Issue(key_loc, format_path(path), message))
+                continue
+            if key in out:
+                first = self.doc.key_marks[child]
+                message = f"duplicate key {key!r} (first defined at line {first.line})"
+                self.issues.append(Issue(key_loc, format_path(path), message))
+                continue
+            self.doc.key_marks[child] = key_loc
+            out[key] = self.walk(value_node, child, in_alias)
+        return out
+
+
+def parse(text: str, file: str) -> Document:
+    """Text -> Document; raises YamlError with every problem found (syntax stops at the first)."""
+    doc = Document(file=file, data=None)
+    composer: _Composer | None = None
+    try:
+        composer = _Composer(text, file)
+        node = composer.get_single_node()
+    except yaml.MarkedYAMLError as e:
+        problem = f"{e.context}, {e.problem}" if e.context else e.problem
+        mark = e.problem_mark or e.context_mark
+        issue = Issue(_location(file, mark), "", f"YAML syntax error: {problem}")
+        raise YamlError([*(composer.issues if composer else []), issue]) from None
+    except yaml.reader.ReaderError as e:
+        line = text.count("\n", 0, e.position) + 1
+        column = e.position - (text.rfind("\n", 0, e.position) + 1) + 1
+        message = f"character U+{e.character:04X} is not allowed in YAML"
+        raise YamlError([Issue(Location(file, line, column), "", message)]) from None
+    finally:
+        if composer is not None:
+            composer.dispose()
+    if composer.issues:
+        raise YamlError(composer.issues)
+    if node is None:
+        return doc
+    walker = _Walker(doc, composer)
+    try:
+        doc.data = walker.walk(node, (), False)
+    except _AliasBomb as bomb:
+        message = f"aliases expand to more than {MAX_ALIAS_NODES} values (alias bomb?)"
+        raise YamlError([Issue(bomb.location, "", message)]) from None
+    if walker.issues:
+        raise YamlError(walker.issues)
+    return doc
+
+
+def load_file(path: Path, display: str) -> Document:
+    return parse(read_text(path, display), display)
