@@ -1,0 +1,269 @@
+"""Daemon config -> Settings: strict like the spec, with defaults for everything but the spec path.
+
+The config is read by a daemon that runs unattended, so a typo must stop it at startup with
+file:line, not be ignored. The token is looked up only when a command needs the API (so
+`validate` and `schema` work without one) and is kept in a Secret from the first moment.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from apscheduler.triggers.cron import CronTrigger
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from groupsync import plan
+from groupsync.errors import GroupsyncError
+from groupsync.secret import Secret
+from groupsync.spec import KEY_PATTERN
+from groupsync.strictmodel import StrictModel, issues_from
+from groupsync.yamlstrict import Issue, YamlError, load_file
+
+log = logging.getLogger(__name__)
+
+ENV_CONFIG = "GROUPSYNC_CONFIG"
+DEFAULT_CONFIG = Path("groupsync.yaml")
+CREDENTIAL_NAME = "ecampus-token"  # systemd LoadCredential= name, read from $CREDENTIALS_DIRECTORY
+
+_DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
+
+
+def parse_duration(value: Any) -> Any:
+    """'90s', '5m', '1h30m', '1d' -> timedelta; a bare number is refused (seconds or minutes?)."""
+    if not isinstance(value, str):
+        return value
+    match = _DURATION.fullmatch(value.strip())
+    if not value.strip() or match is None:
+        raise PydanticCustomError(
+            "duration", f"{value!r} is not a duration (write e.g. 30s, 5m, 1h)"
+        )
+    days, hours, minutes, seconds = (int(g or 0) for g in match.groups())
+    return dt.timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
+
+
+def _relative_to_config(value: Path, info: ValidationInfo) -> Path:
+    """Relative paths mean "next to the config file", not "wherever the daemon was started"."""
+    value = value.expanduser()
+    base = (info.context or {}).get("base")
+    return value if base is None or value.is_absolute() else base / value
+
+
+Duration = Annotated[dt.timedelta, BeforeValidator(parse_duration)]
+ConfigPath = Annotated[Path, Field(strict=False), AfterValidator(_relative_to_config)]
+
+
+class ApiSettings(StrictModel):
+    base_url: str = "https://api.ecampus.chat/v1"
+    token_env: str | None = "ECAMPUS_TOKEN"
+    token_file: ConfigPath | None = None
+    timeout_s: float = Field(10.0, gt=0)
+    max_concurrency: int = Field(8, ge=1, le=64)
+    max_requests_per_s: float = Field(10.0, gt=0)
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", value):
+            raise PydanticCustomError("url", f"{value!r} is not an http(s) URL")
+        return value.rstrip("/")
+
+
+class SpecSettings(StrictModel):
+    path: ConfigPath
+    git_pull: bool = False
+
+
+class ScheduleSettings(StrictModel):
+    every: Duration | None = dt.timedelta(minutes=5)
+    cron: str | None = None
+    jitter: Duration = dt.timedelta(seconds=30)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_trigger(cls, data: Any) -> Any:
+        """`cron` alone replaces the default `every`; both, or neither, is a mistake."""
+        if not isinstance(data, dict):
+            return data
+        if data.get("cron") is not None:
+            if data.get("every") is not None:
+                raise PydanticCustomError("schedule", "set either 'every' or 'cron', not both")
+            return {**data, "every": None}
+        if "every" in data and data["every"] is None:
+            raise PydanticCustomError("schedule", "set 'every' or 'cron'")
+        return data
+
+    @field_validator("every")
+    @classmethod
+    def _positive(cls, value: dt.timedelta | None) -> dt.timedelta | None:
+        if value is not None and value < dt.timedelta(seconds=1):
+            raise PydanticCustomError("duration", "must be at least 1s")
+        return value
+
+    @field_validator("cron")
+    @classmethod
+    def _crontab(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                CronTrigger.from_crontab(value, timezone="UTC")
+            except ValueError as e:
+                message = f"{value!r} is not a cron expression: {e}"
+                raise PydanticCustomError("cron", message) from None
+        return value
+
+
+class JournalSettings(StrictModel):
+    path: ConfigPath = Field(Path("groupsync.db"), validate_default=True)
+
+
+class PolicySettings(StrictModel):
+    on_removed: Literal["archive", "ignore", "delete"] = "archive"
+
+
+class SafetySettings(StrictModel):
+    max_archive_fraction: float = Field(0.25, ge=0, le=1)
+    max_member_removal_fraction: float = Field(0.25, ge=0, le=1)
+    protected: list[Annotated[str, Field(pattern=KEY_PATTERN)]] = Field(default_factory=list)
+
+
+class LogSettings(StrictModel):
+    format: Literal["text", "json"] = "text"
+
+
+class MetricsSettings(StrictModel):
+    listen: str | None = None  # "127.0.0.1:9464"; None: no metrics endpoint
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        host, _, port = value.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise PydanticCustomError("listen", f"{value!r} is not host:port (e.g. 127.0.0.1:9464)")
+        return value
+
+
+class Settings(StrictModel):
+    api: ApiSettings = Field(default_factory=ApiSettings)
+    spec: SpecSettings
+    schedule: ScheduleSettings = Field(default_factory=ScheduleSettings)
+    journal: JournalSettings = Field(default_factory=JournalSettings)
+    policy: PolicySettings = Field(default_factory=PolicySettings)
+    safety: SafetySettings = Field(default_factory=SafetySettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+
+
+_SECTIONS = [name for name, f in Settings.model_fields.items() if f.default_factory is not None]
+
+
+def _message(kind: str, path: tuple[str | int, ...], value: Any) -> str | None:
+    if kind == "string_pattern_mismatch" and path[:2] == ("safety", "protected"):
+        return f"{value!r} is not a valid group key"
+    return None
+
+
+class ConfigError(GroupsyncError):
+    def __init__(self, issues: list[Issue]) -> None:
+        self.issues = issues
+        super().__init__("\n".join(str(i) for i in issues))
+
+
+def find_config(explicit: Path | None) -> Path:
+    """--config, then $GROUPSYNC_CONFIG, then ./groupsync.yaml; a named file must exist."""
+    if explicit is not None:
+        source, path = "--config", explicit
+    elif os.environ.get(ENV_CONFIG):
+        source, path = f"${ENV_CONFIG}", Path(os.environ[ENV_CONFIG])
+    elif DEFAULT_CONFIG.is_file():
+        return DEFAULT_CONFIG
+    else:
+        raise GroupsyncError(
+            f"no config file: pass --config FILE, set ${ENV_CONFIG}, or create ./{DEFAULT_CONFIG}"
+            " (see config.example.yaml)"
+        )
+    if not path.is_file():
+        raise GroupsyncError(f"config file {str(path)!r} (from {source}) does not exist")
+    return path
+
+
+def load_settings(path: Path) -> Settings:
+    """Read and check a config file; raises ConfigError with every problem at file:line:column."""
+    display = str(path)
+    try:
+        doc = load_file(path, display)
+    except YamlError as e:
+        raise ConfigError(e.issues) from None
+    data = {} if doc.data is None else doc.data
+    if isinstance(data, dict):
+        # Omitted sections are validated too, so their default paths resolve next to the file.
+        data = {name: {} for name in _SECTIONS} | data
+    try:
+        return Settings.model_validate(data, context={"base": path.resolve().parent})
+    except ValidationError as e:
+        issues = issues_from(e, doc, Settings, _message)
+        raise ConfigError(sorted(issues, key=lambda i: i.sort_key)) from None
+
+
+def resolve_token(settings: Settings) -> Secret:
+    """The API token, from the first source that has one, in this order:
+
+    1. the environment variable named by `api.token_env` (default ECAMPUS_TOKEN), if set and
+       not empty;
+    2. `api.token_file`, if configured (an unreadable or empty file is an error, not a skip);
+    3. `$CREDENTIALS_DIRECTORY/ecampus-token` (systemd `LoadCredential=ecampus-token:...`).
+    """
+    api = settings.api
+    if api.token_env and os.environ.get(api.token_env, "").strip():
+        return Secret(os.environ[api.token_env].strip())
+    if api.token_file is not None:
+        return _read_token(api.token_file, "api.token_file")
+    credentials = os.environ.get("CREDENTIALS_DIRECTORY")
+    if credentials and (Path(credentials) / CREDENTIAL_NAME).is_file():
+        return _read_token(Path(credentials) / CREDENTIAL_NAME, "systemd credential")
+    sources = [f"${api.token_env}"] if api.token_env else []
+    sources += ["api.token_file", f"a systemd credential named {CREDENTIAL_NAME}"]
+    raise GroupsyncError(f"no API token: set {', or '.join(sources)}")
+
+
+def _read_token(path: Path, source: str) -> Secret:
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+        mode = path.stat().st_mode
+    except (OSError, UnicodeDecodeError) as e:
+        why = e.strerror if isinstance(e, OSError) else "not UTF-8 text"
+        raise GroupsyncError(
+            f"cannot read the API token from {source} {str(path)!r}: {why}"
+        ) from None
+    if not text:
+        raise GroupsyncError(f"the API token file {str(path)!r} ({source}) is empty")
+    if mode & 0o077 and source == "api.token_file":
+        log.warning("API token file %s is readable by other users: chmod 600 it", path)
+    return Secret(text)
+
+
+def policy_from(
+    settings: Settings, *, force: bool = False, allow_delete: bool = False
+) -> plan.Policy:
+    return plan.Policy(
+        on_removed=settings.policy.on_removed,
+        allow_delete=allow_delete,
+        force=force,
+        protected=frozenset(settings.safety.protected),
+        max_archive_fraction=settings.safety.max_archive_fraction,
+        max_member_removal_fraction=settings.safety.max_member_removal_fraction,
+    )
