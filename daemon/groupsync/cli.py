@@ -25,6 +25,43 @@ def cli() -> None:
     """Keep eCampus chat groups the way a YAML spec in git says they should be."""
 
 
+@cli.command()
+@config_option
+@click.option(
+    "--spec",
+    "spec_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Spec file or directory (instead of the config's spec.path; then no config is needed).",
+)
+@click.option("--online", is_flag=True, help="Also check every username against the API.")
+@click.option("--strict", is_flag=True, help="Fail on warnings too (exit 1), e.g. in CI.")
+def validate(config_path: Path | None, spec_path: Path | None, online: bool, strict: bool) -> None:
+    """Check the config and the spec: every error as file:line:column, exit 0 or 1.
+
+    Warnings are printed but only fail with --strict.
+    """
+    from groupsync.validate import validate as run_validate
+
+    result = run_validate(config_path, spec_path=spec_path, online=online)
+    for line in result.lines():
+        click.echo(line, err=True)
+    code = result.exit_code(strict=strict)
+    click.echo(result.summary(), err=bool(code))
+    sys.exit(code)
+
+
+@cli.command()
+@config_option
+def schema(config_path: Path | None) -> None:
+    """Print the spec's JSON Schema (for editors: yaml-language-server)."""
+    import json
+
+    from groupsync.spec import json_schema
+
+    click.echo(json.dumps(json_schema(), indent=2))
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI: a user error prints one clear message and exits with its code, no traceback."""
     try:

@@ -71,8 +71,9 @@ class Spec:
 
 
 class SpecError(GroupsyncError):
-    def __init__(self, issues: list[SpecIssue]) -> None:
+    def __init__(self, issues: list[SpecIssue], warnings: tuple[SpecIssue, ...] = ()) -> None:
         self.issues = issues
+        self.warnings = warnings  # found on the way; shown by `validate` next to the errors
         super().__init__("\n".join(str(i) for i in issues))
 
 
@@ -314,12 +315,13 @@ class _Loader:
                 self.warnings.append(
                     entry.doc.issue(entry.path, f"member set {name!r} is never used", key=True)
                 )
+        warnings = tuple(sorted(set(self.warnings), key=lambda i: i.sort_key))
         if self.errors:
-            raise SpecError(sorted(set(self.errors), key=lambda i: i.sort_key))
+            raise SpecError(sorted(set(self.errors), key=lambda i: i.sort_key), warnings)
         return Spec(
             groups=groups,
             digest=digest(groups),
-            warnings=tuple(sorted(set(self.warnings), key=lambda i: i.sort_key)),
+            warnings=warnings,
             origins=origins,
         )
 

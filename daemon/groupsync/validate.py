@@ -1,0 +1,91 @@
+"""`groupsync validate`: check config and spec before anything touches the API.
+
+Warnings (a username listed twice, an unused member set, an ignored .yml file) are printed but
+do not fail plain `validate`: they never change what groupsync would do. `--strict` makes them
+fail too, for CI that wants a clean spec. `--online` also asks the API (one paginated contact
+list, read-only) whether every username exists, which offline checks cannot know.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import anyio
+
+from groupsync.config import ConfigError, Settings, find_config, load_settings, resolve_token
+from groupsync.errors import EXIT_ERROR, EXIT_OK
+from groupsync.spec import Spec, SpecError, load_spec
+from groupsync.strictmodel import did_you_mean
+from groupsync.yamlstrict import Issue
+
+
+@dataclass
+class Validation:
+    errors: list[Issue] = field(default_factory=list)
+    warnings: list[Issue] = field(default_factory=list)
+    spec: Spec | None = None
+
+    def exit_code(self, *, strict: bool) -> int:
+        return EXIT_ERROR if self.errors or (strict and self.warnings) else EXIT_OK
+
+    def lines(self) -> list[str]:
+        return [str(i) for i in self.errors] + [f"warning: {i}" for i in self.warnings]
+
+    def summary(self) -> str:
+        counts = f"{_plural(len(self.errors), 'error')}, {_plural(len(self.warnings), 'warning')}"
+        if self.spec is None or self.errors:
+            return counts
+        spec = self.spec
+        groups, files = _plural(len(spec.groups), "group"), _plural(len(spec.files), "file")
+        return f"spec OK: {groups} in {files}, {counts} (digest {spec.digest[:12]})"
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def validate(config_path: Path | None, *, spec_path: Path | None, online: bool) -> Validation:
+    """Config (when there is one or it is needed) and spec, every problem collected.
+
+    `spec_path` overrides the config's `spec.path` and makes a config optional, so a spec
+    repository (pre-commit, CI) can be checked without the daemon's config file.
+    """
+    result = Validation()
+    settings: Settings | None = None
+    need_config = spec_path is None or online or config_path is not None
+    try:
+        if need_config:
+            settings = load_settings(find_config(config_path))
+    except ConfigError as e:
+        result.errors.extend(e.issues)
+        return result
+    path = spec_path if spec_path is not None else settings.spec.path  # type: ignore[union-attr]
+    try:
+        result.spec = load_spec(path)
+    except SpecError as e:
+        result.errors.extend(e.issues)
+        result.warnings.extend(e.warnings)
+        return result
+    result.warnings.extend(result.spec.warnings)
+    if online:
+        assert settings is not None  # need_config
+        result.errors.extend(anyio.run(check_usernames, settings, result.spec))
+    return result
+
+
+async def check_usernames(settings: Settings, spec: Spec) -> list[Issue]:
+    """One issue per group and unknown username, placed where the group's list brings it in."""
+    from groupsync.reconcile import open_client  # the API stack is only needed online
+
+    token = resolve_token(settings)
+    async with open_client(settings, token, read_only=True) as client:
+        known = {contact.username for contact in await client.list_contacts()}
+    issues = []
+    for key, group in spec.groups.items():
+        for user in sorted((group.members or frozenset()) - known):
+            where, via = spec.origins[key][user]
+            through = f" (from @{via})" if via else ""
+            message = f"{user!r}{through} is not an eCampus contact{did_you_mean(user, known)}"
+            issues.append(Issue(where, f"groups.{key}.members", message))
+    return sorted(issues, key=lambda i: i.sort_key)
