@@ -8,11 +8,11 @@ reads, the file only makes the state survive a restart.
 
 from __future__ import annotations
 
+import base64
 import bisect
 import json
 import random
 import sqlite3
-import string
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -22,10 +22,14 @@ from typing import Any
 
 import yaml
 
+from groupsync.errors import GroupsyncError
+
 MAX_CONTACTS_PER_GROUP = 1000
-_ALPHABET = string.ascii_letters + string.digits
 _TABLES = ("contacts", "groups", "messages")
 _GROUP_FIELDS = ("id", "name", "description", "avatar_url", "conversation_id")
+
+Key = tuple[int, int, str]
+"""Sort key: (created_at, insertion sequence, id). Listings show the largest (newest) first."""
 
 
 class ApiFailure(Exception):
@@ -38,53 +42,57 @@ class ApiFailure(Exception):
         self.message = message
 
 
-class SortedIndex:
-    """Ids ordered newest first (created_at desc, then insertion order desc), paged by bisection.
+class SeedError(GroupsyncError):
+    """A seed file that cannot be loaded; the message says which entry and why."""
 
-    Appends are lazy (sorted on the next read) so seeding 100,000 objects costs one sort.
+
+class SortedIndex:
+    """Ids kept in ascending Key order (oldest first) and paged from the end, by bisection.
+
+    New objects are the newest, so adding is almost always an append: seeding 100,000 groups
+    costs no sorting, and a page never scans.
     """
 
     def __init__(self) -> None:
-        self._keys: list[tuple[int, int, str]] = []
-        self._dirty = False
+        self._keys: list[Key] = []
 
-    def add(self, key: tuple[int, int, str]) -> None:
-        self._keys.append(key)
-        self._dirty = True
+    def add(self, key: Key) -> None:
+        if not self._keys or key > self._keys[-1]:
+            self._keys.append(key)
+        else:
+            bisect.insort(self._keys, key)
 
-    def remove(self, key: tuple[int, int, str]) -> None:
-        keys = self._sorted()
-        i = bisect.bisect_left(keys, key)
-        if i < len(keys) and keys[i] == key:
-            del keys[i]
+    def remove(self, key: Key) -> None:
+        i = bisect.bisect_left(self._keys, key)
+        if i < len(self._keys) and self._keys[i] == key:
+            del self._keys[i]
 
     def ids(self) -> list[str]:
-        return [k[2] for k in self._sorted()]
+        """Newest first."""
+        return [k[2] for k in reversed(self._keys)]
 
     def __len__(self) -> int:
         return len(self._keys)
 
     def page(
-        self,
-        limit: int,
-        after: tuple[int, int, str] | None = None,
-        before: tuple[int, int, str] | None = None,
+        self, limit: int, after: Key | None = None, before: Key | None = None
     ) -> tuple[list[str], bool]:
-        """One page after (or before) a cursor key; has_more looks in the direction of travel."""
-        keys = self._sorted()
-        if before is not None:
-            end = bisect.bisect_left(keys, before)
-            start = max(0, end - limit)
-            return [k[2] for k in keys[start:end]], start > 0
-        start = bisect.bisect_right(keys, after) if after is not None else 0
-        end = start + limit
-        return [k[2] for k in keys[start:end]], end < len(keys)
+        """One page, newest first, after (older than) or before (newer than) a cursor key;
+        has_more looks in the direction of travel.
 
-    def _sorted(self) -> list[tuple[int, int, str]]:
-        if self._dirty:
-            self._keys.sort()
-            self._dirty = False
-        return self._keys
+        The cursor need not be in this index (a group archived while a client pages through
+        the active list still marks a position), it only has to exist.
+        """
+        keys = self._keys
+        if before is not None:
+            start = bisect.bisect_right(keys, before)
+            end = min(len(keys), start + limit)
+            more = end < len(keys)
+        else:
+            end = bisect.bisect_left(keys, after) if after is not None else len(keys)
+            start = max(0, end - limit)
+            more = start > 0
+        return [k[2] for k in reversed(keys[start:end])], more
 
 
 class EmulatorState:
@@ -100,16 +108,8 @@ class EmulatorState:
         self._clock = clock or (lambda: int(time.time()))
         self._rng = rng or random.Random()
         self._lock = threading.RLock()
-        self._seq = 0
-        self._contacts: dict[str, dict[str, Any]] = {}
-        self._by_username: dict[str, str] = {}
-        self._groups: dict[str, dict[str, Any]] = {}
-        self._messages: dict[str, dict[str, Any]] = {}
-        self._conversations: dict[str, str] = {}  # conversation_id -> group or contact id
-        self._contact_index = SortedIndex()
-        self._active = SortedIndex()
-        self._archived = SortedIndex()
         self._db = _open_db(path) if path is not None else None
+        self._reset_memory()
         if self._db is not None:
             self._load()
 
@@ -126,23 +126,9 @@ class EmulatorState:
         created_at: int | None = None,
     ) -> dict[str, Any]:
         with self._lock, self._transaction():
-            if username in self._by_username:
-                raise ValueError(f"contact {username!r} already exists")
-            seq = self._next_seq()
-            contact = {
-                "id": id or self._new_id(),
-                "username": username,
-                "phone_number": phone_number,
-                "avatar_url": avatar_url,
-                "display_name": display_name,
-                "conversation_id": self._new_id(),
-                "last_active_at": None,
-                "created_at": self._clock() if created_at is None else created_at,
-                "_seq": seq,
-            }
-            self._index_contact(contact)
-            self._persist("contacts", contact)
-            return _public(contact)
+            return dict(
+                self._add_contact(username, display_name, phone_number, avatar_url, id, created_at)
+            )
 
     def add_group(
         self,
@@ -157,54 +143,52 @@ class EmulatorState:
     ) -> dict[str, Any]:
         """Add a group directly (no API validation); members are usernames, created if unknown."""
         with self._lock, self._transaction():
-            ids = []
-            for username in dict.fromkeys(members):
-                cid = self._by_username.get(username)
-                ids.append(cid if cid is not None else self.add_contact(username)["id"])
-            now = self._clock()
-            group = self._insert_group(
-                {
-                    "id": id or self._new_id(),
-                    "name": name,
-                    "description": description,
-                    "avatar_url": avatar_url,
-                    "contact_ids": ids,
-                    "created_at": now if created_at is None else created_at,
-                    "archived_at": now if archived else None,
-                }
+            group = self._add_group(
+                name, members, description, avatar_url, archived, id, created_at
             )
             return self._render(group)
 
     def load_seed(self, seed: Path | str | Mapping[str, Any]) -> None:
-        """Load {contacts: [...], groups: [...]} from a dict or a YAML/JSON file, in one commit."""
-        data = seed if isinstance(seed, Mapping) else yaml.safe_load(Path(seed).read_text()) or {}
+        """Load {contacts: [...], groups: [...]} from a dict or a YAML/JSON file, in one commit.
+
+        Groups are added in file order, so the last one is the newest (listed first).
+        """
+        data = _read_seed(seed)
         with self._lock, self._transaction():
-            for c in data.get("contacts") or ():
-                self.add_contact(
-                    c["username"],
-                    **{
-                        k: c[k]
-                        for k in ("display_name", "phone_number", "avatar_url", "id")
-                        if k in c
-                    },
-                )
-            # Seed files list groups oldest first; add in order so the newest is listed first.
-            for g in data.get("groups") or ():
-                self.add_group(
-                    g["name"],
-                    members=g.get("members") or (),
-                    description=g.get("description"),
-                    avatar_url=g.get("avatar_url"),
-                    archived=bool(g.get("archived", False)),
-                    id=g.get("id"),
-                    created_at=g.get("created_at"),
-                )
+            for n, c in enumerate(data.get("contacts") or (), 1):
+                try:
+                    self._add_contact(
+                        c["username"],
+                        c.get("display_name"),
+                        c.get("phone_number"),
+                        c.get("avatar_url"),
+                        c.get("id"),
+                        c.get("created_at"),
+                    )
+                except (KeyError, TypeError, AttributeError, ValueError) as e:
+                    raise SeedError(f"seed contact #{n}: {_why(e)}") from e
+            for n, g in enumerate(data.get("groups") or (), 1):
+                try:
+                    self._add_group(
+                        g["name"],
+                        g.get("members") or (),
+                        g.get("description"),
+                        g.get("avatar_url"),
+                        bool(g.get("archived", False)),
+                        g.get("id"),
+                        g.get("created_at"),
+                    )
+                except (KeyError, TypeError, AttributeError, ValueError) as e:
+                    raise SeedError(f"seed group #{n}: {_why(e)}") from e
 
     def groups(self, archived: bool | None = None) -> list[dict[str, Any]]:
-        """Groups newest first; archived=None means both lists (active first)."""
+        """Groups newest first; archived=None means both lists (active ones first)."""
         with self._lock:
-            indexes = {None: (self._active, self._archived), False: (self._active,)}
-            chosen = indexes.get(archived, (self._archived,))
+            chosen = {
+                None: (self._active, self._archived),
+                False: (self._active,),
+                True: (self._archived,),
+            }[archived]
             return [self._render(self._groups[i]) for index in chosen for i in index.ids()]
 
     def get(self, group_id: str) -> dict[str, Any] | None:
@@ -214,85 +198,88 @@ class EmulatorState:
 
     def contacts(self) -> list[dict[str, Any]]:
         with self._lock:
-            return [_public(self._contacts[i]) for i in self._contact_index.ids()]
+            return [dict(self._contacts[i]) for i in self._contact_index.ids()]
 
     def get_contact(self, contact_id: str) -> dict[str, Any] | None:
         with self._lock:
             contact = self._contacts.get(contact_id)
-            return _public(contact) if contact is not None else None
+            return dict(contact) if contact is not None else None
 
     def messages(self, conversation_id: str | None = None) -> list[dict[str, Any]]:
+        """Messages oldest first, optionally of one conversation."""
         with self._lock:
             return [
-                _public(m)
+                dict(m)
                 for m in self._messages.values()
                 if conversation_id is None or m["conversation_id"] == conversation_id
             ]
 
     def clear(self) -> None:
+        """Back to empty (and the SQLite file too)."""
         with self._lock, self._transaction():
-            for attr in ("_contacts", "_by_username", "_groups", "_messages", "_conversations"):
-                getattr(self, attr).clear()
-            self._contact_index, self._active, self._archived = (
-                SortedIndex(),
-                SortedIndex(),
-                SortedIndex(),
-            )
+            self._reset_memory()
             if self._db is not None:
                 for table in _TABLES:
                     self._db.execute(f"DELETE FROM {table}")
 
-    # --- API operations (the HTTP layer has validated types already) ----------------------
+    def close(self) -> None:
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+    # --- API operations (the HTTP layer has type-checked the fields) ----------------------
 
     def list_groups(
         self, *, archived: bool, limit: int, after: str | None, before: str | None
     ) -> tuple[list[dict[str, Any]], bool]:
         with self._lock:
             index = self._archived if archived else self._active
-            ids, more = index.page(
-                limit, self._cursor(self._groups, after), self._cursor(self._groups, before)
-            )
+            keys = self._group_keys
+            ids, more = index.page(limit, _cursor(keys, after), _cursor(keys, before))
             return [self._render(self._groups[i]) for i in ids], more
 
     def list_contacts(
         self, *, limit: int, after: str | None, before: str | None
     ) -> tuple[list[dict[str, Any]], bool]:
         with self._lock:
-            ids, more = self._contact_index.page(
-                limit, self._cursor(self._contacts, after), self._cursor(self._contacts, before)
-            )
-            return [_public(self._contacts[i]) for i in ids], more
+            keys = self._contact_keys
+            ids, more = self._contact_index.page(limit, _cursor(keys, after), _cursor(keys, before))
+            return [dict(self._contacts[i]) for i in ids], more
 
     def create_group(self, fields: Mapping[str, Any]) -> dict[str, Any]:
         with self._lock, self._transaction():
-            ids = self._resolve(fields.get("contacts", []))
-            group = self._insert_group(
-                {
-                    "id": self._new_id(),
-                    "name": fields["name"],
-                    "description": fields.get("description"),
-                    "avatar_url": fields.get("avatar_url"),
-                    "contact_ids": ids,
-                    "created_at": self._clock(),
-                    "archived_at": None,
-                }
-            )
+            group = {
+                "id": self._new_id(),
+                "name": fields["name"],
+                "description": fields.get("description"),
+                "avatar_url": fields.get("avatar_url"),
+                "conversation_id": self._new_id(),
+                "contact_ids": self._resolve(fields.get("contacts", ())),
+                "created_at": self._clock(),
+                "archived_at": None,
+            }
+            self._insert_group(group)
             return self._render(group)
 
     def update_group(self, group_id: str, fields: Mapping[str, Any]) -> dict[str, Any]:
+        """Partial: only the fields given change; `contacts` replaces the member list."""
         with self._lock, self._transaction():
             group = self._group(group_id)
             ids = self._resolve(fields["contacts"]) if "contacts" in fields else None
-            if "archived_at" in fields and fields["archived_at"] != group["archived_at"]:
-                self._listing(group).remove(_key(group))
+            if "archived_at" in fields and (fields["archived_at"] is None) != (
+                group["archived_at"] is None
+            ):
+                key = self._group_keys[group_id]
+                self._listing(group).remove(key)
                 group["archived_at"] = fields["archived_at"]
-                self._listing(group).add(_key(group))
-            for name in ("name", "description", "avatar_url"):
+                self._listing(group).add(key)
+            for name in ("name", "description", "avatar_url", "archived_at"):
                 if name in fields:
                     group[name] = fields[name]
             if ids is not None:
                 group["contact_ids"] = ids
-            self._persist("groups", group)
+            self._persist("groups", group, self._group_keys[group_id])
             return self._render(group)
 
     def delete_group(self, group_id: str) -> dict[str, Any]:
@@ -300,18 +287,18 @@ class EmulatorState:
         with self._lock, self._transaction():
             group = self._group(group_id)
             rendered = self._render(group)
-            self._listing(group).remove(_key(group))
+            self._listing(group).remove(self._group_keys.pop(group_id))
             del self._groups[group_id]
             del self._conversations[group["conversation_id"]]
             self._unpersist("groups", group_id)
-            gone = [
-                m
+            doomed = [
+                m["id"]
                 for m in self._messages.values()
-                if m["conversation_id"] == rendered["conversation_id"]
+                if m["conversation_id"] == group["conversation_id"]
             ]
-            for message in gone:
-                del self._messages[message["id"]]
-                self._unpersist("messages", message["id"])
+            for message_id in doomed:
+                del self._messages[message_id]
+                self._unpersist("messages", message_id)
             return rendered
 
     def retrieve_group(self, group_id: str) -> dict[str, Any]:
@@ -323,7 +310,7 @@ class EmulatorState:
             contact = self._contacts.get(contact_id)
             if contact is None:
                 raise ApiFailure(404, f"no such contact: {contact_id}")
-            return _public(contact)
+            return dict(contact)
 
     def post_message(self, conversation_id: str, text: str) -> dict[str, Any]:
         with self._lock, self._transaction():
@@ -334,33 +321,111 @@ class EmulatorState:
                 "conversation_id": conversation_id,
                 "message": text,
                 "created_at": self._clock(),
-                "_seq": self._next_seq(),
             }
             self._messages[message["id"]] = message
-            self._persist("messages", message)
-            return _public(message)
+            self._persist(
+                "messages", message, (message["created_at"], self._next_seq(), message["id"])
+            )
+            return dict(message)
 
     # --- internals ------------------------------------------------------------------------
 
-    def _insert_group(self, group: dict[str, Any]) -> dict[str, Any]:
-        if group["id"] in self._groups:
-            raise ValueError(f"group id {group['id']!r} already exists")
-        group["conversation_id"] = self._new_id()
-        group["_seq"] = self._next_seq()
-        self._index_group(group)
-        self._persist("groups", group)
+    def _reset_memory(self) -> None:
+        self._seq = 0
+        self._contacts: dict[str, dict[str, Any]] = {}
+        self._contact_keys: dict[str, Key] = {}
+        self._by_username: dict[str, str] = {}
+        self._groups: dict[str, dict[str, Any]] = {}
+        self._group_keys: dict[str, Key] = {}
+        self._messages: dict[str, dict[str, Any]] = {}
+        self._conversations: set[str] = set()
+        self._contact_index = SortedIndex()
+        self._active = SortedIndex()
+        self._archived = SortedIndex()
+
+    def _add_contact(
+        self,
+        username: str,
+        display_name: str | None,
+        phone_number: str | None,
+        avatar_url: str | None,
+        id: str | None,
+        created_at: int | None,
+    ) -> dict[str, Any]:
+        if not isinstance(username, str) or not username:
+            raise ValueError("username must be a non-empty string")
+        if username in self._by_username:
+            raise ValueError(f"contact {username!r} already exists")
+        contact = {
+            "id": id or self._new_id(),
+            "username": username,
+            "phone_number": phone_number,
+            "avatar_url": avatar_url,
+            "display_name": display_name,
+            "conversation_id": self._new_id(),
+            "last_active_at": None,
+            "created_at": self._clock() if created_at is None else int(created_at),
+        }
+        if contact["id"] in self._contacts:
+            raise ValueError(f"contact id {contact['id']!r} already exists")
+        key = (contact["created_at"], self._next_seq(), contact["id"])
+        self._index_contact(contact, key)
+        self._persist("contacts", contact, key)
+        return contact
+
+    def _add_group(
+        self,
+        name: str,
+        members: Iterable[str],
+        description: str | None,
+        avatar_url: str | None,
+        archived: bool,
+        id: str | None,
+        created_at: int | None,
+    ) -> dict[str, Any]:
+        if not isinstance(name, str) or not name:
+            raise ValueError("name must be a non-empty string")
+        if isinstance(members, str):
+            raise ValueError("members must be a list of usernames")
+        contact_ids = []
+        for username in dict.fromkeys(members):
+            cid = self._by_username.get(username)
+            if cid is None:
+                cid = self._add_contact(username, None, None, None, None, None)["id"]
+            contact_ids.append(cid)
+        now = self._clock()
+        group = {
+            "id": id or self._new_id(),
+            "name": name,
+            "description": description,
+            "avatar_url": avatar_url,
+            "conversation_id": self._new_id(),
+            "contact_ids": contact_ids,
+            "created_at": now if created_at is None else int(created_at),
+            "archived_at": now if archived else None,
+        }
+        self._insert_group(group)
         return group
 
-    def _index_group(self, group: dict[str, Any]) -> None:
-        self._groups[group["id"]] = group
-        self._conversations[group["conversation_id"]] = group["id"]
-        self._listing(group).add(_key(group))
+    def _insert_group(self, group: dict[str, Any]) -> None:
+        if group["id"] in self._groups:
+            raise ValueError(f"group id {group['id']!r} already exists")
+        key = (group["created_at"], self._next_seq(), group["id"])
+        self._index_group(group, key)
+        self._persist("groups", group, key)
 
-    def _index_contact(self, contact: dict[str, Any]) -> None:
+    def _index_group(self, group: dict[str, Any], key: Key) -> None:
+        self._groups[group["id"]] = group
+        self._group_keys[group["id"]] = key
+        self._conversations.add(group["conversation_id"])
+        self._listing(group).add(key)
+
+    def _index_contact(self, contact: dict[str, Any], key: Key) -> None:
         self._contacts[contact["id"]] = contact
+        self._contact_keys[contact["id"]] = key
         self._by_username[contact["username"]] = contact["id"]
-        self._conversations[contact["conversation_id"]] = contact["id"]
-        self._contact_index.add(_key(contact))
+        self._conversations.add(contact["conversation_id"])
+        self._contact_index.add(key)
 
     def _listing(self, group: Mapping[str, Any]) -> SortedIndex:
         return self._archived if group["archived_at"] is not None else self._active
@@ -371,22 +436,13 @@ class EmulatorState:
             raise ApiFailure(404, f"no such group: {group_id}")
         return group
 
-    @staticmethod
-    def _cursor(objects: Mapping[str, Mapping[str, Any]], cursor: str | None) -> Any:
-        if cursor is None:
-            return None
-        obj = objects.get(cursor)
-        if obj is None:
-            raise ApiFailure(400, f"unknown cursor id: {cursor}")
-        return _key(obj)
-
     def _resolve(self, refs: Iterable[Mapping[str, str]]) -> list[str]:
         """Contact references ({"id"} or {"username"}) to ids; any unknown one refuses it all."""
         ids: list[str] = []
         unknown: list[str] = []
         for ref in refs:
             if "id" in ref:
-                cid = ref["id"] if ref["id"] in self._contacts else None
+                cid: str | None = ref["id"] if ref["id"] in self._contacts else None
                 label = f"id {ref['id']!r}"
             else:
                 cid = self._by_username.get(ref["username"])
@@ -405,13 +461,14 @@ class EmulatorState:
     def _render(self, group: Mapping[str, Any]) -> dict[str, Any]:
         """The API's group object: members as full contact objects, fields in the vendor's order."""
         out = {k: group[k] for k in _GROUP_FIELDS}
-        out["contacts"] = [_public(self._contacts[i]) for i in group["contact_ids"]]
+        out["contacts"] = [dict(self._contacts[i]) for i in group["contact_ids"]]
         out["created_at"] = group["created_at"]
         out["archived_at"] = group["archived_at"]
         return out
 
     def _new_id(self) -> str:
-        return "".join(self._rng.choices(_ALPHABET, k=16))
+        """16 alphanumerics, like the vendor's (base64 of 12 random bytes, +/ swapped out)."""
+        return base64.b64encode(self._rng.randbytes(12), altchars=b"Zz").decode()
 
     def _next_seq(self) -> int:
         self._seq += 1
@@ -427,11 +484,11 @@ class EmulatorState:
             self._db.execute("BEGIN")
             yield
 
-    def _persist(self, table: str, obj: Mapping[str, Any]) -> None:
+    def _persist(self, table: str, obj: Mapping[str, Any], key: Key) -> None:
         if self._db is not None:
             self._db.execute(
                 f"INSERT OR REPLACE INTO {table} (id, seq, body) VALUES (?, ?, ?)",
-                (obj["id"], obj["_seq"], json.dumps(obj)),
+                (obj["id"], key[1], json.dumps(obj)),
             )
 
     def _unpersist(self, table: str, obj_id: str) -> None:
@@ -440,23 +497,42 @@ class EmulatorState:
 
     def _load(self) -> None:
         assert self._db is not None
-        for table, add in (
+        for table, index in (
             ("contacts", self._index_contact),
             ("groups", self._index_group),
-            ("messages", lambda m: self._messages.__setitem__(m["id"], m)),
+            ("messages", lambda m, _k: self._messages.__setitem__(m["id"], m)),
         ):
-            for (body,) in self._db.execute(f"SELECT body FROM {table} ORDER BY seq"):
+            for seq, body in self._db.execute(f"SELECT seq, body FROM {table} ORDER BY seq"):
                 obj = json.loads(body)
-                add(obj)
-                self._seq = max(self._seq, obj["_seq"])
+                index(obj, (obj["created_at"], seq, obj["id"]))
+                self._seq = max(self._seq, seq)
 
 
-def _key(obj: Mapping[str, Any]) -> tuple[int, int, str]:
-    return (-obj["created_at"], -obj["_seq"], obj["id"])
+def _cursor(keys: Mapping[str, Key], cursor: str | None) -> Key | None:
+    if cursor is None:
+        return None
+    key = keys.get(cursor)
+    if key is None:
+        raise ApiFailure(400, f"unknown cursor id: {cursor}")
+    return key
 
 
-def _public(obj: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in obj.items() if k != "_seq"}
+def _read_seed(seed: Path | str | Mapping[str, Any]) -> Mapping[str, Any]:
+    if isinstance(seed, Mapping):
+        return seed
+    try:
+        data = yaml.safe_load(Path(seed).read_text(encoding="utf-8"))  # JSON is YAML too
+    except (OSError, yaml.YAMLError) as e:
+        raise SeedError(f"cannot read seed {seed}: {e}") from e
+    if data is None:
+        return {}
+    if not isinstance(data, Mapping):
+        raise SeedError(f"seed {seed}: expected a mapping with contacts and groups")
+    return data
+
+
+def _why(e: Exception) -> str:
+    return f"missing {e}" if isinstance(e, KeyError) else str(e)
 
 
 def _open_db(path: Path) -> sqlite3.Connection:
