@@ -289,7 +289,7 @@ class EmulatorState:
             rendered = self._render(group)
             self._listing(group).remove(self._group_keys.pop(group_id))
             del self._groups[group_id]
-            del self._conversations[group["conversation_id"]]
+            self._conversations.discard(group["conversation_id"])
             self._unpersist("groups", group_id)
             doomed = [
                 m["id"]
