@@ -6,7 +6,7 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ from groupsync.emulator.app import EmulatorApp
 from groupsync.emulator.counters import RequestCounters
 from groupsync.emulator.faults import Faults
 from groupsync.emulator.state import EmulatorState
+from groupsync.errors import GroupsyncError
 from groupsync.secret import Secret
 
 DEMO_TOKEN = "demo-token"
@@ -138,11 +139,34 @@ def serve_emulator(
             server.force_exit = True
             thread.join(SHUTDOWN_TIMEOUT_S)
         sock.close()
+        app.state.close()
 
 
-def run_emulator(app: EmulatorApp, sock: socket.socket) -> None:
-    """Serve in the foreground until SIGINT/SIGTERM (uvicorn handles both)."""
-    _server(app).run(sockets=[sock])
+def run_foreground(
+    *,
+    host: str,
+    port: int,
+    on_ready: Callable[[str], None],
+    token: str | Secret,
+    admin_token: str | Secret | None = None,
+    seed: Path | None = None,
+    state_path: Path | None = None,
+    faults: Faults | None = None,
+) -> None:
+    """Serve until SIGINT/SIGTERM (uvicorn handles both); on_ready gets the base URL first."""
+    app = build_app(
+        token=token, admin_token=admin_token, seed=seed, state_path=state_path, faults=faults
+    )
+    try:
+        sock = bind(host, port)
+    except OSError as e:
+        raise GroupsyncError(f"cannot listen on {host}:{port}: {e.strerror or e}") from e
+    try:
+        on_ready(f"http://{host}:{sock.getsockname()[1]}/v1")
+        _server(app).run(sockets=[sock])
+    finally:
+        sock.close()
+        app.state.close()
 
 
 def _secret(value: str | Secret) -> Secret:
