@@ -1,0 +1,494 @@
+"""The SQLite journal: runs, every change before and after its API call, and the managed groups.
+
+It is the only memory groupsync has: which group each key owns (without it nothing is managed)
+and what it last made each group look like (without it drift cannot be told from spec). So it is
+written durably (WAL, synchronous=FULL) and a change row is written `pending` before its API call,
+which makes a crash leave a truthful record that `apply.recover_pending` can settle.
+
+Plain SQLite, readable by `sqlite3`, sqlite-utils and Datasette as it is: timestamps are ISO-8601
+UTC text (`2026-11-27T01:53:47.123Z`, sortable as text), structured values are JSON text.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlite_utils import Database
+
+from groupsync.errors import GroupsyncError
+from groupsync.plan import AppliedState, Change, ManagedGroup
+
+# "gsyn": marks the file as a groupsync journal for `file(1)` and for the open-time check.
+APPLICATION_ID = 0x6773796E
+STATUSES = ("pending", "applied", "failed", "interrupted")
+
+
+class JournalLocked(GroupsyncError):
+    """Another process is applying with this journal: racing it would write twice."""
+
+
+class JournalError(GroupsyncError):
+    """The journal file cannot be used (unreadable, foreign, or written by a newer groupsync)."""
+
+
+def now_iso() -> str:
+    """One timestamp format everywhere: UTC, milliseconds, `Z`; sorts correctly as text."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def parse_iso(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+# --- schema --------------------------------------------------------------------------------------
+# MIGRATIONS[n] takes a journal from schema version n to n + 1 (PRAGMA user_version). A new journal
+# runs them all, so the upgrade path of an old file is the same code every new file goes through.
+# Append only: a released step never changes.
+
+
+def _v1_tables(db: Database) -> None:
+    db.execute(
+        """CREATE TABLE runs (
+            id INTEGER PRIMARY KEY,
+            started_at TEXT NOT NULL,
+            finished_at TEXT,
+            trigger TEXT NOT NULL,
+            mode TEXT NOT NULL,
+            spec_digest TEXT,
+            spec_commit TEXT,
+            outcome TEXT,
+            counts TEXT,
+            error TEXT
+        )"""
+    )
+    db.execute(
+        """CREATE TABLE changes (
+            id INTEGER PRIMARY KEY,
+            run_id INTEGER NOT NULL REFERENCES runs(id),
+            key TEXT NOT NULL,
+            group_id TEXT,
+            name TEXT NOT NULL,
+            action TEXT NOT NULL,
+            cause TEXT NOT NULL,
+            diff TEXT NOT NULL DEFAULT '{}',
+            members_added TEXT NOT NULL DEFAULT '[]',
+            members_removed TEXT NOT NULL DEFAULT '[]',
+            status TEXT NOT NULL
+                CHECK (status IN ('pending', 'applied', 'failed', 'interrupted')),
+            attempts INTEGER NOT NULL DEFAULT 0,
+            http_status INTEGER,
+            error TEXT,
+            started_at TEXT NOT NULL,
+            finished_at TEXT
+        )"""
+    )
+    db.execute(
+        """CREATE TABLE groups (
+            key TEXT PRIMARY KEY,
+            group_id TEXT NOT NULL,
+            name TEXT NOT NULL,
+            managed_since TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            applied TEXT
+        )"""
+    )
+
+
+def _v2_timings_notes_indexes(db: Database) -> None:
+    for sql in (
+        "ALTER TABLE runs ADD COLUMN spec_dirty INTEGER",
+        "ALTER TABLE runs ADD COLUMN plan_checksum TEXT",
+        "ALTER TABLE changes ADD COLUMN members_cause TEXT",
+        "ALTER TABLE changes ADD COLUMN set_archived INTEGER",
+        "ALTER TABLE changes ADD COLUMN duration_ms INTEGER",
+        "ALTER TABLE changes ADD COLUMN note TEXT",
+        "CREATE INDEX changes_by_key ON changes(key, id)",
+        "CREATE INDEX changes_by_run ON changes(run_id, id)",
+        "CREATE INDEX changes_pending ON changes(status) WHERE status = 'pending'",
+        # One group, one key: two keys owning a group would fight over it forever.
+        "CREATE UNIQUE INDEX groups_by_group_id ON groups(group_id)",
+    ):
+        db.execute(sql)
+
+
+MIGRATIONS: tuple[Callable[[Database], None], ...] = (_v1_tables, _v2_timings_notes_indexes)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+def _applied_to_json(applied: AppliedState) -> str:
+    return _json(
+        {
+            "name": applied.name,
+            "description": applied.description,
+            "avatar_url": applied.avatar_url,
+            "members": None if applied.members is None else sorted(applied.members),
+            "archived": applied.archived,
+        }
+    )
+
+
+def _applied_from_json(text: str | None) -> AppliedState | None:
+    if text is None:
+        return None
+    data = json.loads(text)
+    members = data.get("members")
+    return AppliedState(
+        name=data["name"],
+        description=data.get("description"),
+        avatar_url=data.get("avatar_url"),
+        members=None if members is None else frozenset(members),
+        archived=bool(data.get("archived")),
+    )
+
+
+class Journal:
+    """One journal file. Safe to share between threads (one connection behind a lock)."""
+
+    def __init__(self, path: Path, db: Database) -> None:
+        self.path = path
+        self._db = db
+        self._lock = threading.RLock()
+
+    def __repr__(self) -> str:
+        return f"<Journal {str(self.path)!r}>"
+
+    # --- opening -----------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: Path) -> Journal:
+        """Open or create the journal, migrating an older schema; refuse a newer or foreign file."""
+        path = Path(path)
+        if not path.parent.is_dir():
+            raise JournalError(f"journal {path}: directory {path.parent} does not exist")
+        try:
+            # check_same_thread=False: the lock in Journal serialises use, so a daemon may touch
+            # it from a health-check thread; timeout: wait out a Datasette reader's brief locks.
+            conn = sqlite3.connect(str(path), timeout=10, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise JournalError(f"journal {path}: cannot open ({exc})") from None
+        try:
+            db = Database(conn, execute_plugins=False)
+            with db.atomic():  # one snapshot: another process may be migrating right now
+                _check_identity(db, path)
+            db.enable_wal()
+            # synchronous resets on every connection. FULL, not WAL's usual NORMAL: NORMAL may
+            # lose the last commits on power loss, and the `pending` row written before a POST is
+            # exactly what must survive one. It costs an fsync per change, nothing next to an
+            # API call at ~10 requests/s.
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute("PRAGMA foreign_keys=ON")
+            _migrate(db, path)
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise JournalError(f"journal {path}: not a usable SQLite database ({exc})") from None
+        except BaseException:
+            conn.close()
+            raise
+        return cls(path, db)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # --- one writer --------------------------------------------------------------------------
+
+    @contextmanager
+    def writer_lock(self) -> Iterator[None]:
+        """Hold `<journal>.lock` exclusively while applying; a second writer fails at once.
+
+        flock, not a pid file: the kernel drops it when the holder dies (even by SIGKILL), so a
+        crash never leaves a stale lock behind. The pid written inside is only for the message.
+        """
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+                raise JournalLocked(
+                    f"another groupsync apply/run holds {self.path} (pid {holder})"
+                ) from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            try:
+                yield
+            finally:
+                os.ftruncate(fd, 0)
+        finally:
+            os.close(fd)  # releases the flock
+
+    # --- runs --------------------------------------------------------------------------------
+
+    def start_run(
+        self,
+        *,
+        trigger: str,
+        mode: str,
+        spec_digest: str,
+        spec_commit: str | None = None,
+        spec_dirty: bool | None = None,
+    ) -> int:
+        with self._lock:
+            cursor = self._db.execute(
+                "INSERT INTO runs (started_at, trigger, mode, spec_digest, spec_commit, spec_dirty)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (now_iso(), trigger, mode, spec_digest, spec_commit, spec_dirty),
+            )
+            return int(cursor.lastrowid)  # type: ignore[arg-type]
+
+    def finish_run(
+        self,
+        run_id: int,
+        *,
+        outcome: str,
+        counts: dict[str, int],
+        error: str | None = None,
+        plan_checksum: str | None = None,
+    ) -> None:
+        with self._lock:
+            self._db.execute(
+                "UPDATE runs SET finished_at = ?, outcome = ?, counts = ?, error = ?,"
+                " plan_checksum = coalesce(?, plan_checksum) WHERE id = ?",
+                (now_iso(), outcome, _json(counts), error, plan_checksum, run_id),
+            )
+
+    # --- changes -----------------------------------------------------------------------------
+
+    def begin_change(self, run_id: int, change: Change) -> int:
+        """Record the change as `pending` (durably) before its API call is sent."""
+        diff = {
+            f.field: {"before": f.old, "after": f.new, "cause": str(f.cause)} for f in change.fields
+        }
+        with self._lock:
+            cursor = self._db.execute(
+                "INSERT INTO changes (run_id, key, group_id, name, action, cause, diff,"
+                " members_added, members_removed, members_cause, set_archived, status,"
+                " started_at, note) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
+                (
+                    run_id,
+                    change.key,
+                    change.group_id,
+                    change.name,
+                    str(change.action),
+                    str(change.cause),
+                    _json(diff),
+                    _json(list(change.members_add)),
+                    _json(list(change.members_remove)),
+                    None if change.members_cause is None else str(change.members_cause),
+                    change.set_archived,
+                    now_iso(),
+                    change.note or None,
+                ),
+            )
+            return int(cursor.lastrowid)  # type: ignore[arg-type]
+
+    def settle_change(
+        self,
+        change_id: int,
+        *,
+        status: str,
+        group_id: str | None = None,
+        attempts: int = 0,
+        http_status: int | None = None,
+        error: str | None = None,
+        note: str | None = None,
+    ) -> None:
+        """Record how a change ended; `note` is appended to the plan's note, not replacing it."""
+        if status not in STATUSES or status == "pending":
+            raise ValueError(f"a change settles as applied, failed or interrupted, not {status!r}")
+        finished = now_iso()
+        with self._lock:
+            row = next(
+                self._db.query("SELECT started_at FROM changes WHERE id = ?", [change_id]), None
+            )
+            if row is None:
+                raise ValueError(f"no change {change_id} in {self.path}")
+            started = parse_iso(row["started_at"])
+            duration_ms = round((parse_iso(finished) - started).total_seconds() * 1000)
+            self._db.execute(
+                "UPDATE changes SET status = ?, group_id = coalesce(?, group_id), attempts = ?,"
+                " http_status = ?, error = ?, finished_at = ?, duration_ms = ?,"
+                " note = CASE WHEN ? IS NULL THEN note WHEN note IS NULL THEN ?"
+                " ELSE note || '; ' || ? END WHERE id = ?",
+                (
+                    status,
+                    group_id,
+                    attempts,
+                    http_status,
+                    error,
+                    finished,
+                    max(0, duration_ms),
+                    note,
+                    note,
+                    note,
+                    change_id,
+                ),
+            )
+
+    def pending_changes(self) -> list[dict[str, Any]]:
+        """Changes a crashed run left unsettled, oldest first."""
+        with self._lock:
+            rows = list(
+                self._db.query("SELECT * FROM changes WHERE status = 'pending' ORDER BY id")
+            )
+        return [_change_dict(r) for r in rows]
+
+    # --- managed groups ----------------------------------------------------------------------
+
+    def managed(self) -> dict[str, ManagedGroup]:
+        with self._lock:
+            rows = list(self._db.query("SELECT key, group_id, applied FROM groups ORDER BY key"))
+        return {
+            r["key"]: ManagedGroup(r["key"], r["group_id"], _applied_from_json(r["applied"]))
+            for r in rows
+        }
+
+    def set_managed(self, key: str, group_id: str, applied: AppliedState) -> None:
+        """Map key -> group (keeping `managed_since`) and remember the state groupsync gave it."""
+        now = now_iso()
+        with self._lock:
+            owner = next(
+                self._db.query(
+                    "SELECT key FROM groups WHERE group_id = ? AND key != ?", [group_id, key]
+                ),
+                None,
+            )
+            if owner is not None:
+                raise GroupsyncError(
+                    f"group {group_id} is already managed under key {owner['key']!r};"
+                    f" not also under {key!r}"
+                )
+            self._db.execute(
+                "INSERT INTO groups (key, group_id, name, managed_since, updated_at, applied)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET"
+                " group_id = excluded.group_id, name = excluded.name,"
+                " updated_at = excluded.updated_at, applied = excluded.applied",
+                (key, group_id, applied.name, now, now, _applied_to_json(applied)),
+            )
+
+    def forget(self, key: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM groups WHERE key = ?", [key])
+
+    # --- history -----------------------------------------------------------------------------
+
+    def history(self, *, limit: int = 20, key: str | None = None) -> list[dict[str, Any]]:
+        """The last `limit` runs, newest first, each with its changes (only `key`'s if given)."""
+        with self._lock:
+            if key is None:
+                runs = list(self._db.query("SELECT * FROM runs ORDER BY id DESC LIMIT ?", [limit]))
+            else:
+                runs = list(
+                    self._db.query(
+                        "SELECT * FROM runs WHERE id IN"
+                        " (SELECT run_id FROM changes WHERE key = ?) ORDER BY id DESC LIMIT ?",
+                        [key, limit],
+                    )
+                )
+            ids = [r["id"] for r in runs]
+            by_run: dict[int, list[dict[str, Any]]] = {i: [] for i in ids}
+            if ids:
+                marks = ",".join("?" * len(ids))
+                where = f"run_id IN ({marks})" + (" AND key = ?" if key is not None else "")
+                params = [*ids, key] if key is not None else ids
+                for row in self._db.query(
+                    f"SELECT * FROM changes WHERE {where} ORDER BY id", params
+                ):
+                    by_run[row["run_id"]].append(_change_dict(row))
+        return [_run_dict(r, by_run[r["id"]]) for r in runs]
+
+
+def _check_identity(db: Database, path: Path) -> int:
+    """The schema version; refuses a newer schema or somebody else's database.
+
+    Call inside a transaction, so the version and the table list come from one snapshot.
+    """
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    app_id = db.execute("PRAGMA application_id").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise JournalError(
+            f"journal {path}: schema v{version} is newer than this groupsync"
+            f" (v{SCHEMA_VERSION}); upgrade groupsync"
+        )
+    foreign = app_id not in (0, APPLICATION_ID) or (version == 0 and db.table_names())
+    if foreign:
+        raise JournalError(f"journal {path}: not a groupsync journal (it holds other data)")
+    return version
+
+
+def _migrate(db: Database, path: Path) -> None:
+    """Bring the schema to SCHEMA_VERSION, each step in its own transaction.
+
+    BEGIN IMMEDIATE and a re-read of the version inside it: two processes opening a new journal
+    at once (a `plan` next to the daemon) must not both run the same step.
+    """
+    while True:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            version = _check_identity(db, path)
+            if version == SCHEMA_VERSION:
+                db.execute("COMMIT")
+                return
+            MIGRATIONS[version](db)
+            db.execute(f"PRAGMA user_version = {version + 1}")
+            db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            db.execute("COMMIT")
+        except BaseException:
+            db.rollback()
+            raise
+
+
+def _change_dict(row: dict[str, Any]) -> dict[str, Any]:
+    change = dict(row)
+    for column in ("diff", "members_added", "members_removed"):
+        change[column] = json.loads(change[column]) if change[column] is not None else None
+    if change.get("set_archived") is not None:
+        change["set_archived"] = bool(change["set_archived"])
+    change["summary"] = _summary(change)
+    return change
+
+
+def _run_dict(row: dict[str, Any], changes: list[dict[str, Any]]) -> dict[str, Any]:
+    run = dict(row)
+    run["counts"] = json.loads(run["counts"]) if run["counts"] else {}
+    if run["spec_dirty"] is not None:
+        run["spec_dirty"] = bool(run["spec_dirty"])
+    run["changes"] = changes
+    return run
+
+
+def _summary(change: dict[str, Any]) -> str:
+    """One line a person reads at a glance: what, to which group, why, and how it ended."""
+    parts = [f"{change['action']} {change['key']} ({change['cause']})"]
+    for field, d in sorted(change["diff"].items()):
+        parts.append(f"{field} {d['before']!r} -> {d['after']!r}")
+    if change["members_added"]:
+        parts.append("+" + ",".join(change["members_added"]))
+    if change["members_removed"]:
+        parts.append("-" + ",".join(change["members_removed"]))
+    if change.get("set_archived") is not None:
+        parts.append("archive" if change["set_archived"] else "restore")
+    text = "; ".join(parts) + f": {change['status']}"
+    if change["error"]:
+        text += f" ({change['error']})"
+    return text
