@@ -12,6 +12,7 @@ import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import httpx
 import pytest
 
 from groupsync.api import (
@@ -376,10 +377,15 @@ async def test_a_read_only_client_refuses_every_write_before_sending(emulator: A
 
 
 @pytest.mark.anyio
-async def test_never_more_than_max_concurrency_in_flight(emulator: Any) -> None:
+@pytest.mark.parametrize("own_transport", [False, True], ids=["default", "caller-transport"])
+async def test_never_more_than_max_concurrency_in_flight(
+    emulator: Any, own_transport: bool
+) -> None:
     group = emulator.state.add_group("Plaza Hotel")
     emulator.faults.latency_s = 0.05
-    async with connect(emulator, max_concurrency=3) as client:
+    # A caller's transport keeps its own (larger) pool: the client must still hold the line.
+    transport = httpx.AsyncHTTPTransport() if own_transport else None
+    async with connect(emulator, max_concurrency=3, transport=transport) as client:
         await asyncio.gather(*(client.get_group(group["id"]) for _ in range(15)))
 
     assert emulator.count("GET", GROUP, 200) == 15

@@ -8,12 +8,14 @@ repeated cursor, a list failing at a chosen page, a POST timing out after it was
 from __future__ import annotations
 
 import email.utils
+import json
 import time
 from collections.abc import Callable
 
 import httpx
 import pytest
 
+from groupsync import __version__
 from groupsync.api import (
     AmbiguousWrite,
     ApiError,
@@ -223,3 +225,25 @@ async def test_a_2xx_create_whose_body_is_unreadable_is_ambiguous() -> None:
     async with make_client(handler, Recorder()) as client:
         with pytest.raises(AmbiguousWrite):
             await client.create_group(name="x")
+
+
+@pytest.mark.anyio
+async def test_sends_bearer_token_user_agent_and_json_with_only_the_given_fields() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json=group("g1"))
+
+    async with make_client(handler, Recorder()) as client:
+        await client.update_group("g1", members=["b", "a"], archived=False)
+
+    [request] = seen
+    assert request.method == "PUT" and request.url.path == "/v1/groups/g1"
+    assert request.headers["Authorization"] == f"Bearer {TOKEN}"
+    assert request.headers["User-Agent"] == f"groupsync/{__version__}"
+    assert request.headers["Content-Type"] == "application/json"
+    assert json.loads(request.content) == {
+        "contacts": [{"username": "a"}, {"username": "b"}],
+        "archived_at": None,
+    }
