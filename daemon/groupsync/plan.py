@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import enum
+import gc
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
@@ -577,18 +578,26 @@ def compute_plan(
     Linear in groups plus memberships: actual groups are indexed by id once (and by name only if
     some key must be adopted by name); sorting touches the changes, not the account.
     """
-    planner = _Planner(desired, actual, managed, policy, known_usernames)
-    planner.plan_desired()
-    planner.plan_removed({c.key for c in planner.changes})
-    changes = sorted(planner.changes, key=lambda c: (c.phase, c.key))
-    errors = tuple(
-        GroupError(key, message)
-        for key in sorted(planner.errors)
-        for message in sorted(planner.errors[key])
-    )
-    return Plan(
-        changes=tuple(changes),
-        errors=errors,
-        refusals=planner.refusals(),
-        managed_count=len(managed),
-    )
+    # Planning allocates one object per change and builds no reference cycles; the cyclic GC
+    # would rescan the whole account's objects again and again (half the time at 100k changes).
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        planner = _Planner(desired, actual, managed, policy, known_usernames)
+        planner.plan_desired()
+        planner.plan_removed({c.key for c in planner.changes})
+        changes = sorted(planner.changes, key=lambda c: (c.phase, c.key))
+        errors = tuple(
+            GroupError(key, message)
+            for key in sorted(planner.errors)
+            for message in sorted(planner.errors[key])
+        )
+        return Plan(
+            changes=tuple(changes),
+            errors=errors,
+            refusals=planner.refusals(),
+            managed_count=len(managed),
+        )
+    finally:
+        if gc_was_enabled:
+            gc.enable()
