@@ -106,19 +106,23 @@ class Daemon:
 
     async def serve(self) -> int:
         """Run until SIGTERM/SIGINT (or, with --once, until the one run ends); the exit code."""
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._on_stop_signal, sig)
-        if not self.once:
-            loop.add_signal_handler(signal.SIGHUP, self._on_reload_signal)
-        undo_counter = ApiRequestCounter(self.metrics).install()
         listen = self.loaded.settings.metrics.listen
+        # First, as it may fail (port taken): there is nothing to undo yet.
         server = MetricsServer(self.metrics, listen) if listen and not self.once else None
         if server is not None:
             log.info("metrics and /healthz on %s (port %d)", listen, server.port)
-        if self.notifier.watchdog_interval_s:
-            self._spawn(self._watchdog(self.notifier.watchdog_interval_s))
+        undo_counter = ApiRequestCounter(self.metrics).install()
+        loop = asyncio.get_running_loop()
         try:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self._on_stop_signal, sig)
+            # With --once a SIGHUP must not kill the run (its default action would).
+            loop.add_signal_handler(
+                signal.SIGHUP,
+                self._on_reload_signal if not self.once else lambda: log.info("--once: no reload"),
+            )
+            if self.notifier.watchdog_interval_s:
+                self._spawn(self._watchdog(self.notifier.watchdog_interval_s))
             self.notifier.ready(status="config and spec loaded; first run starting")
             first = self._start_run("once" if self.once else "startup")
             if not self.once:
@@ -259,9 +263,10 @@ class Daemon:
             if "401" in (report.error or ""):
                 log.critical(
                     "THE eCAMPUS API REFUSED THE TOKEN (401): nothing can be read or applied "
-                    "until it is replaced. Put a valid token where api.token_env / "
-                    "api.token_file / the ecampus-token credential points, then reload "
-                    "(systemctl reload groupsync)."
+                    "until it is replaced. Put a valid token where api.token_env, "
+                    "api.token_file or the ecampus-token credential points, then restart "
+                    "(systemctl restart groupsync: credentials are read at start; a token_file "
+                    "is also re-read on reload)."
                 )
             if not self.once:
                 log.warning(

@@ -1,0 +1,504 @@
+"""`groupsync run` as a real subprocess against the emulator, as systemd would run it.
+
+The daemon gets a real $NOTIFY_SOCKET (a datagram socket bound here), a 2-second schedule with
+no jitter, JSON logs on stderr (parsed here), and a metrics port. Every wait polls with a
+deadline and fails with the daemon's log tail.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from groupsync.emulator import Emulator, Faults, serve_emulator
+
+T = TypeVar("T")
+TOKEN = "test-token"
+CONTACTS = ["ada", "bob", "carol", "dave", "erin"]
+SPEC = """\
+groups:
+  chess:
+    name: Chess Club
+    members: [ada, bob]
+  go:
+    name: Go Club
+    description: Weekly games.
+    members: [carol]
+"""
+START_TIMEOUT_S = 30.0
+RUN_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 45.0  # the daemon drains for at most 30 s, then cancels
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(
+    check: Callable[[], T | None], timeout: float, what: str, log: Callable[[], str]
+) -> T:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.1)
+    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}\n--- daemon log ---\n{log()}")
+
+
+class RestartableEmulator:
+    """The emulator with its state in a file, so it can go away and come back on the same port."""
+
+    def __init__(self, state_path: Path) -> None:
+        self.state_path = state_path
+        self.port = 0
+        self._stack: contextlib.ExitStack | None = None
+        self.emu: Emulator | None = None
+
+    def start(self, faults: Faults | None = None, token: str = TOKEN) -> Emulator:
+        fresh = self.port == 0
+        self._stack = contextlib.ExitStack()
+        self.emu = self._stack.enter_context(
+            serve_emulator(
+                token=token,
+                seed={"contacts": [{"username": u} for u in CONTACTS]} if fresh else None,
+                state_path=self.state_path,
+                faults=faults,
+                port=self.port,
+            )
+        )
+        self.port = self.emu.port
+        return self.emu
+
+    def stop(self) -> None:
+        if self._stack is not None:
+            self._stack.close()
+            self._stack = self.emu = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def by_name(self) -> dict[str, dict[str, Any]]:
+        assert self.emu is not None
+        return {g["name"]: g for g in self.emu.state.groups()}
+
+
+class DaemonProcess:
+    """One `groupsync run` subprocess, its JSON log, and what it sent to $NOTIFY_SOCKET."""
+
+    def __init__(self, workdir: Path, config: Path, *args: str, env: dict[str, str]) -> None:
+        # sun_path is limited to 108 bytes: pytest's tmp_path can be longer.
+        self._sockdir = tempfile.TemporaryDirectory(prefix="gs-")
+        self.notify_path = os.path.join(self._sockdir.name, "notify")
+        self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.notify.bind(self.notify_path)
+        self.notify.setblocking(False)
+        self.messages: list[dict[str, str]] = []
+        self.log_path = workdir / f"daemon-{time.monotonic_ns()}.log"
+        clean = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("NOTIFY_SOCKET", "JOURNAL_STREAM", "WATCHDOG_USEC", "WATCHDOG_PID")
+        }
+        with self.log_path.open("wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "groupsync", "run", "--config", str(config), *args],
+                cwd=workdir,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=clean | {"NOTIFY_SOCKET": self.notify_path, "ECAMPUS_TOKEN": TOKEN} | env,
+            )
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def records(self) -> list[dict[str, Any]]:
+        out = []
+        for line in self.log_text().splitlines():
+            with contextlib.suppress(ValueError):
+                record = json.loads(line)
+                if isinstance(record, dict):
+                    out.append(record)
+        return out
+
+    def runs(self) -> list[tuple[int, str]]:
+        """(run id, outcome) of every finished run, from reconcile's one line per run."""
+        found = []
+        for r in self.records():
+            m = re.match(r"run (\d+) outcome=(\w+)", r.get("msg", ""))
+            if m and r.get("logger") == "groupsync.reconcile":
+                found.append((int(m.group(1)), m.group(2)))
+        return found
+
+    def last_run_id(self) -> int:
+        runs = self.runs()
+        return runs[-1][0] if runs else 0
+
+    def notifications(self) -> list[dict[str, str]]:
+        while True:
+            try:
+                data = self.notify.recv(4096).decode()
+            except BlockingIOError:
+                return self.messages
+            self.messages.append(dict(line.split("=", 1) for line in data.split("\n")))
+
+    def wait_for(
+        self, check: Callable[[], T | None], what: str, timeout: float = RUN_TIMEOUT_S
+    ) -> T:
+        def alive_check() -> T | None:
+            if self.proc.poll() is not None:
+                pytest.fail(f"daemon exited ({self.proc.returncode}) while waiting for {what}")
+            return check()
+
+        return wait_until(alive_check, timeout, what, self.log_tail)
+
+    def wait_run(self, outcome: str, after: int = 0, timeout: float = RUN_TIMEOUT_S) -> int:
+        def check() -> int | None:
+            return next((i for i, o in self.runs() if i > after and o == outcome), None)
+
+        return self.wait_for(check, f"a run after #{after} with outcome {outcome}", timeout)
+
+    def wait_log(self, pattern: str, timeout: float = RUN_TIMEOUT_S) -> dict[str, Any]:
+        def check() -> dict[str, Any] | None:
+            return next((r for r in self.records() if re.search(pattern, r.get("msg", ""))), None)
+
+        return self.wait_for(check, f"a log line matching {pattern!r}", timeout)
+
+    def signal(self, sig: signal.Signals) -> None:
+        self.proc.send_signal(sig)
+
+    def wait_exit(self, timeout: float = STOP_TIMEOUT_S) -> int:
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"daemon still running {timeout:.0f}s later\n{self.log_tail()}")
+
+    def log_tail(self) -> str:
+        return "\n".join(self.log_text().splitlines()[-40:])
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        self.notify.close()
+        self._sockdir.cleanup()
+
+
+class Setup:
+    """A work directory with config, spec and journal, an emulator, and daemons to start."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.dir = tmp_path
+        self.spec_file = tmp_path / "spec" / "groups.yaml"
+        self.spec_file.parent.mkdir()
+        self.spec_file.write_text(SPEC)
+        self.journal = tmp_path / "journal.db"
+        self.metrics_port = free_port()
+        self.emulator = RestartableEmulator(tmp_path / "emulator.db")
+        self.daemons: list[DaemonProcess] = []
+        self.config = tmp_path / "groupsync.yaml"
+
+    def write_config(self, *, extra_api: str = "", schedule: str = "every: 2s") -> Path:
+        self.config.write_text(
+            f"""\
+api:
+  base_url: {self.emulator.base_url}
+  timeout_s: 5
+  max_requests_per_s: 200
+{extra_api}spec:
+  path: spec
+schedule:
+  {schedule}
+  jitter: 0s
+journal:
+  path: journal.db
+log:
+  format: json
+metrics:
+  listen: 127.0.0.1:{self.metrics_port}
+"""
+        )
+        return self.config
+
+    def start(self, *args: str, env: dict[str, str] | None = None) -> DaemonProcess:
+        if not self.config.exists():
+            self.write_config()
+        daemon = DaemonProcess(self.dir, self.config, *args, env=env or {})
+        self.daemons.append(daemon)
+        return daemon
+
+    def once(self, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "groupsync", "run", "--once", "--config", str(self.config)],
+            cwd=self.dir,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=os.environ | {"ECAMPUS_TOKEN": TOKEN},
+            check=False,
+        )
+
+    def pending_rows(self) -> int:
+        with contextlib.closing(sqlite3.connect(self.journal)) as db:
+            return int(
+                db.execute("SELECT count(*) FROM changes WHERE status = 'pending'").fetchone()[0]
+            )
+
+    def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        r = httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5)
+        assert r.status_code == 200
+        return {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(r.text)
+            for s in family.samples
+        }
+
+    def healthz(self) -> int:
+        return httpx.get(f"http://127.0.0.1:{self.metrics_port}/healthz", timeout=5).status_code
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> Iterator[Setup]:
+    s = Setup(tmp_path)
+    s.emulator.start()
+    try:
+        yield s
+    finally:
+        for d in s.daemons:
+            d.close()
+        s.emulator.stop()
+
+
+def converged(s: Setup) -> bool:
+    groups = s.emulator.by_name()
+    chess, go = groups.get("Chess Club"), groups.get("Go Club")
+    return bool(
+        chess
+        and go
+        and {c["username"] for c in chess["contacts"]} == {"ada", "bob"}
+        and go["description"] == "Weekly games."
+    )
+
+
+def test_converges_at_start_puts_back_drift_and_stops_cleanly(setup: Setup) -> None:
+    d = setup.start(env={"WATCHDOG_USEC": "2000000"})
+    first = d.wait_run("applied")
+    assert converged(setup)
+    assert d.wait_for(lambda: any(m.get("READY") == "1" for m in d.notifications()), "READY=1")
+
+    # Someone renames a group and drops a member by hand: the next tick puts it back.
+    assert setup.emulator.emu is not None
+    chess = setup.emulator.by_name()["Chess Club"]
+    setup.emulator.emu.state.update_group(
+        chess["id"], {"name": "Chess Klub", "contacts": [{"username": "ada"}]}
+    )
+    d.wait_run("applied", after=first)
+    assert converged(setup)
+    assert "Chess Klub" not in setup.emulator.by_name()
+
+    # A quiet tick after that is a no-op.
+    d.wait_run("noop", after=first)
+    notes = d.notifications()
+    assert any(m.get("STATUS", "").startswith("last run") for m in notes)
+    assert sum(1 for m in notes if m.get("WATCHDOG") == "1") >= 2  # every 1 s (half of 2 s)
+
+    m = setup.metrics()
+    assert m[("groupsync_runs_total", (("outcome", "applied"),))] >= 2
+    assert m[("groupsync_runs_total", (("outcome", "noop"),))] >= 1
+    assert m[("groupsync_changes_total", (("action", "create"), ("outcome", "applied")))] == 2
+    assert m[("groupsync_changes_total", (("action", "update"), ("outcome", "applied")))] >= 1
+    assert m[("groupsync_last_success_timestamp_seconds", ())] > 0
+    assert m[("groupsync_run_duration_seconds_count", ())] >= 3
+    assert m[("groupsync_api_requests_total", (("method", "GET"), ("status", "200")))] >= 3
+    assert m[("groupsync_api_requests_total", (("method", "POST"), ("status", "201")))] == 2
+    assert setup.healthz() == 200
+
+    d.signal(signal.SIGTERM)
+    assert d.wait_exit() == 0
+    assert any(m.get("STOPPING") == "1" for m in d.notifications())
+    assert setup.pending_rows() == 0
+
+
+def test_reload_keeps_the_last_good_spec_then_applies_a_good_one(setup: Setup) -> None:
+    d = setup.start()
+    d.wait_run("applied")
+    d.notifications()
+    d.messages.clear()
+
+    # A broken spec (unknown field on line 4): refused at reload, the old spec keeps running.
+    setup.spec_file.write_text(SPEC.replace("    members: [ada, bob]", "    membrs: [ada, bob]"))
+    d.signal(signal.SIGHUP)
+    line = d.wait_log(r"reload refused")
+    assert re.search(r"groups\.yaml:4", line["msg"]), line
+    after_bad = d.wait_run("noop", after=d.last_run_id())
+    assert converged(setup)
+    notes = d.notifications()
+    kinds = [next(iter(m)) for m in notes if "RELOADING" in m or "READY" in m]
+    assert kinds[:2] == ["RELOADING", "READY"]
+    assert int(next(m for m in notes if "RELOADING" in m)["MONOTONIC_USEC"]) > 0
+
+    # A good edit: renamed, and a new group.
+    setup.spec_file.write_text(
+        SPEC.replace("Go Club", "Go & Baduk Club") + "  film:\n    name: Film Society\n"
+    )
+    d.signal(signal.SIGHUP)
+    d.wait_log(r"^reloaded")
+    d.wait_run("applied", after=after_bad)
+    names = set(setup.emulator.by_name())
+    assert {"Chess Club", "Go & Baduk Club", "Film Society"} <= names
+    assert "Go Club" not in names
+    d.signal(signal.SIGTERM)
+    assert d.wait_exit() == 0
+
+
+def test_an_outage_is_survived_and_followed_by_convergence(setup: Setup) -> None:
+    d = setup.start()
+    d.wait_run("applied")
+    setup.emulator.stop()
+    time.sleep(5)  # the outage: ticks come and go while the API is away
+    assert d.proc.poll() is None
+    emu = setup.emulator.start()  # same port, same state file
+    chess = setup.emulator.by_name()["Chess Club"]
+    emu.state.update_group(chess["id"], {"description": "hacked during the outage"})
+    d.wait_for(
+        lambda: setup.emulator.by_name()["Chess Club"]["description"] is None,
+        "the drift made during the outage to be put back",
+        timeout=90,  # a run caught in the outage retries for up to a minute
+    )
+    assert converged(setup)
+    d.signal(signal.SIGTERM)
+    assert d.wait_exit() == 0
+
+
+def test_a_refused_token_is_loud_backs_off_and_a_reload_fixes_it(setup: Setup) -> None:
+    token_file = setup.dir / "token"
+    token_file.write_text("wrong-token\n")
+    token_file.chmod(0o600)
+    setup.write_config(extra_api=f"  token_env: null\n  token_file: {token_file}\n")
+    d = setup.start()
+    first = d.wait_run("error")
+    d.wait_log("REFUSED THE TOKEN")
+    d.wait_log(r"tick skipped: backing off")
+    assert setup.healthz() == 503
+    assert "wrong-token" not in d.log_text()
+    assert setup.emulator.by_name() == {}
+
+    token_file.write_text(TOKEN + "\n")
+    d.signal(signal.SIGHUP)
+    d.wait_run("applied", after=first)
+    assert converged(setup)
+    assert setup.healthz() == 200
+    assert TOKEN not in d.log_text()
+    d.signal(signal.SIGTERM)
+    assert d.wait_exit() == 0
+
+
+def test_sigterm_during_an_apply_finishes_it_and_exits_zero(setup: Setup) -> None:
+    many = "groups:\n" + "".join(f"  g{i}:\n    name: Group {i}\n" for i in range(8))
+    setup.spec_file.write_text(many)
+    setup.write_config(extra_api="  max_concurrency: 1\n")
+    assert setup.emulator.emu is not None
+    setup.emulator.emu.faults.update(latency_s=0.4)
+    d = setup.start()
+    d.wait_log(r"^change ")  # the apply is in flight
+    d.signal(signal.SIGTERM)
+    assert d.wait_exit() == 0
+    assert setup.pending_rows() == 0
+    assert [o for _, o in d.runs()] == ["applied"]
+    assert {f"Group {i}" for i in range(8)} <= set(setup.emulator.by_name())
+
+
+def test_a_second_signal_interrupts_and_the_next_start_settles_the_rest(setup: Setup) -> None:
+    many = "groups:\n" + "".join(f"  g{i}:\n    name: Group {i}\n" for i in range(8))
+    setup.spec_file.write_text(many)
+    setup.write_config(extra_api="  max_concurrency: 1\n")
+    assert setup.emulator.emu is not None
+    setup.emulator.emu.faults.update(latency_s=1.0)
+    d = setup.start()
+    d.wait_log(r"^change ")
+    d.signal(signal.SIGTERM)
+    time.sleep(0.3)
+    d.signal(signal.SIGTERM)
+    assert d.wait_exit(timeout=15) == 1
+    assert len(setup.emulator.by_name()) < 8
+
+    setup.emulator.emu.faults.update(latency_s=0)
+    r = setup.once()
+    assert r.returncode == 0, r.stderr
+    assert setup.pending_rows() == 0
+    names = [g["name"] for g in setup.emulator.emu.state.groups()]
+    assert sorted(names) == sorted(f"Group {i}" for i in range(8))  # no duplicates
+
+
+def test_a_second_daemon_on_the_same_journal_exits_at_once(setup: Setup) -> None:
+    d = setup.start()
+    d.wait_run("applied")
+    r = setup.once(timeout=30)
+    assert r.returncode == 1
+    assert "another groupsync" in r.stderr
+    d.signal(signal.SIGINT)
+    assert d.wait_exit() == 0
+
+
+def test_once_exit_codes_and_a_refused_plan(setup: Setup) -> None:
+    four = SPEC + "  film:\n    name: Film\n  drama:\n    name: Drama\n"
+    setup.spec_file.write_text(four)
+    setup.write_config()
+    r = setup.once()
+    assert r.returncode == 0, r.stderr
+    # Dropping 3 of 4 managed groups would archive them: over the safety limit.
+    setup.spec_file.write_text(SPEC.split("  go:")[0])
+    r = setup.once()
+    assert r.returncode == 3, r.stderr
+    assert "REFUSED" in r.stderr
+    assert len(setup.emulator.by_name()) == 4
+    assert all(g["archived_at"] is None for g in setup.emulator.by_name().values())
+
+
+def test_a_refused_plan_is_logged_every_run(setup: Setup) -> None:
+    setup.spec_file.write_text(SPEC + "  film:\n    name: Film\n  drama:\n    name: Drama\n")
+    setup.write_config()
+    assert setup.once().returncode == 0
+    setup.spec_file.write_text(SPEC.split("  go:")[0])
+    d = setup.start()
+    first = d.wait_run("refused")
+    d.wait_run("refused", after=first)
+    refusals = [r for r in d.records() if "REFUSED" in r.get("msg", "")]
+    assert len(refusals) >= 2
+    assert setup.healthz() == 503
+    d.signal(signal.SIGTERM)
+    assert d.wait_exit() == 0
+
+
+def test_startup_with_an_invalid_config_exits_1_with_file_and_line(tmp_path: Path) -> None:
+    config = tmp_path / "groupsync.yaml"
+    config.write_text("spec:\n  path: spec\nschedule:\n  evry: 5m\n")
+    r = subprocess.run(
+        [sys.executable, "-m", "groupsync", "run", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert r.returncode == 1
+    assert re.search(r"groupsync\.yaml:4:\d+", r.stderr), r.stderr
