@@ -177,7 +177,7 @@ class _Loader:
     expanding: list[str] = field(default_factory=list)
     used_sets: set[str] = field(default_factory=set)
 
-    def add_file(self, path: Path, display: str) -> None:
+    def add_file(self, path: Path, display: str, *, sets_only_ok: bool) -> None:
         try:
             doc = load_file(path, display)
         except YamlError as e:
@@ -195,7 +195,8 @@ class _Loader:
             self.errors.extend(issues_from(e, doc, SpecDocument, _message))
         if not isinstance(data, dict):
             return
-        if "groups" not in data and "member_sets" not in data:
+        unknown = set(data) - set(SpecDocument.model_fields)  # already reported, with a hint
+        if "groups" not in data and not unknown and not (sets_only_ok and "member_sets" in data):
             message = "no 'groups' key (write 'groups: {}' for a file with no groups)"
             self.errors.append(doc.issue((), message))
         self.has_groups_key |= "groups" in data
@@ -359,9 +360,11 @@ def load_spec(path: Path) -> Spec:
     loader = _Loader()
     files = _spec_files(path, loader)
     for file, display in files:
-        loader.add_file(file, display)
+        # A directory may keep its member sets in a file of their own; a lone file may not.
+        loader.add_file(file, display, sets_only_ok=len(files) > 1)
     if files and not loader.has_groups_key and not loader.errors:
-        loader.errors.append(Issue(None, "", f"spec {str(path)!r} has no 'groups' key in any file"))
+        message = "no 'groups' key in any file of the spec"
+        loader.errors.append(Issue(Location(files[0][1], 1, 1), "", message))
     spec = loader.finish()
     return Spec(
         groups=spec.groups,
