@@ -3,12 +3,30 @@
 from __future__ import annotations
 
 import sys
+from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+import anyio
 import click
 
 from groupsync import __version__
-from groupsync.errors import EXIT_USAGE, GroupsyncError
+from groupsync.config import Settings, find_config, load_settings, resolve_token
+from groupsync.errors import (
+    EXIT_CHANGES,
+    EXIT_ERROR,
+    EXIT_OK,
+    EXIT_UNSAFE,
+    EXIT_USAGE,
+    GroupsyncError,
+)
+from groupsync.spec import Spec, load_spec
+
+if TYPE_CHECKING:
+    from groupsync.models import Group
+    from groupsync.plan import Change, Plan
+    from groupsync.reconcile import RunReport
+    from groupsync.secret import Secret
 
 config_option = click.option(
     "--config",
@@ -158,6 +176,263 @@ def run(config_path: Path | None, once: bool) -> None:
     from groupsync.daemon import run as run_daemon
 
     sys.exit(run_daemon(config_path, once=once))
+
+
+def _load(config_path: Path | None) -> tuple[Settings, Spec, Secret]:
+    """Config, spec and token: everything a command that reads the API needs."""
+    settings = load_settings(find_config(config_path))
+    return settings, load_spec(settings.spec.path), resolve_token(settings)
+
+
+def want_color(stream: Any) -> bool:
+    from groupsync.render import want_color
+
+    return want_color(stream)
+
+
+def _render(plan: Plan, fmt: str, *, color: bool) -> str:
+    from groupsync import render
+
+    if fmt == "json":
+        return render.render_json(plan)
+    if fmt == "markdown":
+        return render.render_markdown(plan)
+    return render.render_text(plan, color=color)
+
+
+def _plan_exit_code(plan: Plan, *, detailed: bool) -> int:
+    if plan.refused:
+        return EXIT_UNSAFE
+    if plan.errors:
+        return EXIT_ERROR
+    return EXIT_CHANGES if detailed and plan.changes else EXIT_OK
+
+
+@cli.command("plan")
+@config_option
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json", "markdown"]),
+    default="text",
+    show_default=True,
+)
+@click.option(
+    "--detailed-exitcode",
+    is_flag=True,
+    help="Exit 2 when there are changes (0 none, 1 error, 3 refused by a safety limit).",
+)
+@click.option(
+    "-o",
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also save the plan for `groupsync apply FILE` (holds no secret).",
+)
+@click.option("--force", is_flag=True, help="Plan as `apply --force` would (no safety refusal).")
+@click.option("--allow-delete", is_flag=True, help="Plan as `apply --allow-delete` would.")
+def plan_command(
+    config_path: Path | None,
+    fmt: str,
+    detailed_exitcode: bool,
+    out: Path | None,
+    force: bool,
+    allow_delete: bool,
+) -> None:
+    """Dry run: read the account, print what apply would change. Writes nothing to the API."""
+    from groupsync.planfile import dump
+    from groupsync.reconcile import make_plan, managed_state
+
+    settings, spec, token = _load(config_path)
+    managed = managed_state(settings.journal.path)
+    planned = anyio.run(
+        partial(make_plan, settings, spec, token, managed, force=force, allow_delete=allow_delete)
+    )
+    click.echo(_render(planned.plan, fmt, color=want_color(sys.stdout)))
+    if out is not None:
+        out.write_text(dump(planned.plan, spec.digest, planned.actual), encoding="utf-8")
+        click.echo(f"Saved the plan to {out}; apply it with: groupsync apply {out}", err=True)
+    sys.exit(_plan_exit_code(planned.plan, detailed=detailed_exitcode))
+
+
+@cli.command()
+@config_option
+@click.argument("planfile", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--yes", "-y", is_flag=True, help="Apply without asking (needed when not on a TTY).")
+@click.option("--force", is_flag=True, help="Apply even past the safety limits.")
+@click.option("--allow-delete", is_flag=True, help="Let policy.on_removed: delete delete groups.")
+@click.option("--checksum", help="Apply only if the freshly computed plan has this checksum.")
+def apply(
+    config_path: Path | None,
+    planfile: Path | None,
+    yes: bool,
+    force: bool,
+    allow_delete: bool,
+    checksum: str | None,
+) -> None:
+    """Show the plan, ask, apply it and journal every change.
+
+    A saved PLANFILE (from `plan -o`) is applied only while the spec and every group it touches
+    are as they were when it was made; otherwise it is refused as stale.
+    """
+    from groupsync.journal import Journal
+    from groupsync.planfile import StalePlan, check_fresh, load
+    from groupsync.reconcile import Planned, reconcile
+
+    settings, spec, token = _load(config_path)
+    saved = load(planfile) if planfile is not None else None
+    interactive = sys.stdin.isatty() and sys.stdout.isatty()
+    if not yes and not interactive:
+        raise GroupsyncError("not on a terminal: pass --yes to apply without confirmation")
+
+    progress = _Progress(enabled=interactive)
+
+    def show(planned: Planned) -> None:
+        click.echo(_render(planned.plan, "text", color=want_color(sys.stdout)))
+        progress.total = len(planned.plan.changes)
+
+    def approve(planned: Planned) -> bool:
+        if saved is not None:
+            check_fresh(saved, planned.plan, spec.digest, planned.actual)
+        if checksum is not None and not planned.plan.checksum.startswith(checksum):
+            raise StalePlan(
+                f"plan checksum is {planned.plan.checksum}, not {checksum}: "
+                "the plan changed since it was reviewed; plan again"
+            )
+        return yes or click.confirm("Apply these changes?", default=False)
+
+    with Journal.open(settings.journal.path) as journal, journal.writer_lock(), progress:
+        report = anyio.run(
+            partial(
+                reconcile,
+                settings,
+                spec,
+                token,
+                journal,
+                trigger="manual",
+                force=force,
+                allow_delete=allow_delete,
+                show=show,
+                approve=approve,
+                on_progress=progress.update,
+            )
+        )
+    _echo_outcome(report)
+    sys.exit(report.exit_code)
+
+
+@cli.command()
+@config_option
+@click.option("--limit", type=click.IntRange(1, 10_000), default=10, show_default=True)
+@click.option("--group", "key", help="Only runs that changed this key, and only its changes.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def history(config_path: Path | None, limit: int, key: str | None, as_json: bool) -> None:
+    """What the journal recorded: runs, and what each changed and why."""
+    import json
+
+    from groupsync.journal import Journal
+
+    settings = load_settings(find_config(config_path))
+    if not settings.journal.path.exists():
+        raise GroupsyncError(f"no journal at {settings.journal.path}: nothing was applied yet")
+    with Journal.open(settings.journal.path) as journal:
+        runs = journal.history(limit=limit, key=key)
+    if as_json:
+        click.echo(json.dumps(runs, indent=2, sort_keys=True))
+        return
+    if not runs:
+        click.echo("No runs recorded" + (f" for {key}." if key else "."))
+    for run in runs:
+        commit = f" commit {run['spec_commit'][:10]}" if run.get("spec_commit") else ""
+        dirty = " (dirty)" if run.get("spec_dirty") else ""
+        click.echo(
+            f"run {run['id']}  {run['started_at']}  {run['trigger']} {run['mode']}"
+            f"  {run['outcome'] or 'unfinished'}{commit}{dirty}"
+        )
+        if run.get("error"):
+            click.echo(f"    error: {run['error']}")
+        for change in run["changes"]:
+            click.echo(f"    {change['summary']}")
+
+
+@cli.command()
+@config_option
+@click.option("--include-archived", is_flag=True, help="Export archived groups too.")
+@click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), help="Write here.")
+def export(config_path: Path | None, include_archived: bool, out: Path | None) -> None:
+    """Write the account's groups as a spec, pinned by id, to bring them under groupsync."""
+    from groupsync.export import export_spec
+    from groupsync.reconcile import open_client
+
+    settings = load_settings(find_config(config_path))
+    token = resolve_token(settings)
+
+    async def read() -> list[Group]:
+        async with open_client(settings, token, read_only=True) as client:
+            return await client.list_all_groups()
+
+    text = export_spec(anyio.run(read), include_archived=include_archived)
+    if out is None:
+        click.echo(text, nl=False)
+    else:
+        out.write_text(text, encoding="utf-8")
+
+
+@cli.command()
+@click.option(
+    "--examples",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=Path("examples"),
+    show_default=True,
+    help="Folder with seed.yaml and groups/ (the repository's examples/).",
+)
+def demo(examples: Path) -> None:
+    """The whole story on a built-in emulator, no account needed: plan, apply, drift, history."""
+    from groupsync.demo import run_demo
+
+    sys.exit(run_demo(examples))
+
+
+class _Progress:
+    """A progress bar on a terminal once a plan has more than a few changes; silent otherwise."""
+
+    def __init__(self, *, enabled: bool) -> None:
+        self.enabled = enabled
+        self.total = 0
+        self._bar: Any = None
+
+    def update(self, change: Change, status: str) -> None:
+        if self._bar is None and self.enabled and self.total > 5:
+            self._bar = click.progressbar(length=self.total, label="Applying", file=sys.stderr)
+            self._bar.__enter__()
+        if self._bar is not None:
+            self._bar.update(1)
+        if status == "failed":
+            click.echo(f"  failed: {change.action} {change.key}", err=True)
+
+    def __enter__(self) -> _Progress:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(*exc_info)
+
+
+def _echo_outcome(report: RunReport) -> None:
+    result = report.result
+    if result is not None:
+        click.echo(
+            f"Applied {result.applied}, failed {result.failed}, skipped {result.skipped}"
+            f" (run {report.run_id}, {report.duration_s:.1f}s)."
+        )
+        for key, message in result.failures:
+            click.echo(f"  {key}: {message}", err=True)
+    if report.outcome == "declined":
+        click.echo("Nothing applied.")
+    elif report.error and report.outcome != "failed":
+        click.echo(f"Error: {report.error}", err=True)
+    elif report.plan is not None:
+        for error in report.plan.errors:
+            click.echo(f"  {error.key}: {error.message}", err=True)
 
 
 def main(argv: list[str] | None = None) -> None:

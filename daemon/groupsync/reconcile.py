@@ -6,12 +6,14 @@ however it is called; only `execute` opens a client that may write.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from groupsync.api import ApiError, AuthError, Client
+from groupsync.api import AuthError, Client
 from groupsync.apply import ApplyResult, apply_plan, recover_pending
 from groupsync.config import Settings, policy_from
 from groupsync.errors import EXIT_ERROR, EXIT_OK, EXIT_UNSAFE, GroupsyncError
@@ -38,7 +40,7 @@ class Planned:
 @dataclass(slots=True)
 class RunReport:
     run_id: int | None
-    outcome: str  # noop | applied | failed | refused | error | planned
+    outcome: str  # noop | applied | failed | refused | declined | error | interrupted | planned
     plan: Plan | None = None
     result: ApplyResult | None = None
     error: str | None = None
@@ -71,8 +73,15 @@ def open_client(settings: Settings, token: Secret, *, read_only: bool) -> Client
     )
 
 
-def managed_state(journal: Journal | None) -> dict[str, ManagedGroup]:
-    return journal.managed() if journal is not None else {}
+def managed_state(journal_path: Path) -> dict[str, ManagedGroup]:
+    """The journal's key -> group map for a dry run; no journal yet means nothing is managed.
+
+    A dry run must not create a journal (CI plans on pull requests have none).
+    """
+    if not journal_path.exists():
+        return {}
+    with Journal.open(journal_path) as journal:
+        return journal.managed()
 
 
 async def make_plan(
@@ -120,33 +129,14 @@ async def recover(settings: Settings, token: Secret, journal: Journal) -> list[s
     """Settle `pending` rows a crashed run left, before anything new is planned."""
     if not journal.pending_changes():
         return []
-    async with open_client(settings, token, read_only=False) as client:
+    async with open_client(settings, token, read_only=True) as client:
         return await recover_pending(client, journal)
-
-
-def _log_change(change: Change, status: str) -> None:
-    log.info(
-        "change %s %s key=%s group=%s cause=%s",
-        status,
-        change.action,
-        change.key,
-        change.group_id or "-",
-        change.cause,
-    )
 
 
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, AuthError):
         return f"the eCampus API refused the token (HTTP 401): {exc.message}"
     return str(exc) or type(exc).__name__
-
-
-def plan_counts(plan: Plan) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for change in plan.changes:
-        counts[str(change.action)] = counts.get(str(change.action), 0) + 1
-    counts["errors"] = len(plan.errors)
-    return counts
 
 
 async def reconcile(
@@ -159,8 +149,15 @@ async def reconcile(
     apply: bool = True,
     force: bool = False,
     allow_delete: bool = False,
+    show: Callable[[Planned], None] | None = None,
+    approve: Callable[[Planned], bool] | None = None,
+    on_progress: Callable[[Change, str], None] | None = None,
 ) -> RunReport:
-    """One unattended reconcile. API and apply failures become the report's outcome, never raise."""
+    """One journaled run. API and apply failures become the report's outcome, never raise.
+
+    `show` sees every plan (refused ones too, so the reviewer sees why); `approve` is asked only
+    when there is something to apply and may refuse it (outcome `declined`) or raise to stop it.
+    """
     started = time.monotonic()
     commit, dirty = git_info(settings.spec.path)
     run_id = journal.start_run(
@@ -178,33 +175,59 @@ async def reconcile(
             settings, spec, token, journal.managed(), force=force, allow_delete=allow_delete
         )
         report.plan = planned.plan
-        report.counts = plan_counts(planned.plan)
-        if planned.plan.refused:
-            report.outcome = "refused"
-            report.error = "; ".join(planned.plan.refusals)
-        elif not apply:
-            report.outcome = "planned"
-        elif planned.plan.empty:
-            report.outcome = "noop"
-        else:
-            result = await execute(
-                planned, settings, token, journal, run_id, on_progress=_log_change
-            )
-            report.result = result
-            report.counts |= {"applied": result.applied, "failed": result.failed}
-            failed = result.failed or planned.plan.errors
-            report.outcome = "failed" if failed else "applied"
-            if failed:
-                report.error = "; ".join(
-                    [f"{key}: {msg}" for key, msg in result.failures]
-                    + [f"{e.key}: {e.message}" for e in planned.plan.errors]
-                )
-    except (ApiError, GroupsyncError, OSError) as exc:
-        report.outcome = "error"
-        report.error = _describe(exc)
+        report.counts = planned.plan.counts
+        if show is not None:
+            show(planned)
+        await _settle_plan(planned, report, apply, approve, on_progress, settings, token, journal)
+    except asyncio.CancelledError:
+        report.outcome, report.error = "interrupted", "stopped before the run finished"
+        raise
+    except (GroupsyncError, OSError) as exc:
+        report.outcome, report.error = "error", _describe(exc)
     finally:
         report.duration_s = time.monotonic() - started
-        journal.finish_run(run_id, outcome=report.outcome, counts=report.counts, error=report.error)
-    level = logging.INFO if report.exit_code == EXIT_OK else logging.ERROR
-    log.log(level, "run %s %s in %.2fs", run_id, report.summary(), report.duration_s)
+        journal.finish_run(
+            run_id,
+            outcome=report.outcome,
+            counts=report.counts,
+            error=report.error,
+            plan_checksum=report.plan.checksum if report.plan else None,
+        )
+        level = logging.INFO if report.exit_code == EXIT_OK else logging.ERROR
+        log.log(level, "run %s %s in %.2fs", run_id, report.summary(), report.duration_s)
     return report
+
+
+async def _settle_plan(
+    planned: Planned,
+    report: RunReport,
+    apply: bool,
+    approve: Callable[[Planned], bool] | None,
+    on_progress: Callable[[Change, str], None] | None,
+    settings: Settings,
+    token: Secret,
+    journal: Journal,
+) -> None:
+    plan = planned.plan
+    if plan.refused:
+        report.outcome, report.error = "refused", "; ".join(plan.refusals)
+        return
+    if not apply:
+        report.outcome = "planned"
+        return
+    if plan.changes and approve is not None and not approve(planned):
+        report.outcome = "declined"
+        return
+    result = None
+    if plan.changes:
+        result = await execute(
+            planned, settings, token, journal, report.run_id or 0, on_progress=on_progress
+        )
+        report.result = result
+        report.counts |= {"applied": result.applied, "failed": result.failed}
+    problems = [f"{key}: {msg}" for key, msg in (result.failures if result else [])]
+    problems += [f"{e.key}: {e.message}" for e in plan.errors]
+    if problems:
+        report.outcome, report.error = "failed", "; ".join(problems)
+    else:
+        report.outcome = "applied" if plan.changes else "noop"
