@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from groupsync.emulator import Emulator, serve_emulator
@@ -32,3 +33,16 @@ def seeded_emulator() -> Iterator[Emulator]:
         pytest.skip("examples/seed.yaml does not exist yet")
     with serve_emulator(token="test-token", admin_token="test-admin-token", seed=SEED_FILE) as emu:
         yield emu
+
+
+@pytest.fixture
+def emulator_http(emulator: Emulator) -> Iterator[httpx.Client]:
+    """A plain httpx client on the `emulator` fixture, authenticated with "test-token"."""
+    # verify=False: plain HTTP anyway, and loading the CA bundle costs ~0.1 s per client.
+    with httpx.Client(
+        base_url=emulator.base_url,
+        headers={"Authorization": "Bearer test-token"},
+        timeout=10,
+        verify=False,
+    ) as client:
+        yield client

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import socket
 import threading
 import time
@@ -9,6 +11,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import uvicorn
@@ -93,17 +96,62 @@ def build_app(
 
 def bind(host: str, port: int) -> socket.socket:
     """Bind before serving, so port 0 gives a known port before uvicorn starts."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets whose proto says TCP,
+    # and without it every keep-alive answer waits ~40 ms for a delayed ACK (Nagle).
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     return sock
 
 
-def _server(app: EmulatorApp) -> uvicorn.Server:
+class _Server(uvicorn.Server):
+    """uvicorn notices should_exit by polling every 0.1 s; tests start an emulator per test,
+    so wake the main loop at once instead."""
+
+    _loop: asyncio.AbstractEventLoop | None = None
+
+    async def main_loop(self) -> None:
+        self._wake = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        counter = 0
+        while not await self.on_tick(counter):
+            counter += 10  # on_tick refreshes the Date header when counter % 10 == 0
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), 1.0)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        """uvicorn's shutdown, minus its fixed 0.1 s sleep: poll until connections are gone."""
+        for server in self.servers:
+            server.close()
+        for connection in list(self.server_state.connections):
+            connection.shutdown()
+        for _ in range(int(SHUTDOWN_TIMEOUT_S / 0.005)):
+            if not self.server_state.connections and not self.server_state.tasks:
+                break
+            await asyncio.sleep(0.005)
+        for task in self.server_state.tasks:
+            task.cancel()
+        await self.lifespan.shutdown()
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        self.wake()
+
+    def stop(self) -> None:
+        self.should_exit = True
+        self.wake()
+
+    def wake(self) -> None:
+        if self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is already closed: nothing to wake
+                self._loop.call_soon_threadsafe(self._wake.set)
+
+
+def _server(app: EmulatorApp) -> _Server:
     config = uvicorn.Config(
         app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=2
     )
-    return uvicorn.Server(config)
+    return _Server(config)
 
 
 @contextmanager
@@ -133,7 +181,7 @@ def serve_emulator(
             time.sleep(0.01)
         yield Emulator(app, "127.0.0.1", sock.getsockname()[1])
     finally:
-        server.should_exit = True
+        server.stop()
         thread.join(SHUTDOWN_TIMEOUT_S)
         if thread.is_alive():
             server.force_exit = True
