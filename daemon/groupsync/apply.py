@@ -1,0 +1,391 @@
+"""Plan -> API writes, each one journaled `pending` before it is sent and settled after.
+
+Phases run in order (creates/restores, updates/additions, removals, archives/deletes) so a plan
+interrupted half-way has added before it removed; within a phase a fixed pool of workers pulls
+changes from a shared queue, and the client bounds what is really in flight and the request rate.
+
+Never two groups for one key. A POST is not idempotent and the API has no idempotency key, so
+after an ambiguous create (5xx, dropped connection, timeout) apply re-lists and adopts the group
+with that exact name, created since the attempt began (less CLOCK_SKEW_S), that no key manages.
+Only when that finds nothing, and the server provably finished with the first request (it
+answered, and not with a gateway timeout), is the create sent once more; a timed-out POST may
+still be running on the server, so it is left to the next plan, whose adopt-by-name picks up a
+late commit instead of creating a second group. At most two POSTs per change per run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import httpx
+
+from groupsync.api import AmbiguousWrite, ApiError, Client, NotFound, call_trace
+from groupsync.errors import EXIT_UNSAFE, GroupsyncError
+from groupsync.journal import Journal, parse_iso
+from groupsync.models import UNSET, Group
+from groupsync.plan import Action, AppliedState, Change, Plan
+from groupsync.spec import DesiredGroup
+
+log = logging.getLogger("groupsync.apply")
+
+T = TypeVar("T")
+
+CLOCK_SKEW_S = 60
+"""How far the server's clock may run behind ours when matching `created_at` (server clock, whole
+seconds) against an attempt's start (our clock). A minute covers any NTP-disciplined host; a
+group with the exact name that appeared in that minute without us is still one the next plan
+would adopt by name anyway (the plan only creates when no group has the name)."""
+
+DEFAULT_WORKERS = 8
+
+
+class UnsafePlan(GroupsyncError):
+    """A plan over the safety limits reached apply: nothing was written."""
+
+    exit_code = EXIT_UNSAFE
+
+
+@dataclass
+class ApplyResult:
+    """`failures` names every failed change's key; `skipped` counts changes for keys the plan
+    itself reported an error for (reconcile reports those errors separately)."""
+
+    applied: int = 0
+    failed: int = 0
+    skipped: int = 0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class _Outcome:
+    """What one change's API calls did, for its journal row."""
+
+    attempts: int = 0
+    http_status: int | None = None
+    group_id: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+class _ChangeFailed(Exception):
+    """A change that cannot complete, with what the journal should say about it."""
+
+    def __init__(self, message: str, *, http_status: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.http_status = http_status
+
+
+def applied_state(group: Group) -> AppliedState:
+    """The state a successful write left: the server's answer is the truth about the group."""
+    return AppliedState(
+        name=group.name,
+        description=group.description,
+        avatar_url=group.avatar_url,
+        members=group.members,
+        archived=group.archived,
+    )
+
+
+def _unwritten_state(change: Change, desired: DesiredGroup | None) -> AppliedState:
+    """For an adoption that needed no write: the spec's values, None where the spec is silent."""
+
+    def value(name: str) -> str | None:
+        v = getattr(desired, name, UNSET) if desired is not None else UNSET
+        return None if v is UNSET else v
+
+    return AppliedState(
+        name=change.name,
+        description=value("description"),
+        avatar_url=value("avatar_url"),
+        members=desired.members if desired is not None else None,
+        archived=desired.archived if desired is not None else False,
+    )
+
+
+def _update_fields(change: Change) -> dict[str, Any]:
+    """One PUT's body: the fields that change, the full member list, the archive flag."""
+    body: dict[str, Any] = {f.field: f.new for f in change.fields}
+    if change.members is not None:
+        body["members"] = change.members
+    if change.set_archived is not None:
+        body["archived"] = change.set_archived
+    return body
+
+
+def _may_still_be_running(exc: AmbiguousWrite) -> bool:
+    """A timeout (ours, or a gateway's 504) may leave the POST running server-side."""
+    return exc.status == 504 or isinstance(exc.__cause__, httpx.TimeoutException)
+
+
+def find_created(
+    groups: list[Group], name: str, since: float, managed_ids: set[str]
+) -> list[Group]:
+    """Groups an unsettled create of `name` begun at `since` (our clock) may have made."""
+    return [
+        g
+        for g in groups
+        if g.name == name and g.created_at >= since - CLOCK_SKEW_S and g.id not in managed_ids
+    ]
+
+
+def _several(name: str, found: list[Group]) -> str:
+    ids = ", ".join(sorted(g.id for g in found))
+    return (
+        f"{len(found)} groups named {name!r} appeared since the create began ({ids});"
+        " none adopted: delete the extra ones or pin one with `id:`"
+    )
+
+
+class _Applier:
+    def __init__(
+        self,
+        desired: Mapping[str, DesiredGroup],
+        client: Client,
+        journal: Journal,
+        run_id: int,
+        on_progress: Callable[[Change, str], None] | None,
+    ) -> None:
+        self.desired = desired
+        self.client = client
+        self.journal = journal
+        self.run_id = run_id
+        self.on_progress = on_progress
+        self.result = ApplyResult()
+
+    async def run_phase(self, changes: list[Change], workers: int) -> None:
+        # Creates of one name run one after another: an ambiguous create re-lists by name and
+        # must not mistake a sibling key's brand-new group for its own.
+        units: dict[tuple[str, str], list[Change]] = {}
+        for c in changes:
+            unit = ("name", c.name) if c.action is Action.CREATE else ("key", c.key)
+            units.setdefault(unit, []).append(c)
+        queue = iter(units.values())
+
+        async def worker() -> None:
+            for unit in queue:  # one shared iterator: each unit goes to exactly one worker
+                for change in unit:
+                    await self.apply_one(change)
+
+        async with asyncio.TaskGroup() as tg:
+            for _ in range(min(workers, len(units))):
+                tg.create_task(worker())
+
+    async def apply_one(self, change: Change) -> None:
+        change_id = self.journal.begin_change(self.run_id, change)
+        outcome = _Outcome(group_id=change.group_id)
+        try:
+            await self.execute(change, outcome)
+        except _ChangeFailed as exc:
+            self.settle(change, change_id, outcome, "failed", exc.message, exc.http_status)
+        except ApiError as exc:
+            self.settle(change, change_id, outcome, "failed", str(exc), exc.status)
+        except GroupsyncError as exc:  # e.g. the journal refusing a second key for one group
+            self.settle(change, change_id, outcome, "failed", str(exc), outcome.http_status)
+        except Exception as exc:  # a bug must not leave the other changes unapplied
+            log.exception("change %s %s: unexpected error", change.action, change.key)
+            self.settle(change, change_id, outcome, "failed", f"unexpected error: {exc!r}", None)
+        else:
+            self.settle(change, change_id, outcome, "applied", None, outcome.http_status)
+
+    def settle(
+        self,
+        change: Change,
+        change_id: int,
+        outcome: _Outcome,
+        status: str,
+        error: str | None,
+        http_status: int | None,
+    ) -> None:
+        self.journal.settle_change(
+            change_id,
+            status=status,
+            group_id=outcome.group_id,
+            attempts=outcome.attempts,
+            http_status=http_status,
+            error=error,
+            note="; ".join(outcome.notes) or None,
+        )
+        if status == "applied":
+            self.result.applied += 1
+        else:
+            self.result.failed += 1
+            self.result.failures.append((change.key, error or status))
+        if self.on_progress is not None:
+            self.on_progress(change, status)
+
+    async def write(self, outcome: _Outcome, call: Awaitable[T]) -> T:
+        """One API write, its attempts and final status added to the change's record."""
+        with call_trace() as trace:
+            try:
+                return await call
+            finally:
+                outcome.attempts += trace.attempts
+                outcome.http_status = trace.status
+
+    async def execute(self, change: Change, outcome: _Outcome) -> None:
+        key = change.key
+        if change.action is Action.FORGET:
+            self.journal.forget(key)
+            return
+        if change.action is Action.DELETE:
+            assert change.group_id is not None
+            try:
+                await self.write(outcome, self.client.delete_group(change.group_id))
+            except NotFound:
+                outcome.notes.append("already gone")
+            self.journal.forget(key)
+            return
+        if change.action is Action.CREATE:
+            group = await self.create(change, outcome)
+            outcome.group_id = group.id
+            if change.set_archived:
+                try:
+                    group = await self.write(
+                        outcome, self.client.update_group(group.id, archived=True)
+                    )
+                except ApiError as exc:
+                    # Created but not archived: record the group, so the next plan archives it
+                    # instead of creating another one.
+                    self.journal.set_managed(key, group.id, applied_state(group))
+                    raise _ChangeFailed(
+                        f"created group {group.id} but could not archive it: {exc}",
+                        http_status=exc.status,
+                    ) from exc
+            self.journal.set_managed(key, group.id, applied_state(group))
+            return
+        assert change.group_id is not None
+        body = _update_fields(change)
+        if not body:  # an adoption of a group that already looks right
+            self.journal.set_managed(
+                key, change.group_id, _unwritten_state(change, self.desired.get(key))
+            )
+            return
+        try:
+            group = await self.write(outcome, self.client.update_group(change.group_id, **body))
+        except NotFound as exc:
+            then = "recreates" if key in self.desired else "forgets"
+            outcome.notes.append(f"the group vanished outside groupsync; the next plan {then} it")
+            raise _ChangeFailed(str(exc), http_status=404) from exc
+        self.journal.set_managed(key, group.id, applied_state(group))
+
+    async def create(self, change: Change, outcome: _Outcome) -> Group:
+        """Create without ever making two groups for the key (see the module docstring)."""
+        values = {f.field: f.new for f in change.fields if f.field != "name"}
+        first_started = time.time()
+        for attempt in (1, 2):
+            try:
+                return await self.write(
+                    outcome,
+                    self.client.create_group(
+                        name=change.name, members=change.members or (), **values
+                    ),
+                )
+            except AmbiguousWrite as exc:
+                try:  # active groups only: ours is archived, if at all, after the create returns
+                    groups = await self.client.list_groups(archived=False)
+                except ApiError as list_exc:
+                    raise _ChangeFailed(
+                        f"create outcome unknown ({exc}) and re-listing failed ({list_exc}):"
+                        " the next plan adopts the group by name if it was created",
+                        http_status=exc.status,
+                    ) from exc
+                managed_ids = {mg.group_id for mg in self.journal.managed().values()}
+                found = find_created(groups, change.name, first_started, managed_ids)
+                if len(found) == 1:
+                    outcome.notes.append("adopted after ambiguous create")
+                    return found[0]
+                if found:
+                    raise _ChangeFailed(
+                        _several(change.name, found), http_status=exc.status
+                    ) from exc
+                if attempt == 2 or _may_still_be_running(exc):
+                    raise _ChangeFailed(
+                        f"create outcome unknown ({exc}); not sent again, so as not to make a"
+                        " second group: the next plan adopts it by name if it appears",
+                        http_status=exc.status,
+                    ) from exc
+                outcome.notes.append(f"ambiguous create ({exc.status}) made no group; sent again")
+        raise AssertionError("unreachable: the loop returns or raises")
+
+
+async def apply_plan(
+    plan: Plan,
+    desired: Mapping[str, DesiredGroup],
+    client: Client,
+    journal: Journal,
+    run_id: int,
+    *,
+    on_progress: Callable[[Change, str], None] | None = None,
+    workers: int = DEFAULT_WORKERS,
+) -> ApplyResult:
+    """Apply the plan's changes, phase by phase; one change failing never stops the others.
+
+    `on_progress(change, status)` is called once per change as it settles ("applied", "failed",
+    or "skipped"). `workers` caps the tasks (and so the `pending` rows) at a time; the client's
+    own concurrency and rate limits decide what is really in flight.
+    """
+    if plan.refused:
+        raise UnsafePlan(
+            "refusing to apply a plan over the safety limits: " + "; ".join(plan.refusals)
+        )
+    applier = _Applier(desired, client, journal, run_id, on_progress)
+    errored = {e.key for e in plan.errors}
+    phases: dict[int, list[Change]] = {}
+    for change in plan.changes:
+        if change.key in errored:
+            applier.result.skipped += 1
+            if on_progress is not None:
+                on_progress(change, "skipped")
+            continue
+        phases.setdefault(change.phase, []).append(change)
+    for phase in sorted(phases):
+        await applier.run_phase(phases[phase], max(1, workers))
+    return applier.result
+
+
+async def recover_pending(client: Client, journal: Journal) -> list[str]:
+    """Settle the `pending` rows a crashed run left, before anything new is planned.
+
+    A create is looked for (re-list, exact name, created since the row began, unmanaged) and
+    adopted if exactly one such group exists; a delete is checked; anything else is marked
+    `interrupted` for the next plan to re-check against the API. Returns one line per row.
+    """
+    rows = journal.pending_changes()
+    groups: list[Group] | None = None
+    notes: list[str] = []
+    for row in rows:
+        key, action = row["key"], row["action"]
+        managed = journal.managed()
+        if action == Action.CREATE and key in managed:
+            note = f"crashed after the create was recorded (group {managed[key].group_id})"
+        elif action == Action.CREATE:
+            if groups is None:  # archived too: the crash may have come after the archive step
+                groups = await client.list_all_groups()
+            since = parse_iso(row["started_at"]).timestamp()
+            managed_ids = {mg.group_id for mg in managed.values()}
+            found = find_created(groups, row["name"], since, managed_ids)
+            if len(found) == 1:
+                journal.set_managed(key, found[0].id, applied_state(found[0]))
+                note = f"crashed mid-create; adopted group {found[0].id}"
+            elif found:
+                note = "crashed mid-create; " + _several(row["name"], found)
+            else:
+                note = "crashed mid-create; no group found, will be created by the next plan"
+        elif action == Action.DELETE and row["group_id"]:
+            try:
+                await client.get_group(row["group_id"])
+                note = "crashed mid-delete; the group still exists, the next plan re-checks"
+            except NotFound:
+                if key in managed and managed[key].group_id == row["group_id"]:
+                    journal.forget(key)
+                note = "crashed mid-delete; the group is gone, key forgotten"
+        else:
+            note = "crashed; outcome unknown, the next plan re-checks"
+        journal.settle_change(row["id"], status="interrupted", note=note)
+        notes.append(f"{key}: {note}")
+    return notes

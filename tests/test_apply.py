@@ -1,0 +1,456 @@
+"""apply end to end: the real client against the emulator over HTTP, a real SQLite journal."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import httpx
+import pytest
+
+from groupsync.api import Client
+from groupsync.apply import ApplyResult, UnsafePlan, apply_plan, recover_pending
+from groupsync.emulator import Emulator
+from groupsync.journal import Journal
+from groupsync.plan import (
+    Action,
+    AppliedState,
+    Cause,
+    Change,
+    GroupError,
+    Plan,
+    Policy,
+    compute_plan,
+)
+from groupsync.secret import Secret
+from groupsync.spec import DesiredGroup
+
+pytestmark = pytest.mark.anyio
+
+TOKEN = "test-token"
+DEFAULT_POLICY = Policy()
+CONTACTS = ("ada", "grace", "hector", "cedric", "linus")
+
+
+@pytest.fixture
+def journal(tmp_path: Path) -> Iterator[Journal]:
+    with Journal.open(tmp_path / "groupsync.db") as j:
+        yield j
+
+
+@pytest.fixture
+def emu(emulator: Emulator) -> Emulator:
+    for username in CONTACTS:
+        emulator.state.add_contact(username)
+    return emulator
+
+
+def client_for(emu: Emulator, **options: object) -> Client:
+    options = {"backoff_base_s": 0.01, "backoff_max_s": 0.05, "max_requests_per_s": 1000} | options
+    return Client(emu.base_url, Secret(TOKEN), **options)  # type: ignore[arg-type]
+
+
+def spec(*groups: DesiredGroup) -> dict[str, DesiredGroup]:
+    return {g.key: g for g in groups}
+
+
+async def make_plan(
+    emu: Emulator,
+    journal: Journal,
+    desired: Mapping[str, DesiredGroup],
+    *,
+    policy: Policy = DEFAULT_POLICY,
+    read_contacts: bool = True,
+) -> Plan:
+    async with client_for(emu, read_only=True) as client:
+        groups = await client.list_all_groups()
+        known = None
+        if read_contacts:
+            known = frozenset(c.username for c in await client.list_contacts())
+    return compute_plan(desired, groups, journal.managed(), policy, known)
+
+
+async def apply(
+    emu: Emulator,
+    journal: Journal,
+    desired: Mapping[str, DesiredGroup],
+    plan: Plan | None = None,
+    **options: object,
+) -> tuple[Plan, ApplyResult]:
+    plan = plan or await make_plan(emu, journal, desired, **options)  # type: ignore[arg-type]
+    run = journal.start_run(trigger="test", mode="apply", spec_digest="d")
+    async with client_for(emu) as client:
+        result = await apply_plan(plan, desired, client, journal, run)
+    journal.finish_run(run, outcome="done", counts={})
+    return plan, result
+
+
+def rows(journal: Journal) -> list[dict]:
+    return [c for run in reversed(journal.history(limit=1000)) for c in run["changes"]]
+
+
+def names(emu: Emulator) -> Counter[str]:
+    return Counter(g["name"] for g in emu.state.groups())
+
+
+def members(group: dict) -> set[str]:
+    return {c["username"] for c in group["contacts"]}
+
+
+async def test_apply_converges_phase_by_phase_and_the_next_plan_is_empty(
+    emu: Emulator, journal: Journal, tmp_path: Path
+) -> None:
+    desired = spec(
+        DesiredGroup("cs101", "CS 101", description="Fall", members=frozenset({"ada", "grace"})),
+        DesiredGroup("chess", "Chess", members=frozenset({"hector"}), archived=True),
+        DesiredGroup("staff", "Staff room", avatar_url="https://x/staff.png"),
+        DesiredGroup("math", "Math", members=frozenset()),
+    )
+    plan, result = await apply(emu, journal, desired)
+    assert [c.action for c in plan.changes] == [Action.CREATE] * 4
+    assert (result.applied, result.failed, result.failures) == (4, 0, [])
+    assert emu.count("POST", "/v1/groups") == 4 and emu.count("PUT") == 1  # chess: then archived
+    by_name = {g["name"]: g for g in emu.state.groups()}
+    assert by_name["Chess"]["archived_at"] is not None and members(by_name["Chess"]) == {"hector"}
+    assert by_name["CS 101"]["description"] == "Fall"
+    assert (await make_plan(emu, journal, desired)).empty
+    managed = journal.managed()
+    assert {k: mg.group_id for k, mg in managed.items()} == {
+        k: by_name[d.name]["id"] for k, d in desired.items()
+    }
+    assert all(r["status"] == "applied" and r["attempts"] >= 1 for r in rows(journal))
+
+    desired = spec(
+        DesiredGroup("cs101", "CS 101", description="Fall", members=frozenset({"ada", "cedric"})),
+        DesiredGroup("chess", "Chess", members=frozenset({"hector"}), archived=True),
+        DesiredGroup("staff", "Staff lounge", avatar_url="https://x/staff.png"),
+        DesiredGroup("bio", "Biology"),
+    )
+    emu.reset_counters()
+    plan, result = await apply(emu, journal, desired)
+    assert {c.key: (c.action, c.phase) for c in plan.changes} == {
+        "bio": (Action.CREATE, 0),
+        "staff": (Action.UPDATE, 1),
+        "cs101": (Action.UPDATE, 2),
+        "math": (Action.ARCHIVE, 3),
+    }
+    assert (result.applied, result.failed) == (4, 0)
+    assert emu.count("POST") == 1 and emu.count("PUT") == 3 and emu.count("DELETE") == 0
+    latest = journal.history(limit=1)[0]["changes"]
+    assert [c["key"] for c in latest] == ["bio", "staff", "cs101", "math"]  # one phase at a time
+    cs101 = emu.state.get(managed["cs101"].group_id)
+    assert members(cs101) == {"ada", "cedric"}
+    assert journal.managed()["math"].applied.archived is True  # still managed: restorable
+    assert (await make_plan(emu, journal, desired)).empty
+    files = list(tmp_path.iterdir())  # noqa: ASYNC240 - a test's own tmp files
+    assert all(TOKEN.encode() not in p.read_bytes() for p in files)
+
+
+async def test_updates_send_only_what_changes_as_one_put(emu: Emulator, journal: Journal) -> None:
+    desired = spec(DesiredGroup("cs101", "CS 101", description="d", members=frozenset({"ada"})))
+    await apply(emu, journal, desired)
+    gid = journal.managed()["cs101"].group_id
+    seen: list[dict] = []
+
+    async def record(request: httpx.Request) -> None:
+        if request.method == "PUT":
+            seen.append(json.loads(request.content))
+
+    desired = spec(DesiredGroup("cs101", "CS 101", description="e", members=frozenset({"ada"})))
+    plan = await make_plan(emu, journal, desired)
+    run = journal.start_run(trigger="test", mode="apply", spec_digest="d")
+    async with client_for(emu) as client:
+        client._http.event_hooks["request"].append(record)
+        await apply_plan(plan, desired, client, journal, run)
+    assert seen == [{"description": "e"}]
+    assert emu.state.get(gid)["description"] == "e"
+
+
+async def test_adopting_by_name_creates_no_duplicate(emu: Emulator, journal: Journal) -> None:
+    chess = emu.state.add_group("Chess Club", members=["hector"], description="old")
+    same = emu.state.add_group("Staff", members=["ada"], description="as wanted")
+    emu.state.add_group("Lost & Found")  # not in the spec: never touched
+    emu.reset_counters()
+    desired = spec(
+        DesiredGroup(
+            "chess", "Chess Club", description="new", members=frozenset({"hector", "ada"})
+        ),
+        DesiredGroup("staff", "Staff", members=frozenset({"ada"})),
+    )
+    plan, result = await apply(emu, journal, desired)
+    assert [(c.key, c.action) for c in plan.changes] == [
+        ("chess", Action.ADOPT),
+        ("staff", Action.ADOPT),
+    ]
+    assert (result.applied, result.failed) == (2, 0)
+    assert emu.count("POST") == 0 and emu.count("PUT") == 1  # the exact match needs no write
+    assert {k: mg.group_id for k, mg in journal.managed().items()} == {
+        "chess": chess["id"],
+        "staff": same["id"],
+    }
+    assert emu.state.get(chess["id"])["description"] == "new"
+    assert names(emu) == Counter({"Chess Club": 1, "Staff": 1, "Lost & Found": 1})
+    assert (await make_plan(emu, journal, desired)).empty
+
+
+async def test_a_rename_under_the_same_key_updates_the_same_group(
+    emu: Emulator, journal: Journal
+) -> None:
+    await apply(emu, journal, spec(DesiredGroup("film", "Film Society")))
+    gid = journal.managed()["film"].group_id
+    emu.reset_counters()
+    plan, result = await apply(emu, journal, spec(DesiredGroup("film", "Cinema Club")))
+    assert [(c.action, c.group_id) for c in plan.changes] == [(Action.UPDATE, gid)]
+    assert result.applied == 1
+    assert emu.count("POST") == 0 and emu.count("DELETE") == 0 and emu.count("PUT") == 1
+    assert [g["name"] for g in emu.state.groups()] == ["Cinema Club"]
+    assert journal.managed()["film"].applied.name == "Cinema Club"
+
+
+async def test_one_unknown_member_fails_only_that_key(emu: Emulator, journal: Journal) -> None:
+    desired = spec(
+        DesiredGroup("a", "A", members=frozenset({"ada"})),
+        DesiredGroup("b", "B", members=frozenset({"ada", "nobody"})),
+        DesiredGroup("c", "C", members=frozenset({"grace"})),
+    )
+    # Contacts not read (as when the plan could not check them): the API is what says no.
+    _, result = await apply(emu, journal, desired, read_contacts=False)
+    assert (result.applied, result.failed) == (2, 1)
+    [(key, message)] = result.failures
+    assert key == "b" and "400" in message
+    assert names(emu) == Counter({"A": 1, "C": 1})
+    failed = [r for r in rows(journal) if r["status"] == "failed"]
+    assert [(r["key"], r["http_status"], r["attempts"]) for r in failed] == [("b", 400, 1)]
+    assert set(journal.managed()) == {"a", "c"}
+
+
+async def test_changes_for_keys_with_plan_errors_are_skipped(
+    emu: Emulator, journal: Journal
+) -> None:
+    desired = spec(DesiredGroup("a", "A"), DesiredGroup("b", "B"))
+    changes = tuple(Change(k, Action.CREATE, Cause.SPEC, k.upper()) for k in ("a", "b"))
+    plan = Plan(changes, errors=(GroupError("b", "unknown member 'x'"),))
+    seen: list[tuple[str, str]] = []
+    run = journal.start_run(trigger="test", mode="apply", spec_digest="d")
+    async with client_for(emu) as client:
+        result = await apply_plan(
+            plan, desired, client, journal, run, on_progress=lambda c, s: seen.append((c.key, s))
+        )
+    assert (result.applied, result.failed, result.skipped) == (1, 0, 1)
+    assert sorted(seen) == [("a", "applied"), ("b", "skipped")]
+    assert names(emu) == Counter({"A": 1})
+
+
+async def test_a_group_deleted_out_of_band_fails_with_404_then_is_recreated(
+    emu: Emulator, journal: Journal
+) -> None:
+    await apply(emu, journal, spec(DesiredGroup("cs101", "CS 101", description="a")))
+    gid = journal.managed()["cs101"].group_id
+    desired = spec(DesiredGroup("cs101", "CS 101", description="b"))
+    plan = await make_plan(emu, journal, desired)
+    emu.state.delete_group(gid)  # between plan and apply
+    _, result = await apply(emu, journal, desired, plan=plan)
+    assert result.failed == 1 and result.failures[0][0] == "cs101"
+    [row] = journal.history(limit=1)[0]["changes"]
+    assert row["http_status"] == 404 and "the next plan recreates it" in row["note"]
+    plan, result = await apply(emu, journal, desired)
+    assert [(c.action, c.note) for c in plan.changes] == [(Action.CREATE, "deleted out of band")]
+    assert result.applied == 1
+    [group] = emu.state.groups()
+    assert group["description"] == "b" and journal.managed()["cs101"].group_id == group["id"]
+
+
+async def test_delete_and_forget_drop_the_key(emu: Emulator, journal: Journal) -> None:
+    desired = spec(DesiredGroup("a", "A"), DesiredGroup("b", "B"), DesiredGroup("c", "C"))
+    await apply(emu, journal, desired)
+    ids = {k: mg.group_id for k, mg in journal.managed().items()}
+    delete = Policy(on_removed="delete", allow_delete=True, force=True)
+    plan, result = await apply(emu, journal, spec(desired["b"], desired["c"]), policy=delete)
+    assert [c.action for c in plan.changes] == [Action.DELETE] and result.applied == 1
+    assert emu.state.get(ids["a"]) is None and "a" not in journal.managed()
+    ignore = Policy(on_removed="ignore", force=True)
+    plan, result = await apply(emu, journal, spec(desired["c"]), policy=ignore)
+    assert [c.action for c in plan.changes] == [Action.FORGET] and result.applied == 1
+    assert emu.state.get(ids["b"]) is not None and set(journal.managed()) == {"c"}
+
+
+async def test_a_refused_plan_writes_nothing(emu: Emulator, journal: Journal) -> None:
+    plan = Plan((Change("a", Action.CREATE, Cause.SPEC, "A"),), refusals=("would archive 9",))
+    async with client_for(emu) as client:
+        with pytest.raises(UnsafePlan) as info:
+            await apply_plan(plan, spec(DesiredGroup("a", "A")), client, journal, 1)
+    assert info.value.exit_code == 3
+    assert emu.count() == 0 and journal.history() == []
+
+
+async def test_workers_bound_what_is_in_flight(emu: Emulator, journal: Journal) -> None:
+    desired = spec(*(DesiredGroup(f"g{n:02}", f"Group {n}") for n in range(12)))
+    plan = await make_plan(emu, journal, desired)
+    emu.faults.latency_s = 0.05
+    emu.reset_counters()
+    run = journal.start_run(trigger="test", mode="apply", spec_digest="d")
+    async with client_for(emu, max_concurrency=8) as client:
+        result = await apply_plan(plan, desired, client, journal, run, workers=3)
+    assert result.applied == 12
+    assert 1 < emu.max_in_flight <= 3
+
+
+class ScriptedPosts(httpx.AsyncBaseTransport):
+    """Real HTTP to the emulator, except that POSTs follow a script of failures:
+
+    "lost": answer 500 without forwarding (nothing created); "committed": forward, then answer
+    500 (created, but the client cannot know); "late": time out at once, and forward only after
+    the client's next list call (the POST was still running when the client re-listed).
+    """
+
+    def __init__(self, script: list[str]) -> None:
+        self.inner = httpx.AsyncHTTPTransport()
+        self.script = script
+        self.listed = asyncio.Event()
+        self.late: list[asyncio.Task[None]] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        step = self.script.pop(0) if request.method == "POST" and self.script else "pass"
+        if step == "lost":
+            return httpx.Response(500, json={"type": "api_error", "message": "lost"})
+        if step == "late":
+            self.listed.clear()
+            self.late.append(asyncio.create_task(self.send_after_listing(request)))
+            raise httpx.ReadTimeout("scripted timeout", request=request)
+        response = await self.inner.handle_async_request(request)
+        if request.method == "GET":
+            self.listed.set()
+        if step == "committed":
+            await response.aread()
+            await response.aclose()
+            return httpx.Response(500, json={"type": "api_error", "message": "committed"})
+        return response
+
+    async def send_after_listing(self, request: httpx.Request) -> None:
+        await asyncio.wait_for(self.listed.wait(), timeout=30)
+        response = await self.inner.handle_async_request(request)
+        await response.aread()
+        await response.aclose()
+
+    async def aclose(self) -> None:
+        await asyncio.gather(*self.late)
+        await self.inner.aclose()
+
+
+async def apply_scripted(
+    emu: Emulator, journal: Journal, desired: Mapping[str, DesiredGroup], script: list[str]
+) -> tuple[ApplyResult, dict]:
+    plan = await make_plan(emu, journal, desired)
+    run = journal.start_run(trigger="test", mode="apply", spec_digest="d")
+    async with client_for(emu, transport=ScriptedPosts(script)) as client:
+        result = await apply_plan(plan, desired, client, journal, run)
+    [row] = journal.history(limit=1)[0]["changes"]
+    return result, row
+
+
+async def test_an_ambiguous_create_that_committed_is_adopted(
+    emu: Emulator, journal: Journal
+) -> None:
+    desired = spec(DesiredGroup("cs101", "CS 101"))
+    result, row = await apply_scripted(emu, journal, desired, ["committed"])
+    assert result.applied == 1 and row["note"] == "adopted after ambiguous create"
+    [group] = emu.state.groups()
+    assert journal.managed()["cs101"].group_id == group["id"] == row["group_id"]
+    assert emu.count("POST") == 1
+
+
+async def test_an_ambiguous_create_that_did_nothing_is_sent_once_more(
+    emu: Emulator, journal: Journal
+) -> None:
+    desired = spec(DesiredGroup("cs101", "CS 101"))
+    result, row = await apply_scripted(emu, journal, desired, ["lost"])
+    assert result.applied == 1 and "sent again" in row["note"] and row["attempts"] == 2
+    assert names(emu) == Counter({"CS 101": 1})
+
+
+@pytest.mark.parametrize(
+    ("script", "status", "groups"),
+    [(["lost", "lost"], "failed", 0), (["lost", "committed"], "applied", 1)],
+)
+async def test_a_second_ambiguous_create_never_makes_a_third_attempt_or_a_duplicate(
+    emu: Emulator, journal: Journal, script: list[str], status: str, groups: int
+) -> None:
+    _, row = await apply_scripted(emu, journal, spec(DesiredGroup("k", "K")), script)
+    assert row["status"] == status and row["attempts"] == 2
+    assert len(emu.state.groups()) == groups
+    assert journal.pending_changes() == []
+
+
+async def test_a_timed_out_create_is_left_to_the_next_plan_not_sent_again(
+    emu: Emulator, journal: Journal
+) -> None:
+    desired = spec(DesiredGroup("cs101", "CS 101", members=frozenset({"ada"})))
+    result, row = await apply_scripted(emu, journal, desired, ["late"])
+    assert result.failed == 1 and "not sent again" in row["error"]
+    assert row["status"] == "failed" and journal.pending_changes() == []
+    [late] = emu.state.groups()  # the POST that was still running committed after all
+    plan, result = await apply(emu, journal, desired)
+    assert [(c.action, c.group_id) for c in plan.changes] == [(Action.ADOPT, late["id"])]
+    assert names(emu) == Counter({"CS 101": 1})
+
+
+async def test_injected_faults_never_duplicate_and_leave_every_row_settled(
+    emu: Emulator, journal: Journal
+) -> None:
+    desired = spec(
+        *(DesiredGroup(f"g{n:02}", f"Group {n}", members=frozenset({"ada"})) for n in range(20))
+    )
+    emu.faults.update(ambiguous_fraction=0.4, error_fraction=0.2, seed=7)
+    for _ in range(6):  # repeated apply, as the daemon would
+        plan = await make_plan(emu, journal, desired)
+        if plan.empty:
+            break
+        await apply(emu, journal, desired, plan=plan)
+    emu.faults.update(ambiguous_fraction=0.0, error_fraction=0.0)
+    assert (await make_plan(emu, journal, desired)).empty
+    assert names(emu) == Counter({f"Group {n}": 1 for n in range(20)})
+    history = rows(journal)
+    assert journal.pending_changes() == []
+    assert {r["status"] for r in history} <= {"applied", "failed"}
+    assert any(r["note"] and "ambiguous" in r["note"] for r in history)
+
+
+async def test_recover_pending_settles_what_a_crash_left(emu: Emulator, journal: Journal) -> None:
+    run = journal.start_run(trigger="schedule", mode="apply", spec_digest="d")
+    gone = emu.state.add_group("Gone")
+    journal.set_managed("gone", gone["id"], AppliedState("Gone", None, None, frozenset(), False))
+    emu.state.add_group("Old Name", created_at=int(time.time()) - 3600)  # not made by the crash
+
+    def pending(key: str, action: Action, name: str, group_id: str | None = None) -> int:
+        return journal.begin_change(run, Change(key, action, Cause.SPEC, name, group_id))
+
+    pending("made", Action.CREATE, "Made")
+    made = emu.state.add_group("Made")  # the POST went through, then the process died
+    pending("lost", Action.CREATE, "Never Made")
+    pending("old", Action.CREATE, "Old Name")
+    pending("upd", Action.UPDATE, "Upd", "someid")
+    pending("gone", Action.DELETE, "Gone", gone["id"])
+    emu.state.delete_group(gone["id"])
+
+    async with client_for(emu) as client:
+        notes = await recover_pending(client, journal)
+    assert notes == [
+        f"made: crashed mid-create; adopted group {made['id']}",
+        "lost: crashed mid-create; no group found, will be created by the next plan",
+        "old: crashed mid-create; no group found, will be created by the next plan",
+        "upd: crashed; outcome unknown, the next plan re-checks",
+        "gone: crashed mid-delete; the group is gone, key forgotten",
+    ]
+    assert journal.pending_changes() == []
+    assert {r["status"] for r in rows(journal)} == {"interrupted"}
+    assert {k: mg.group_id for k, mg in journal.managed().items()} == {"made": made["id"]}
+
+    desired = spec(DesiredGroup("made", "Made"), DesiredGroup("lost", "Never Made"))
+    plan, result = await apply(emu, journal, desired)
+    assert [(c.key, c.action) for c in plan.changes] == [("lost", Action.CREATE)]
+    assert result.applied == 1
+    assert names(emu) == Counter({"Made": 1, "Never Made": 1, "Old Name": 1})
