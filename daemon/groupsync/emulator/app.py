@@ -198,14 +198,14 @@ class EmulatorApp:
         if scope["type"] != "http" or not (scope["path"] + "/").startswith("/v1/"):
             await self.routes(scope, receive, send)
             return
-        recorder = _StatusRecorder(send)
         self.counters.started()
+        recorder = _Recorder(send, self.counters, scope["method"], self._template(scope))
         try:
-            await self._gateway(scope, receive, recorder, send)
+            await self._gateway(scope, receive, recorder)
         finally:
-            self.counters.finished(scope["method"], self._template(scope), recorder.status)
+            recorder.record(DROPPED)  # no-op if an answer was recorded
 
-    async def _gateway(self, scope: Scope, receive: Receive, send: Send, raw_send: Send) -> None:
+    async def _gateway(self, scope: Scope, receive: Receive, send: _Recorder) -> None:
         faults = self.faults
         if faults.latency_s:
             await asyncio.sleep(faults.latency_s)
@@ -232,7 +232,8 @@ class EmulatorApp:
         elif garble == "503":
             await _error(503, "service unavailable (the write was committed)")(scope, receive, send)
         else:
-            await _drop_connection(raw_send)
+            send.record(DROPPED)
+            await _drop_connection(send.inner)
 
     def _template(self, scope: Scope) -> str:
         for route in self.routes.routes:
@@ -313,17 +314,26 @@ class EmulatorApp:
         return JSONResponse({"reset": True, "state": body.get("state") is True})
 
 
-class _StatusRecorder:
-    """Remembers the status sent, for the counters (DROPPED if none was)."""
+class _Recorder:
+    """Counts the request once, as its answer starts: before the client can see the answer,
+    so a test that asserts counts right after a call never races the server."""
 
-    def __init__(self, send: Send) -> None:
-        self._send = send
-        self.status = DROPPED
+    def __init__(self, send: Send, counters: RequestCounters, method: str, path: str) -> None:
+        self.inner = send
+        self._counters = counters
+        self._method = method
+        self._path = path
+        self._recorded = False
+
+    def record(self, status: int) -> None:
+        if not self._recorded:
+            self._recorded = True
+            self._counters.finished(self._method, self._path, status)
 
     async def __call__(self, message: Message) -> None:
         if message["type"] == "http.response.start":
-            self.status = message["status"]
-        await self._send(message)
+            self.record(message["status"])
+        await self.inner(message)
 
 
 class _Buffer:
