@@ -9,6 +9,7 @@ import asyncio
 import logging
 import math
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -46,6 +47,17 @@ class Sleep:
         self._hook(len(self.delays))
 
 
+def count(
+    emulator: Any, method: str | None = None, path: str | None = None, status: int | None = None
+) -> int:
+    """The emulator's count once it is quiet: it records a request after the answer has left, so
+    a client can see the answer a moment before the counter moves."""
+    deadline = time.monotonic() + 2
+    while emulator.app.counters.in_flight and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return emulator.count(method, path, status)
+
+
 def connect(emulator: Any, token: str = TOKEN, **kwargs: Any) -> Client:
     options: dict[str, Any] = {
         "max_requests_per_s": 1000,
@@ -76,7 +88,7 @@ async def test_lists_every_page_with_the_minimum_of_calls(
     assert len(groups) == active + archived
     assert sum(g.archived for g in groups) == archived
     expected_calls = math.ceil(active / 100) + math.ceil(archived / 100)
-    assert emulator.count("GET", GROUPS) == emulator.count("GET", GROUPS, 200) == expected_calls
+    assert count(emulator, "GET", GROUPS) == count(emulator, "GET", GROUPS, 200) == expected_calls
 
 
 @pytest.mark.anyio
@@ -106,7 +118,7 @@ async def test_lists_contacts_through_pages(emulator: Any) -> None:
         contacts = await client.list_contacts()
 
     assert sorted(c.username for c in contacts) == [f"user{i:03}" for i in range(150)]
-    assert emulator.count("GET", "/v1/contacts") == 2
+    assert count(emulator, "GET", "/v1/contacts") == 2
 
 
 # --- errors ----------------------------------------------------------------------------------
@@ -123,7 +135,7 @@ async def test_a_refused_token_is_an_auth_error_said_plainly_and_not_retried(
     assert caught.value.status == 401 and caught.value.attempts == 1
     assert "refused the token" in str(caught.value)
     assert "wrong-token-5521" not in str(caught.value)
-    assert emulator.count() == 1
+    assert count(emulator) == 1
 
 
 @pytest.mark.anyio
@@ -135,7 +147,7 @@ async def test_a_missing_group_is_not_found(emulator: Any) -> None:
             await client.update_group("nope", name="x")
 
     assert caught.value.status == 404 and caught.value.method == "GET"
-    assert emulator.count("GET", GROUP) == 1 and emulator.count("PUT", GROUP) == 1
+    assert count(emulator, "GET", GROUP) == 1 and count(emulator, "PUT", GROUP) == 1
 
 
 @pytest.mark.anyio
@@ -149,7 +161,7 @@ async def test_a_bad_request_carries_the_server_message_and_is_not_retried(emula
     assert empty_name.value.status == 400 and empty_name.value.type == "invalid_request"
     assert "name" in empty_name.value.message
     assert "ghost.user" in unknown_member.value.message
-    assert emulator.count("POST", GROUPS) == emulator.count("POST", GROUPS, 400) == 2
+    assert count(emulator, "POST", GROUPS) == count(emulator, "POST", GROUPS, 400) == 2
     assert emulator.state.groups() == []
 
 
@@ -172,7 +184,7 @@ async def test_429_is_retried_after_the_retry_after_delay(emulator: Any) -> None
 
     assert sleep.delays == [1.0]
     assert (trace.attempts, trace.status) == (2, 200)
-    assert emulator.count("GET", GROUP, 429) == 1 and emulator.count("GET", GROUP, 200) == 2
+    assert count(emulator, "GET", GROUP, 429) == 1 and count(emulator, "GET", GROUP, 200) == 2
     assert client.stats.retries == 1 and client.stats.by_status[429] == 1
 
 
@@ -192,7 +204,7 @@ async def test_429_without_retry_after_backs_off(emulator: Any) -> None:
 
     assert len(sleep.delays) == 2
     assert 0 <= sleep.delays[0] <= 0.5 and 0 <= sleep.delays[1] <= 1.0
-    assert emulator.count("GET", GROUPS, 429) == 2 and emulator.count("GET", GROUPS, 200) == 2
+    assert count(emulator, "GET", GROUPS, 429) == 2 and count(emulator, "GET", GROUPS, 200) == 2
 
 
 @pytest.mark.anyio
@@ -210,7 +222,7 @@ async def test_5xx_is_retried_until_it_succeeds(emulator: Any) -> None:
 
     assert updated.description == "The finest."
     assert (trace.attempts, trace.status) == (3, 200)
-    assert emulator.count("PUT", GROUP) == 3 and emulator.count("PUT", GROUP, 200) == 1
+    assert count(emulator, "PUT", GROUP) == 3 and count(emulator, "PUT", GROUP, 200) == 1
 
 
 @pytest.mark.anyio
@@ -221,7 +233,7 @@ async def test_5xx_retries_stop_at_the_attempt_limit(emulator: Any) -> None:
             await client.list_groups(archived=True)
 
     assert caught.value.attempts == 3 and caught.value.status in (500, 502, 503)
-    assert emulator.count("GET", GROUPS) == 3
+    assert count(emulator, "GET", GROUPS) == 3
 
 
 @pytest.mark.anyio
@@ -232,7 +244,7 @@ async def test_5xx_retries_stop_at_the_time_budget(emulator: Any) -> None:
             await c.list_groups(archived=False)
 
     assert 2 <= caught.value.attempts < 100
-    assert emulator.count("GET", GROUPS) == caught.value.attempts
+    assert count(emulator, "GET", GROUPS) == caught.value.attempts
 
 
 @pytest.mark.anyio
@@ -278,7 +290,7 @@ async def test_an_ambiguous_create_is_reported_and_not_repeated(emulator: Any, m
             await client.create_group(name="Plaza Hotel")
 
     assert "may have been applied" in str(caught.value)
-    assert emulator.count("POST", GROUPS) == 1 and sleep.delays == []
+    assert count(emulator, "POST", GROUPS) == 1 and sleep.delays == []
     assert trace.attempts == 1 and trace.status == (503 if mode == "503" else None)
     assert [g["name"] for g in emulator.state.groups()] == ["Plaza Hotel"]
 
@@ -291,7 +303,7 @@ async def test_a_post_answered_5xx_is_ambiguous_and_not_repeated(emulator: Any) 
             await client.post_message("conv1", "hello")
 
     assert caught.value.status in (500, 502, 503)
-    assert emulator.count("POST", "/v1/messages") == 1
+    assert count(emulator, "POST", "/v1/messages") == 1
 
 
 @pytest.mark.anyio
@@ -307,7 +319,7 @@ async def test_a_rate_limited_post_is_safely_retried(emulator: Any) -> None:
         created = await client.create_group(name="CS 101", members=["prof.ada"])
 
     assert created.members == {"prof.ada"}
-    assert emulator.count("POST", GROUPS, 429) == 1 and emulator.count("POST", GROUPS, 201) == 1
+    assert count(emulator, "POST", GROUPS, 429) == 1 and count(emulator, "POST", GROUPS, 201) == 1
     assert [g["name"] for g in emulator.state.groups()] == ["CS 101"]
 
 
@@ -338,7 +350,7 @@ async def test_create_update_archive_restore_delete(
     assert archived.archived and not restored.archived
     assert trace.status == delete_status
     assert emulator.state.get(created.id) is None
-    assert emulator.count("POST", GROUPS, post_status) == 1
+    assert count(emulator, "POST", GROUPS, post_status) == 1
 
 
 @pytest.mark.anyio
@@ -366,11 +378,11 @@ async def test_a_read_only_client_refuses_every_write_before_sending(emulator: A
         for write in writes:
             with pytest.raises(ReadOnlyViolation):
                 await write(client)
-        assert emulator.count() == 0 and client.stats.requests == 0
+        assert count(emulator) == 0 and client.stats.requests == 0
         assert [g.id for g in await client.list_all_groups()] == [group["id"]]
 
     assert emulator.state.get(group["id"])["name"] == "Plaza Hotel"
-    assert emulator.count("GET") == 2
+    assert count(emulator, "GET") == 2
 
 
 # --- limits ----------------------------------------------------------------------------------
@@ -388,7 +400,7 @@ async def test_never_more_than_max_concurrency_in_flight(
     async with connect(emulator, max_concurrency=3, transport=transport) as client:
         await asyncio.gather(*(client.get_group(group["id"]) for _ in range(15)))
 
-    assert emulator.count("GET", GROUP, 200) == 15
+    assert count(emulator, "GET", GROUP, 200) == 15
     assert 2 <= emulator.max_in_flight <= 3
 
 
@@ -399,7 +411,7 @@ async def test_never_more_than_max_requests_per_second(emulator: Any) -> None:
     async with connect(emulator, max_requests_per_s=rate, max_concurrency=8) as client:
         await asyncio.gather(*(client.get_group(group["id"]) for _ in range(30)))
 
-    assert emulator.count("GET", GROUP, 200) == 30
+    assert count(emulator, "GET", GROUP, 200) == 30
     # The client allows a burst of rate/5 on top of the rate; allow a little arrival jitter too.
     assert emulator.max_per_second() <= rate + rate // 5 + 2
 
@@ -433,3 +445,10 @@ async def test_the_token_never_shows_in_repr_errors_or_logs(
     assert any("GET /groups -> 200" in m for m in messages)
     assert any("POST /groups -> 5" in m for m in messages)
     assert all(secret not in text for text in texts + messages)
+
+
+def test_read_only_cannot_be_switched_off_after_construction(emulator: Any) -> None:
+    client = connect(emulator, read_only=True)
+    with pytest.raises(AttributeError):
+        client.read_only = False  # type: ignore[misc]
+    assert client.read_only

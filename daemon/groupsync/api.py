@@ -226,7 +226,7 @@ class Client:
                 "max_concurrency, max_requests_per_s and max_attempts must be positive"
             )
         self.base_url = base_url
-        self.read_only = read_only
+        self._read_only = read_only
         self.stats = ClientStats()
         self._token = token
         self._retry_budget_s = retry_budget_s
@@ -248,6 +248,11 @@ class Client:
             timeout=httpx.Timeout(timeout_s),
             **options,
         )
+
+    @property
+    def read_only(self) -> bool:
+        """Fixed at construction: a dry run's client must not be switchable into a writer."""
+        return self._read_only
 
     def __repr__(self) -> str:
         return f"<Client {self.base_url!r} read_only={self.read_only}>"
