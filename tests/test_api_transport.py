@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import email.utils
 import json
+import logging
 import time
 from collections.abc import Callable
 
@@ -193,9 +194,11 @@ async def test_a_post_timing_out_after_sending_is_ambiguous_and_not_repeated() -
         raise httpx.ReadTimeout("timed out", request=request)
 
     async with make_client(handler, Recorder()) as client:
-        with call_trace() as trace, pytest.raises(AmbiguousWrite):
+        with call_trace() as trace, pytest.raises(AmbiguousWrite) as caught:
             await client.create_group(name="Plaza Hotel")
     assert len(calls) == 1
+    # apply tells "may still be running server-side" from the cause: keep it chained.
+    assert isinstance(caught.value.__cause__, httpx.TimeoutException)
     assert (trace.attempts, trace.status) == (1, None)
 
 
@@ -247,3 +250,35 @@ async def test_sends_bearer_token_user_agent_and_json_with_only_the_given_fields
         "contacts": [{"username": "a"}, {"username": "b"}],
         "archived_at": None,
     }
+
+
+@pytest.mark.anyio
+async def test_one_debug_record_per_attempt_in_the_shape_metrics_reads(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    answers = iter(
+        [
+            httpx.Response(503, json={"type": "api_error", "message": "busy"}),
+            httpx.Response(200, json=group("g1")),
+        ]
+    )
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/g2"):
+            raise httpx.ConnectError("refused", request=request)
+        return next(answers)
+
+    caplog.set_level(logging.DEBUG, logger="groupsync.api")
+    async with make_client(handler, Recorder(), max_attempts=2) as client:
+        await client.get_group("g1")
+        with pytest.raises(ServerError):
+            await client.get_group("g2")
+    # metrics.ApiRequestCounter parses "<METHOD> <path> -> <status|error> in <s>" from these.
+    attempts = [r for r in caplog.records if r.msg.startswith("%s %s -> ")]
+    assert [r.args[:3] for r in attempts] == [  # type: ignore[index]
+        ("GET", "/groups/g1", 503),
+        ("GET", "/groups/g1", 200),
+        ("GET", "/groups/g2", "ConnectError"),
+        ("GET", "/groups/g2", "ConnectError"),
+    ]
+    assert all(len(r.args) == 4 for r in attempts)  # type: ignore[arg-type]
