@@ -137,7 +137,7 @@ def plan(desired, world: World, policy: Policy, known) -> Plan:
     return compute_plan(desired, list(world.account.values()), world.journal, policy, known)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     desired=specs(),
     account=groups(),
