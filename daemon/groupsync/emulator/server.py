@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import socket
 import threading
 import time
@@ -134,8 +135,12 @@ class _Server(uvicorn.Server):
         await self.lifespan.shutdown()
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        super().handle_exit(sig, frame)
-        self.wake()
+        """Ctrl-C or SIGTERM stops a foreground emulator normally (exit 0): unlike uvicorn's
+        handler, do not record the signal to re-raise it after shutdown. A second Ctrl-C
+        forces the exit."""
+        if self.should_exit and sig == signal.SIGINT:
+            self.force_exit = True
+        self.stop()
 
     def stop(self) -> None:
         self.should_exit = True
