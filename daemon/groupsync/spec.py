@@ -401,7 +401,19 @@ def digest(groups: Mapping[str, DesiredGroup]) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+class _Dumper(yaml.SafeDumper):
+    """Double-quotes strings with unusual characters: PyYAML's plain and single-quoted styles
+    fold line separators such as U+0085 into spaces, so they would not read back the same."""
+
+    def represent_str(self, data: str) -> yaml.ScalarNode:
+        odd = any(not (ch.isprintable() or ch in " \n") for ch in data)
+        return self.represent_scalar("tag:yaml.org,2002:str", data, style='"' if odd else None)
+
+
+_Dumper.add_representer(str, _Dumper.represent_str)
+
+
 def dump_spec(groups: Mapping[str, DesiredGroup]) -> str:
     """Groups -> spec YAML that `load_spec` reads back to the same values (member sets expanded)."""
     data = {"groups": {key: _canonical(groups[key]) for key in sorted(groups)}}
-    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=1000)
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=1000)

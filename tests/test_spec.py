@@ -1,0 +1,203 @@
+"""The spec loader on valid input: what it yields, what stays distinct, what the digest ignores."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from groupsync.models import UNSET
+from groupsync.spec import DesiredGroup, SpecError, dump_spec, json_schema, load_spec
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def write(folder: Path, name: str, text: str) -> Path:
+    path = folder / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_example_campus_loads_with_sets_expanded() -> None:
+    spec = load_spec(EXAMPLES / "groups")
+    assert spec.files == (
+        "groups/clubs.yaml",
+        "groups/courses.yaml",
+        "groups/sets.yaml",
+        "groups/staff.yaml",
+    )
+    assert spec.warnings == ()
+    assert list(spec.groups) == sorted(spec.groups)
+    staff = spec.groups["staff-room"]
+    assert staff.members is not None and len(staff.members) == 10  # nested sets, flattened
+    assert {"prof.ada", "ta.grace", "dean.edsger", "coach.radia"} <= staff.members
+    hiking = spec.groups["hiking"]
+    assert hiking.members is None and hiking.description is UNSET and hiking.avatar_url is UNSET
+    summer = spec.groups["cs099-summer"]
+    assert summer.archived and summer.description is None
+    assert spec.groups["film-society"].id == "FilmSoc7Qx2LmN4p"
+    assert str(spec.groups["cs101"].location) == "groups/courses.yaml:6:3"
+    where, via = spec.origins["cs101"]["hester"]
+    assert (str(where), via) == ("groups/courses.yaml:10:35", "cs101-students")
+
+
+def test_example_schema_file_is_current() -> None:
+    """examples/spec.schema.json is what editors load; it must match `groupsync schema`."""
+    on_disk = json.loads((EXAMPLES / "spec.schema.json").read_text(encoding="utf-8"))
+    assert on_disk == json_schema()
+
+
+def test_schema_describes_the_document() -> None:
+    schema = json_schema()
+    group = schema["$defs"]["GroupModel"]
+    assert group["additionalProperties"] is False
+    assert group["required"] == ["name"]
+    assert group["properties"]["name"]["maxLength"] == 100
+    assert "default" not in group["properties"]["description"]  # omitted != null
+    groups = schema["properties"]["groups"]
+    assert groups["additionalProperties"] is False
+    assert list(groups["patternProperties"]) == ["^[a-z0-9][a-z0-9._-]{0,63}$"]
+
+
+def test_omitted_and_null_stay_distinct(tmp_path: Path) -> None:
+    spec = load_spec(
+        write(
+            tmp_path,
+            "spec.yaml",
+            "groups:\n"
+            "  left-alone: {name: A}\n"
+            "  cleared: {name: B, description: null, avatar_url: ~, members: []}\n",
+        )
+    )
+    left, cleared = spec.groups["left-alone"], spec.groups["cleared"]
+    assert (left.description, left.avatar_url, left.members) == (UNSET, UNSET, None)
+    assert (cleared.description, cleared.avatar_url, cleared.members) == (None, None, frozenset())
+    assert "description" not in dump_spec({"a": left}) and "description: null" in dump_spec(
+        {"b": cleared}
+    )
+
+
+def test_digest_ignores_files_order_and_formatting(tmp_path: Path) -> None:
+    one = tmp_path / "one"
+    one.mkdir()
+    write(
+        one,
+        "all.yaml",
+        "member_sets:\n  staff: [prof.ada, ta.grace]\n"
+        "groups:\n"
+        "  cs101: {name: CS 101, members: ['@staff', hector]}\n"
+        "  chess: {name: Chess, archived: false}\n",
+    )
+    split = tmp_path / "split"
+    split.mkdir()
+    write(split, "b.yaml", "groups:\n  chess:\n    name: 'Chess'\n")
+    write(
+        split,
+        "a.yaml",
+        "# courses\ngroups:\n  cs101:\n    members:\n      - hector\n      - ta.grace\n"
+        '      - prof.ada\n    name: "CS 101"\n',
+    )
+    assert load_spec(one).digest == load_spec(split).digest
+    write(split, "b.yaml", "groups:\n  chess:\n    name: Chess\n    description: null\n")
+    assert load_spec(one).digest != load_spec(split).digest  # null is a change, omitted is not
+
+
+def test_nested_sets_and_repeats(tmp_path: Path) -> None:
+    spec = load_spec(
+        write(
+            tmp_path,
+            "spec.yaml",
+            "member_sets:\n"
+            "  tas: [ta.grace, ta.linus]\n"
+            "  staff: ['@tas', prof.ada]\n"
+            "groups:\n"
+            "  cs101:\n"
+            "    name: CS 101\n"
+            "    members: ['@staff', hector, hector, ta.grace]\n",
+        )
+    )
+    assert spec.groups["cs101"].members == {"ta.grace", "ta.linus", "prof.ada", "hector"}
+    # A repeat is harmless (membership is a set) but probably a slip: a warning, not an error.
+    assert [str(w) for w in spec.warnings] == [
+        "spec.yaml:7:33: groups.cs101.members[2]: 'hector' is listed twice"
+    ]
+
+
+def test_keys_are_names_never_yaml_types(tmp_path: Path) -> None:
+    """`101:` and `no:` are valid keys; YAML 1.1 would make them an int and a boolean."""
+    spec = load_spec(
+        write(tmp_path, "spec.yaml", "groups:\n  101: {name: Room}\n  no: {name: 'No'}\n")
+    )
+    assert list(spec.groups) == ["101", "no"]
+
+
+def test_unquoted_boolean_username_is_caught(tmp_path: Path) -> None:
+    with pytest.raises(SpecError) as caught:
+        load_spec(write(tmp_path, "spec.yaml", "groups:\n  g: {name: G, members: [ada, no]}\n"))
+    assert str(caught.value) == (
+        "spec.yaml:2:31: groups.g.members[1]: expected a string, got the boolean false"
+        " (put it in quotes to make it a string)"
+    )
+
+
+def test_yml_files_are_ignored_with_a_warning(tmp_path: Path) -> None:
+    write(tmp_path, "a.yaml", "groups: {}\n")
+    write(tmp_path, "b.yml", "groups: {x: {name: X}}\n")
+    spec = load_spec(tmp_path)
+    assert spec.groups == {}
+    assert [w.message for w in spec.warnings] == [
+        "ignored: only *.yaml files are read (rename it to .yaml)"
+    ]
+
+
+def test_missing_path_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match="does not exist"):
+        load_spec(tmp_path / "nope")
+
+
+def test_explicit_empty_groups_is_valid(tmp_path: Path) -> None:
+    assert load_spec(write(tmp_path, "spec.yaml", "groups: {}\n")).groups == {}
+
+
+# --- property: load -> dump -> load ------------------------------------------------------------
+
+keys = st.from_regex(r"[a-z0-9][a-z0-9._-]{0,63}", fullmatch=True)
+any_text = st.text(st.characters(exclude_categories=("Cs",)), max_size=200)
+usernames = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._\-éøß]{0,30}", fullmatch=True)
+groups_strategy = st.dictionaries(
+    keys,
+    st.builds(
+        DesiredGroup,
+        key=st.just(""),
+        name=st.text(st.characters(exclude_categories=("Cs",)), min_size=1, max_size=100),
+        description=st.one_of(st.just(UNSET), st.none(), any_text),
+        avatar_url=st.one_of(st.just(UNSET), st.none(), any_text),
+        members=st.one_of(st.none(), st.frozensets(usernames, max_size=20)),
+        archived=st.booleans(),
+        id=st.one_of(st.none(), st.from_regex(r"[A-Za-z0-9]{16}", fullmatch=True)),
+    ),
+    max_size=8,
+).map(lambda gs: {k: DesiredGroup(**{**_fields(g), "key": k}) for k, g in gs.items()})
+
+
+def _fields(group: DesiredGroup) -> dict[str, object]:
+    return {name: getattr(group, name) for name in DesiredGroup.__slots__}
+
+
+@settings(max_examples=100, deadline=None)
+@given(groups_strategy)
+def test_load_dump_load_is_identity(groups: dict[str, DesiredGroup]) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        path = write(Path(folder), "spec.yaml", dump_spec(groups))
+        first = load_spec(path)
+        assert first.groups == groups
+        text = dump_spec(first.groups)
+        path.write_text(text, encoding="utf-8")
+        second = load_spec(path)
+    assert second.groups == first.groups
+    assert second.digest == first.digest
+    assert dump_spec(second.groups) == text
