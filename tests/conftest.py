@@ -21,7 +21,10 @@ SEED_FILE = Path(__file__).resolve().parent.parent / "examples" / "seed.yaml"
 
 @pytest.fixture
 def emulator() -> Iterator[Emulator]:
-    """An empty eCampus emulator on 127.0.0.1 accepting the token "test-token"."""
+    """An empty eCampus emulator on 127.0.0.1 accepting the token "test-token".
+
+    Its /_admin endpoint takes "test-admin-token" (emulator.admin_url).
+    """
     with serve_emulator(token="test-token", admin_token="test-admin-token") as emu:
         yield emu
 

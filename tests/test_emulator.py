@@ -186,6 +186,11 @@ def test_malformed_or_non_object_json_is_400(emulator_http: httpx.Client, conten
     assert_error(r, 400)
 
 
+def test_multipart_body_is_400(emulator_http: httpx.Client) -> None:
+    r = emulator_http.post("/groups", files={"name": (None, "x")})
+    assert "multipart" in assert_error(r, 400)
+
+
 # --- groups: retrieve, update, delete ------------------------------------------------------
 
 

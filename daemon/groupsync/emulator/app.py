@@ -63,6 +63,8 @@ async def _body(request: Request) -> dict[str, Any]:
         if "archived_at" in fields:
             fields["archived_at"] = _form_timestamp(fields["archived_at"])
         return fields
+    if ctype.startswith("multipart/"):
+        raise ApiFailure(400, "multipart bodies are not supported: send JSON or form fields")
     if not raw.strip():
         return {}
     try:
