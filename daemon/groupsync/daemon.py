@@ -4,9 +4,9 @@ How the pieces meet (see design.md, "Pitfalls already known"):
 - One thread, one event loop. The journal's SQLite connection, the scheduler, the signal
   handlers and every reconcile live on it; only the metrics server and `git pull` use threads,
   and neither touches the journal.
-- Each reconcile runs in a task of its own (`_current`). The scheduler's job only starts it and
-  waits on it with `asyncio.wait`, so `AsyncIOScheduler.shutdown()` (which cancels running
-  coroutine jobs) can cancel the job but never the reconcile: that one is drained here first.
+- Each reconcile runs in a task of its own (`_current`). The scheduler's job only starts it,
+  so `AsyncIOScheduler.shutdown()` (which cancels running coroutine jobs) never cancels a
+  reconcile: the daemon drains that one itself, with a deadline, before shutting it down.
 - Outages: a run that cannot use the API ends with outcome "error"; after k such runs in a row,
   the next 2^(k-1)-1 ticks are skipped, capped at 15 minutes between attempts
   (`schedule.ticks_to_skip`). A successful run or a reload resets it.
@@ -219,12 +219,24 @@ class Daemon:
         self._current = asyncio.get_running_loop().create_task(self._run(trigger))
         return self._current
 
+    async def reconcile_now(self, trigger: str = "manual") -> RunReport | None:
+        """One run, as a tick would start it but regardless of backoff (tests, benchmarks)."""
+        return await self._start_run(trigger)
+
+    async def tick(self) -> RunReport | None:
+        """What the scheduler does at each tick; the report if a run was started and finished."""
+        before = self._current
+        await self._tick()
+        if self._current is before or self._current is None:
+            return None
+        return await self._current
+
     async def _tick(self) -> None:
         """The scheduler's job: start a run unless stopping, busy, or backing off."""
         if self._stopping:
             return
         if self._busy():
-            log.warning("tick skipped: the previous run is still going")
+            log.info("tick skipped: the previous run is still going")
             return
         if self._skip > 0:
             self._skip -= 1
@@ -234,8 +246,9 @@ class Daemon:
                 self._skip,
             )
             return
-        # asyncio.wait, not await: cancelling this job must not cancel the run.
-        await asyncio.wait({self._start_run("schedule")})
+        # Not awaited: the run belongs to the daemon, which drains it at shutdown, so the
+        # scheduler's shutdown (which cancels running coroutine jobs) has nothing to cancel.
+        self._start_run("schedule")
 
     async def _run(self, trigger: str) -> RunReport | None:
         loaded = await self._pull() if self.loaded.settings.spec.git_pull else self.loaded

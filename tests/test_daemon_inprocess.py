@@ -1,0 +1,193 @@
+"""The daemon's run loop in-process against the emulator: backoff, git pull, flat memory."""
+
+from __future__ import annotations
+
+import gc
+import logging
+import shutil
+import sqlite3
+import subprocess
+from collections.abc import Iterator
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+
+from groupsync.config import load_settings
+from groupsync.daemon import Daemon, Loaded, load_all
+from groupsync.emulator import Emulator
+from groupsync.journal import Journal
+from groupsync.sdnotify import Notifier
+from groupsync.secret import Secret
+from groupsync.spec import load_spec
+
+pytestmark = pytest.mark.anyio
+
+SPEC = """\
+groups:
+  chess:
+    name: Chess Club
+    members: [ada, bob]
+  go:
+    name: Go Club
+"""
+
+
+def write_config(tmp_path: Path, base_url: str, spec_path: Path, *, git_pull: bool = False) -> Path:
+    config = tmp_path / "groupsync.yaml"
+    config.write_text(
+        f"api:\n  base_url: {base_url}\n  max_requests_per_s: 1000\n"
+        f"spec:\n  path: {spec_path}\n  git_pull: {str(git_pull).lower()}\n"
+        "schedule:\n  every: 5m\n  jitter: 0s\njournal:\n  path: journal.db\n"
+    )
+    return config
+
+
+@pytest.fixture
+def contacts(emulator: Emulator) -> Emulator:
+    for name in ("ada", "bob", "carol"):
+        emulator.state.add_contact(name)
+    return emulator
+
+
+@pytest.fixture
+def journal(tmp_path: Path) -> Iterator[Journal]:
+    with Journal.open(tmp_path / "journal.db") as j:
+        yield j
+
+
+def make_daemon(config: Path, journal: Journal, token: str = "test-token") -> Daemon:
+    settings = load_settings(config)
+    loaded = Loaded(settings, load_spec(settings.spec.path), Secret(token))
+    return Daemon(config, loaded, journal, notifier=Notifier({}))
+
+
+async def test_outages_back_off_and_a_success_resets(
+    tmp_path: Path, contacts: Emulator, journal: Journal
+) -> None:
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(SPEC)
+    daemon = make_daemon(write_config(tmp_path, contacts.base_url, spec), journal, "wrong")
+    outcomes = []
+    for _ in range(12):
+        report = await daemon.tick()
+        outcomes.append(report.outcome if report else "skipped")
+    # Failures 1, 2, 3, 4 leave gaps of 1, 2, 3, 3 ticks: 5-minute ticks, capped at 15 minutes.
+    assert outcomes == [
+        "error",
+        "error",
+        "skipped",
+        "error",
+        "skipped",
+        "skipped",
+        "error",
+        "skipped",
+        "skipped",
+        "error",
+        "skipped",
+        "skipped",
+    ]
+    assert daemon.metrics.consecutive_errors._value.get() == 5
+
+    # The operator fixes the token; the next tick that is allowed to run succeeds and resets.
+    daemon.loaded = Loaded(daemon.loaded.settings, daemon.loaded.spec, Secret("test-token"))
+    report = await daemon.tick()
+    assert report is not None and report.outcome == "applied"
+    assert (await daemon.tick()).outcome == "noop"  # type: ignore[union-attr]
+    assert daemon.metrics.consecutive_errors._value.get() == 0
+
+
+async def test_memory_stays_flat_over_many_runs(
+    tmp_path: Path, contacts: Emulator, journal: Journal
+) -> None:
+    """Counts live objects (cheap, unlike tracemalloc): a run that leaves anything behind
+    (a report, a plan, a client, a task) shows up as growth proportional to the runs."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(SPEC)
+    daemon = make_daemon(write_config(tmp_path, contacts.base_url, spec), journal)
+    chess_id = ""
+
+    async def runs(count: int) -> int:
+        for i in range(count):
+            if i % 2:  # half the runs apply something, half are no-ops
+                contacts.state.update_group(chess_id, {"name": f"drift {i}"})
+            report = await daemon.reconcile_now()
+            assert report is not None and report.outcome in ("applied", "noop")
+        gc.collect()
+        return len(gc.get_objects())
+
+    await runs(1)
+    chess_id = next(g["id"] for g in contacts.state.groups() if g["name"] == "Chess Club")
+    await runs(5)  # warm caches up
+    start = await runs(1)
+    middle = await runs(15)
+    end = await runs(15)
+    # Noise is about ±200 objects; leaking one report per run would add thousands.
+    assert max(middle, end) - start < 500, (start, middle, end)
+
+
+def git(cwd: Path, *args: str) -> str:
+    r = subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@example.org", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    return r.stdout.strip()
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+async def test_git_pull_before_each_run_keeps_the_last_good_spec(
+    tmp_path: Path, contacts: Emulator, journal: Journal, caplog: pytest.LogCaptureFixture
+) -> None:
+    origin, work, clone = tmp_path / "origin.git", tmp_path / "work", tmp_path / "clone"
+    git(tmp_path, "init", "--bare", "-b", "main", str(origin))
+    git(tmp_path, "init", "-b", "main", str(work))
+    (work / "groups.yaml").write_text(SPEC)
+    git(work, "add", ".")
+    git(work, "commit", "-m", "first")
+    git(work, "push", str(origin), "main")
+    git(tmp_path, "clone", str(origin), str(clone))
+    config = write_config(tmp_path, contacts.base_url, clone / "groups.yaml", git_pull=True)
+    daemon = make_daemon(config, journal)
+    assert (await daemon.reconcile_now()).outcome == "applied"  # type: ignore[union-attr]
+
+    # A merged change is pulled and applied by the next run, which records its commit.
+    (work / "groups.yaml").write_text(SPEC.replace("Go Club", "Go & Baduk"))
+    git(work, "commit", "-am", "rename")
+    git(work, "push", str(origin), "main")
+    assert (await daemon.reconcile_now()).outcome == "applied"  # type: ignore[union-attr]
+    assert "Go & Baduk" in {g["name"] for g in contacts.state.groups()}
+    with closing(sqlite3.connect(tmp_path / "journal.db")) as db:
+        commit, dirty = db.execute(
+            "SELECT spec_commit, spec_dirty FROM runs ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+    assert commit == git(work, "rev-parse", "HEAD")
+    assert not dirty
+
+    # A broken commit: the previous spec stays, and every run says why, at file:line.
+    (work / "groups.yaml").write_text(SPEC.replace("    name: Go Club", "    nme: Go Club"))
+    git(work, "commit", "-am", "typo")
+    git(work, "push", str(origin), "main")
+    caplog.set_level(logging.INFO)
+    for _ in range(2):
+        assert (await daemon.reconcile_now()).outcome == "noop"  # type: ignore[union-attr]
+    invalid = [r for r in caplog.records if "is invalid, keeping the last good one" in r.message]
+    assert len(invalid) >= 2
+    assert "groups.yaml:" in invalid[0].message
+
+    # An unreachable remote: the pull fails, the checkout and spec stay, the run goes on.
+    git(clone, "remote", "set-url", "origin", str(tmp_path / "gone.git"))
+    caplog.clear()
+    assert (await daemon.reconcile_now()).outcome == "noop"  # type: ignore[union-attr]
+    assert any("keeping the last good checkout" in r.message for r in caplog.records)
+
+
+def test_load_all_refuses_a_bad_spec_with_file_and_line(tmp_path: Path) -> None:
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("groups:\n  chess:\n    nme: Chess\n")
+    config = write_config(tmp_path, "http://127.0.0.1:9/v1", spec)
+    with pytest.raises(Exception, match=r"spec\.yaml:3"):
+        load_all(config)
