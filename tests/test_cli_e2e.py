@@ -100,7 +100,7 @@ def test_saved_plan_applies_while_fresh_and_is_refused_when_stale(
     stale = groupsync("apply", "--yes", str(saved), config=config)
     assert stale.returncode == 1
     assert "stale" in stale.stderr and gid in stale.stderr
-    assert writes(emu) == 1  # only the hand edit above
+    assert writes(emu) == 0  # the hand edit went straight to the emulator state
 
     assert groupsync("plan", "-o", str(saved), config=config).returncode == 0
     fresh = groupsync("apply", "--yes", str(saved), config=config)

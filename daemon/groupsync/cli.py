@@ -20,6 +20,7 @@ from groupsync.errors import (
     EXIT_USAGE,
     GroupsyncError,
 )
+from groupsync.render import want_color
 from groupsync.spec import Spec, load_spec
 
 if TYPE_CHECKING:
@@ -182,12 +183,6 @@ def _load(config_path: Path | None) -> tuple[Settings, Spec, Secret]:
     """Config, spec and token: everything a command that reads the API needs."""
     settings = load_settings(find_config(config_path))
     return settings, load_spec(settings.spec.path), resolve_token(settings)
-
-
-def want_color(stream: Any) -> bool:
-    from groupsync.render import want_color
-
-    return want_color(stream)
 
 
 def _render(plan: Plan, fmt: str, *, color: bool) -> str:
