@@ -178,9 +178,18 @@ class DaemonProcess:
 
         return self.wait_for(check, f"a run after #{after} with outcome {outcome}", timeout)
 
-    def wait_log(self, pattern: str, timeout: float = RUN_TIMEOUT_S) -> dict[str, Any]:
+    def wait_log(
+        self, pattern: str, logger: str | None = None, timeout: float = RUN_TIMEOUT_S
+    ) -> dict[str, Any]:
         def check() -> dict[str, Any] | None:
-            return next((r for r in self.records() if re.search(pattern, r.get("msg", ""))), None)
+            return next(
+                (
+                    r
+                    for r in self.records()
+                    if re.search(pattern, r.get("msg", "")) and logger in (None, r.get("logger"))
+                ),
+                None,
+            )
 
         return self.wait_for(check, f"a log line matching {pattern!r}", timeout)
 
@@ -304,6 +313,8 @@ def test_converges_at_start_puts_back_drift_and_stops_cleanly(setup: Setup) -> N
     d = setup.start(env={"WATCHDOG_USEC": "2000000"})
     first = d.wait_run("applied")
     assert converged(setup)
+    changes = [r["msg"] for r in d.records() if r.get("logger") == "groupsync.change"]
+    assert sorted(changes) == ["applied create chess", "applied create go"]
     assert d.wait_for(lambda: any(m.get("READY") == "1" for m in d.notifications()), "READY=1")
 
     # Someone renames a group and drops a member by hand: the next tick puts it back.
@@ -420,7 +431,7 @@ def test_sigterm_during_an_apply_finishes_it_and_exits_zero(setup: Setup) -> Non
     assert setup.emulator.emu is not None
     setup.emulator.emu.faults.update(latency_s=0.4)
     d = setup.start()
-    d.wait_log(r"^change ")  # the apply is in flight
+    d.wait_log(r"^applied create", logger="groupsync.change")  # the apply is in flight
     d.signal(signal.SIGTERM)
     assert d.wait_exit() == 0
     assert setup.pending_rows() == 0
@@ -435,7 +446,7 @@ def test_a_second_signal_interrupts_and_the_next_start_settles_the_rest(setup: S
     assert setup.emulator.emu is not None
     setup.emulator.emu.faults.update(latency_s=1.0)
     d = setup.start()
-    d.wait_log(r"^change ")
+    d.wait_log(r"^applied create", logger="groupsync.change")
     d.signal(signal.SIGTERM)
     time.sleep(0.3)
     d.signal(signal.SIGTERM)

@@ -11,7 +11,8 @@ from typing import TextIO
 
 import pytest
 
-from groupsync.logs import setup_logging, under_journald
+from groupsync.logs import log_change, setup_logging, under_journald
+from groupsync.plan import Action, Cause, Change, FieldChange
 from groupsync.secret import Secret
 
 
@@ -117,3 +118,26 @@ def test_a_secret_logged_by_mistake_stays_hidden(log_file: TextIO) -> None:
     )
     text = "\n".join(lines(log_file))
     assert "hunter2" not in text and "x1" not in text
+
+
+def test_one_line_per_change_with_what_changed(log_file: TextIO) -> None:
+    setup_logging("json", stream=log_file, environ={})
+    change = Change(
+        key="chess",
+        action=Action.UPDATE,
+        cause=Cause.DRIFT,
+        name="Chess Club",
+        group_id="g1",
+        fields=(FieldChange("name", "Chess Klub", "Chess Club", Cause.DRIFT),),
+        members_add=("ada", "bob"),
+        members_remove=("eve",),
+    )
+    log_change(change, "applied")
+    log_change(Change(key="go", action=Action.CREATE, cause=Cause.SPEC, name="Go"), "failed")
+    first, second = (json.loads(x) for x in lines(log_file))
+    assert first["msg"] == "applied update chess"
+    assert first["logger"] == "groupsync.change"
+    assert (first["group_id"], first["cause"], first["fields"]) == ("g1", "drift", "name")
+    assert first["members"] == "+2/-1"
+    assert second["msg"] == "failed create go"
+    assert second["level"] == "warning"

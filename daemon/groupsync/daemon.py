@@ -31,7 +31,7 @@ from groupsync.config import Settings, find_config, load_settings, resolve_token
 from groupsync.errors import EXIT_ERROR, EXIT_OK, GroupsyncError
 from groupsync.gitspec import GitPullError, git_info, git_pull
 from groupsync.journal import Journal
-from groupsync.logs import setup_logging
+from groupsync.logs import log_change, setup_logging
 from groupsync.metrics import ApiRequestCounter, Metrics, MetricsServer
 from groupsync.reconcile import RunReport, reconcile
 from groupsync.schedule import make_trigger, period_of, ticks_to_skip
@@ -254,7 +254,12 @@ class Daemon:
         loaded = await self._pull() if self.loaded.settings.spec.git_pull else self.loaded
         try:
             report = await reconcile(
-                loaded.settings, loaded.spec, loaded.token, self.journal, trigger=trigger
+                loaded.settings,
+                loaded.spec,
+                loaded.token,
+                self.journal,
+                trigger=trigger,
+                on_progress=log_change,
             )
         except Exception as exc:
             # reconcile turns API and apply failures into outcomes; this is a bug, but the daemon

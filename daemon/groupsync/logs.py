@@ -13,7 +13,10 @@ import os
 import sys
 import time
 from collections.abc import Mapping
-from typing import Any, Literal, TextIO
+from typing import TYPE_CHECKING, Any, Literal, TextIO
+
+if TYPE_CHECKING:
+    from groupsync.plan import Change
 
 # Every attribute a plain LogRecord has; anything else came in through `extra=` and is data.
 _STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
@@ -122,3 +125,23 @@ def setup_logging(
     for name in _CHATTY:
         logging.getLogger(name).setLevel(max(level, logging.WARNING))
     return handler
+
+
+_change_log = logging.getLogger("groupsync.change")
+
+
+def log_change(change: Change, status: str) -> None:
+    """The one line per change: `applied update chess` plus what changed, as fields.
+
+    Fit for reconcile's `on_progress`. Only names and counts: member lists can be long, and the
+    journal has them in full.
+    """
+    fields: dict[str, Any] = {"group_id": change.group_id, "cause": str(change.cause)}
+    if change.fields:
+        fields["fields"] = ",".join(f.field for f in change.fields)
+    if change.members_add or change.members_remove:
+        fields["members"] = f"+{len(change.members_add)}/-{len(change.members_remove)}"
+    if change.set_archived is not None:
+        fields["archived"] = change.set_archived
+    level = logging.INFO if status in ("applied", "skipped") else logging.WARNING
+    _change_log.log(level, "%s %s %s", status, change.action, change.key, extra=fields)
