@@ -1,0 +1,55 @@
+"""The benchmarks still run: each script's --quick mode exits 0 and prints its table.
+
+Timings are the benchmarks' business, never asserted here (a shared CI machine would make that
+flaky); what is asserted is that they run end to end against the current code and that what
+they count (API calls, failures, convergence) came out right.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TIMEOUT_S = 110  # under pytest's 120 s per test; --quick takes ~10-20 s on 2 busy cores
+
+
+def run_quick(script: str) -> str:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+        cwd=ROOT,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def table_rows(output: str) -> list[list[str]]:
+    rows = [line for line in output.splitlines() if line.startswith("| ")]
+    return [[cell.strip() for cell in row.strip("|").split("|")] for row in rows[1:]]
+
+
+def test_plan_scale_quick_prints_its_table() -> None:
+    output = run_quick("plan_scale.py")
+    assert "| measure | value | target | result |" in output
+    rows = {row[0]: row for row in table_rows(output)}
+    assert len(rows) == 8
+    assert all(row[-1] in ("PASS", "MISS", "info") for row in rows.values())
+    # The call count is exact, not a timing: the plan costs the minimum list calls.
+    assert rows["API calls for the plan"][-1] == "PASS"
+
+
+def test_apply_scale_quick_prints_its_table() -> None:
+    output = run_quick("apply_scale.py")
+    assert "| scenario | wall | ideal |" in output
+    rows = table_rows(output)
+    assert len(rows) == 2
+    for row in rows:
+        failed, converged = row[7], row[8]
+        assert failed == "0", row
+        assert converged == "yes", row
+        assert row[-1].startswith(("PASS", "MISS")), row
