@@ -212,12 +212,13 @@ def test_a_key_renamed_with_its_group_pinned_moves_instead_of_archive_and_create
         [grp("g1", "A")],
         [ManagedGroup("old-key", "g1", applied("A"))],
     )
-    assert [(c.key, c.action, c.group_id) for c in plan.changes] == [
-        ("new-key", Action.ADOPT, "g1"),
-        ("old-key", Action.FORGET, "g1"),
+    # The journal maps a group to one key: the old mapping goes first, in a phase of its own.
+    assert [(c.phase, c.key, c.action, c.group_id) for c in plan.changes] == [
+        (-1, "old-key", Action.FORGET, "g1"),
+        (1, "new-key", Action.ADOPT, "g1"),
     ]
-    assert "moved from key 'old-key'" in plan.changes[0].note
-    assert "moved to key 'new-key'" in plan.changes[1].note
+    assert "moved to key 'new-key'" in plan.changes[0].note
+    assert "moved from key 'old-key'" in plan.changes[1].note
 
 
 def test_a_move_whose_new_key_has_an_error_leaves_the_old_key_alone():
@@ -239,6 +240,22 @@ def test_a_managed_key_pinned_to_another_group_switches_to_it():
         )
     )
     assert (c.action, c.group_id) == (Action.ADOPT, "g2") and "g1" in c.note
+
+
+def test_handing_a_group_between_two_live_keys_takes_two_applies():
+    plan = plan_of(
+        [dg("a", "A", id="g2"), dg("b", "B", id="g1")],
+        [grp("g1", "A"), grp("g2", "B")],
+        [ManagedGroup("a", "g1", applied("A"))],
+    )
+    assert plan.changes == ()
+    assert messages(plan) == {
+        "a": [
+            "group g1, managed by this key, is pinned by key b: drop that `id:` until this "
+            "key has moved to g2"
+        ],
+        "b": ["group g1 is already managed by key 'a'"],
+    }
 
 
 def test_managed_group_that_vanished_is_created_again_as_drift():
@@ -671,6 +688,8 @@ def test_changes_are_ordered_by_phase_then_key():
         (3, "aa-removed"),
         (3, "e-archive"),
     ]
+    plan = plan_of(*mixed_inputs(), Policy(force=True, on_removed="ignore"))
+    assert [(c.phase, c.key) for c in plan.changes][:2] == [(-1, "aa-removed"), (0, "a-new")]
 
 
 def test_plan_is_deterministic_whatever_the_input_order():

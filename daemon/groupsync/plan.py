@@ -115,8 +115,15 @@ class Change:
 
     @property
     def phase(self) -> int:
-        """0 creates/restores, 1 updates and additions, 2 removals, 3 archives/deletes."""
-        if self.action in (Action.ARCHIVE, Action.DELETE, Action.FORGET) or self.set_archived:
+        """-1 forgets, 0 creates/restores, 1 updates and additions, 2 removals, 3 archives/deletes.
+
+        Forgets touch only the journal and go first, alone: a key renamed in the spec hands its
+        group to the new key (forget the old mapping, then adopt), and the journal maps a group
+        to one key at a time.
+        """
+        if self.action is Action.FORGET:
+            return -1
+        if self.action in (Action.ARCHIVE, Action.DELETE) or self.set_archived:
             return 3
         if self.action in (Action.CREATE, Action.RESTORE) or self.set_archived is False:
             return 0
@@ -360,6 +367,15 @@ class _Planner:
             )
         elif owner is not None and owner in self.desired:
             self.error(key, f"group {pin} is already managed by key {owner!r}")
+        elif mg is not None and mg.group_id in pins:
+            # Handing a group between two live keys in one apply would race in the journal
+            # (one group, one key) and plan differently next time: make it two steps.
+            others = ", ".join(sorted(pins[mg.group_id]))
+            self.error(
+                key,
+                f"group {mg.group_id}, managed by this key, is pinned by key {others}: "
+                f"drop that `id:` until this key has moved to {pin}",
+            )
         else:
             if owner is not None:
                 note = f"moved from key {owner!r}"
@@ -573,7 +589,8 @@ def compute_plan(
     policy: Policy = Policy(),
     known_usernames: frozenset[str] | None = None,
 ) -> Plan:
-    """known_usernames: None when contacts were not read; then only additions can't be checked.
+    """known_usernames: the account's contacts, or None when they were not read (every desired
+    username already shows in some group: see usernames_to_verify) and nothing is checked.
 
     Linear in groups plus memberships: actual groups are indexed by id once (and by name only if
     some key must be adopted by name); sorting touches the changes, not the account.

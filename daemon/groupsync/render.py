@@ -14,8 +14,9 @@ removal bumps the version):
                      "errors": int}
     plan            Plan.to_dict():
       changes       ordered by (phase, key); each: key, action, cause ("spec"|"drift"), name,
-                    group_id (null for create), phase (0 creates/restores, 1 updates/additions,
-                    2 removals, 3 archives/deletes/forgets), fields [{field, old, new, cause}],
+                    group_id (null for create), phase (-1 forgets (journal only), 0 creates/
+                    restores, 1 updates/additions, 2 removals, 3 archives/deletes),
+                    fields [{field, old, new, cause}],
                     members_add, members_remove (sorted), members_cause, members (the full sorted
                     list to send, or null when membership is unchanged/unmanaged), set_archived
                     (true archive, false restore, null leave), archived_cause, note
