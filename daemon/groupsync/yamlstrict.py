@@ -10,18 +10,28 @@ duplicates, cycles and alias expansions past a bound.
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+from yaml.composer import Composer
+from yaml.constructor import SafeConstructor
+from yaml.resolver import Resolver
 
 MAX_BYTES = 5 * 1024 * 1024
 MAX_ALIAS_NODES = 10_000  # nodes reachable through aliases; a real spec needs a few hundred
 MAX_DEPTH = 64  # a spec is 4 levels deep; this only stops stack exhaustion
 
 PathT = tuple[str | int, ...]
+
+# What YAML 1.1 allows in a stream (PyYAML's Reader.NON_PRINTABLE): checked up front, so the
+# position is exact whichever parser runs.
+_NON_PRINTABLE = re.compile(
+    "[^\x09\x0a\x0d\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]"
+)
 
 # Scalars whose implicit YAML type we keep; anything else (merge "<<", value "=") stays a string.
 _TYPED_SCALARS = frozenset(
@@ -123,11 +133,28 @@ def read_text(path: Path, display: str) -> str:
     return text.removeprefix("\ufeff")
 
 
-class _Composer(yaml.SafeLoader):
+try:  # libyaml parses several times faster; our Python composer runs on its events either way
+    from yaml._yaml import CParser as _Parser
+except ImportError:  # pragma: no cover - PyYAML built without libyaml
+    from yaml.parser import Parser
+    from yaml.reader import Reader
+    from yaml.scanner import Scanner
+
+    class _Parser(Reader, Scanner, Parser):  # type: ignore[no-redef]
+        def __init__(self, text: str) -> None:
+            Reader.__init__(self, text)
+            Scanner.__init__(self)
+            Parser.__init__(self)
+
+
+class _Composer(Composer, _Parser, SafeConstructor, Resolver):
     """Builds the node graph only; records tags and over-deep nesting instead of obeying them."""
 
     def __init__(self, text: str, file: str) -> None:
-        super().__init__(text)
+        _Parser.__init__(self, text)
+        Composer.__init__(self)
+        SafeConstructor.__init__(self)
+        Resolver.__init__(self)
         self.file = file
         self.issues: list[Issue] = []
         self.depth = 0
@@ -188,7 +215,7 @@ class _Walker:
                 raise _AliasBomb(self.alias_start)
         self.doc.value_marks[path] = _location(self.doc.file, node.start_mark)
         if isinstance(node, yaml.ScalarNode):
-            if node.style is None and node.tag in _TYPED_SCALARS:
+            if not node.style and node.tag in _TYPED_SCALARS:
                 self.doc.plain.add(path)
                 return self.constructor.construct_object(node)
             return node.value
@@ -212,7 +239,7 @@ class _Walker:
                 continue
             key = key_node.value  # keys are names: never let YAML turn `on` or `101` into a type
             child = (*path, key)
-            if key == "<<" and key_node.style is None:
+            if key == "<<" and not key_node.style:
                 message = "YAML merge keys ('<<') are not supported"
                 self.issues.append(Issue(key_loc, format_path(path), message))
                 continue
@@ -229,6 +256,12 @@ class _Walker:
 def parse(text: str, file: str) -> Document:
     """Text -> Document; raises YamlError with every problem found (syntax stops at the first)."""
     doc = Document(file=file, data=None)
+    bad = _NON_PRINTABLE.search(text)
+    if bad is not None:
+        line = text.count("\n", 0, bad.start()) + 1
+        column = bad.start() - (text.rfind("\n", 0, bad.start()) + 1) + 1
+        message = f"character U+{ord(bad.group()):04X} is not allowed in YAML"
+        raise YamlError([Issue(Location(file, line, column), "", message)])
     composer: _Composer | None = None
     try:
         composer = _Composer(text, file)
@@ -238,11 +271,8 @@ def parse(text: str, file: str) -> Document:
         mark = e.problem_mark or e.context_mark
         issue = Issue(_location(file, mark), "", f"YAML syntax error: {problem}")
         raise YamlError([*(composer.issues if composer else []), issue]) from None
-    except yaml.reader.ReaderError as e:
-        line = text.count("\n", 0, e.position) + 1
-        column = e.position - (text.rfind("\n", 0, e.position) + 1) + 1
-        message = f"character U+{e.character:04X} is not allowed in YAML"
-        raise YamlError([Issue(Location(file, line, column), "", message)]) from None
+    except yaml.YAMLError as e:  # no position known (libyaml reader errors)
+        raise YamlError([Issue(Location(file, 1, 1), "", f"YAML error: {e}")]) from None
     finally:
         if composer is not None:
             composer.dispose()
