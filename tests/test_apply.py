@@ -398,24 +398,43 @@ async def test_a_timed_out_create_is_left_to_the_next_plan_not_sent_again(
     assert names(emu) == Counter({"CS 101": 1})
 
 
-async def test_injected_faults_never_duplicate_and_leave_every_row_settled(
-    emu: Emulator, journal: Journal
+@pytest.mark.parametrize(
+    "faults",
+    [
+        # issue 5's mix: 20% 5xx, 429s from a rate limit, 5% ambiguous writes
+        {"error_fraction": 0.2, "ambiguous_fraction": 0.05, "rate_limit_per_s": 15},
+        # ambiguity-heavy, so the re-list/adopt path runs many times
+        {"error_fraction": 0.2, "ambiguous_fraction": 0.4},
+    ],
+)
+async def test_injected_faults_never_duplicate_or_lose_a_change(
+    emu: Emulator, journal: Journal, faults: dict
 ) -> None:
-    desired = spec(
-        *(DesiredGroup(f"g{n:02}", f"Group {n}", members=frozenset({"ada"})) for n in range(20))
-    )
-    emu.faults.update(ambiguous_fraction=0.4, error_fraction=0.2, seed=7)
+    def want(n: int) -> DesiredGroup:
+        return DesiredGroup(
+            f"g{n:02}", f"Group {n}", members=frozenset({CONTACTS[n % 5]}), archived=n % 4 == 0
+        )
+
+    desired = spec(*(want(n) for n in range(24)))
+    # Retry-After omitted: the client's own (test-fast) backoff paces the 429 retries.
+    emu.faults.update(seed=7, retry_after_missing_fraction=1.0, **faults)
     for _ in range(6):  # repeated apply, as the daemon would
         plan = await make_plan(emu, journal, desired)
         if plan.empty:
             break
         await apply(emu, journal, desired, plan=plan)
-    emu.faults.update(ambiguous_fraction=0.0, error_fraction=0.0)
+    assert emu.count(status=503) + emu.count(status=500) > 0
+    assert faults.get("rate_limit_per_s") is None or emu.count(status=429) > 0
+    emu.faults.update(ambiguous_fraction=0.0, error_fraction=0.0, rate_limit_per_s=None)
     assert (await make_plan(emu, journal, desired)).empty
-    assert names(emu) == Counter({f"Group {n}": 1 for n in range(20)})
+    assert names(emu) == Counter(d.name for d in desired.values())
+    managed = journal.managed()
+    for key, d in desired.items():
+        group = emu.state.get(managed[key].group_id)
+        assert members(group) == d.members and (group["archived_at"] is not None) == d.archived
     history = rows(journal)
     assert journal.pending_changes() == []
-    assert {r["status"] for r in history} <= {"applied", "failed"}
+    assert all(r["status"] in ("applied", "failed") and r["attempts"] >= 1 for r in history)
     assert any(r["note"] and "ambiguous" in r["note"] for r in history)
 
 
