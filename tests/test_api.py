@@ -409,11 +409,12 @@ async def test_never_more_than_max_requests_per_second(emulator: Any) -> None:
     group = emulator.state.add_group("Plaza Hotel")
     rate = 20
     async with connect(emulator, max_requests_per_s=rate, max_concurrency=8) as client:
-        await asyncio.gather(*(client.get_group(group["id"]) for _ in range(30)))
+        await asyncio.gather(*(client.get_group(group["id"]) for _ in range(40)))
 
-    assert count(emulator, "GET", GROUP, 200) == 30
-    # The client allows a burst of rate/5 on top of the rate; allow a little arrival jitter too.
-    assert emulator.max_per_second() <= rate + rate // 5 + 2
+    assert count(emulator, "GET", GROUP, 200) == 40
+    # The client allows a burst of rate/5 on top of the rate; a busy test machine can bunch
+    # arrivals a little (0.2 s worth). Without the limit all 40 would land within one second.
+    assert emulator.max_per_second() <= rate + rate // 5 + 4
 
 
 # --- secrets ---------------------------------------------------------------------------------
