@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import anyio
@@ -269,3 +270,28 @@ def test_admin_is_off_without_an_admin_token() -> None:
     with serve_emulator(token="t") as emu, httpx.Client(verify=False) as c:
         r = c.get(emu.admin_url + "/counters", headers={"Authorization": "Bearer t"})
         assert r.status_code == 404
+
+
+def test_shutdown_is_bounded_with_a_request_in_flight() -> None:
+    outcome: list[object] = []
+
+    def slow_call(url: str) -> None:
+        try:
+            headers = {"Authorization": "Bearer t"}
+            outcome.append(httpx.get(url, headers=headers, timeout=30, verify=False))
+        except httpx.TransportError as e:
+            outcome.append(e)
+
+    with serve_emulator(token="t", faults=Faults(latency_s=60)) as emu:
+        caller = threading.Thread(target=slow_call, args=(emu.base_url + "/groups",))
+        caller.start()
+        for _ in range(200):  # bounded: wait until the request is being served
+            if emu.app.counters.in_flight:
+                break
+            time.sleep(0.01)
+        assert emu.app.counters.in_flight == 1
+    caller.join(10)
+    assert not caller.is_alive()
+    # uvicorn cancels it after the grace period: a 500 or a closed connection, never a hang.
+    answer = outcome[0]
+    assert isinstance(answer, httpx.TransportError) or answer.status_code == 500

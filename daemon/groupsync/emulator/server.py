@@ -28,7 +28,8 @@ DEMO_TOKEN = "demo-token"
 """The bearer token `groupsync emulator` accepts when no --token is given (not a secret)."""
 
 STARTUP_TIMEOUT_S = 10.0
-SHUTDOWN_TIMEOUT_S = 5.0
+GRACE_S = 2.0
+"""How long a stopping emulator lets requests in flight finish before cancelling them."""
 
 
 class Emulator:
@@ -126,8 +127,9 @@ class _Server(uvicorn.Server):
             server.close()
         for connection in list(self.server_state.connections):
             connection.shutdown()
-        for _ in range(int(SHUTDOWN_TIMEOUT_S / 0.005)):
-            if not self.server_state.connections and not self.server_state.tasks:
+        deadline = time.monotonic() + GRACE_S
+        while self.server_state.connections or self.server_state.tasks:
+            if self.force_exit or time.monotonic() > deadline:
                 break
             await asyncio.sleep(0.005)
         for task in self.server_state.tasks:
@@ -153,9 +155,7 @@ class _Server(uvicorn.Server):
 
 
 def _server(app: EmulatorApp) -> _Server:
-    config = uvicorn.Config(
-        app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=2
-    )
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
     return _Server(config)
 
 
@@ -187,10 +187,10 @@ def serve_emulator(
         yield Emulator(app, "127.0.0.1", sock.getsockname()[1])
     finally:
         server.stop()
-        thread.join(SHUTDOWN_TIMEOUT_S)
+        thread.join(GRACE_S + 1)
         if thread.is_alive():
             server.force_exit = True
-            thread.join(SHUTDOWN_TIMEOUT_S)
+            thread.join(GRACE_S + 1)
         sock.close()
         app.state.close()
 
