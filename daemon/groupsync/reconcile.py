@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from groupsync.api import AuthError, Client
+from groupsync.api import AuthError, Client, NotFound
 from groupsync.apply import ApplyResult, apply_plan, recover_pending
 from groupsync.config import Settings, policy_from
 from groupsync.errors import EXIT_ERROR, EXIT_OK, EXIT_UNSAFE, GroupsyncError
@@ -101,12 +101,33 @@ async def make_plan(
     policy = policy_from(settings, force=force, allow_delete=allow_delete)
     async with open_client(settings, token, read_only=True) as client:
         groups = await client.list_all_groups()
+        groups += await _confirm_vanished(client, groups, managed)
         unknown = usernames_to_verify(spec.groups, groups)
         known = None
         if unknown:
             known = frozenset(c.username for c in await client.list_contacts())
     plan = compute_plan(spec.groups, groups, managed, policy, known)
     return Planned(plan, spec, {g.id: g for g in groups}, known is not None)
+
+
+async def _confirm_vanished(
+    client: Client, groups: list[Group], managed: dict[str, ManagedGroup]
+) -> list[Group]:
+    """Managed groups missing from both lists, if they still exist after all.
+
+    Active and archived groups are two lists read one after the other; a group restored or
+    archived between the reads is in neither. The plan would recreate it as "deleted out of
+    band", so each missing id is checked directly (GET works for archived groups too) before
+    anything is believed gone. Costs one GET per missing group, nothing when none is missing.
+    """
+    seen = {g.id for g in groups}
+    found = []
+    for group_id in sorted({mg.group_id for mg in managed.values()} - seen):
+        try:
+            found.append(await client.get_group(group_id))
+        except NotFound:
+            continue
+    return found
 
 
 async def execute(
