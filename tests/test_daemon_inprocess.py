@@ -118,10 +118,10 @@ async def test_memory_stays_flat_over_many_runs(
 
     await runs(1)
     chess_id = next(g["id"] for g in contacts.state.groups() if g["name"] == "Chess Club")
-    await runs(5)  # warm caches up
+    await runs(3)  # warm caches up
     start = await runs(1)
-    middle = await runs(15)
-    end = await runs(15)
+    middle = await runs(10)
+    end = await runs(10)
     # Noise is about ±200 objects; leaking one report per run would add thousands.
     assert max(middle, end) - start < 500, (start, middle, end)
 
