@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
 
@@ -149,7 +151,10 @@ def test_paging_10000_groups_needs_no_scan() -> None:
     seen = 0
     after = None
     for _ in range(101):
-        data, more = state.list_groups(archived=False, limit=100, after=after, before=None)
+        body = json.loads(
+            state.list_groups_json(archived=False, limit=100, after=after, before=None)
+        )
+        data, more = body["data"], body["has_more"]
         seen += len(data)
         assert all(len(g["contacts"]) == 20 for g in data)
         if not more:

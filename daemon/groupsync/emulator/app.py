@@ -248,10 +248,10 @@ class EmulatorApp:
 
     async def list_groups(self, request: Request) -> Response:
         limit, after, before = _page(request)
-        data, more = self.state.list_groups(
+        body = self.state.list_groups_json(
             archived=_archived(request), limit=limit, after=after, before=before
         )
-        return JSONResponse({"has_more": more, "data": data})
+        return Response(body, media_type="application/json")
 
     async def create_group(self, request: Request) -> Response:
         fields = _group_fields(await _body(request), creating=True)
@@ -272,8 +272,8 @@ class EmulatorApp:
 
     async def list_contacts(self, request: Request) -> Response:
         limit, after, before = _page(request)
-        data, more = self.state.list_contacts(limit=limit, after=after, before=before)
-        return JSONResponse({"has_more": more, "data": data})
+        body = self.state.list_contacts_json(limit=limit, after=after, before=before)
+        return Response(body, media_type="application/json")
 
     async def get_contact(self, request: Request) -> Response:
         return JSONResponse(self.state.retrieve_contact(request.path_params["id"]))
