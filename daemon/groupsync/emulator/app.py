@@ -232,7 +232,7 @@ class EmulatorApp:
         if not 200 <= buffer.status < 300:  # refused, so nothing committed: answer honestly
             await buffer.replay(send)
         elif garble == "503":
-            await _error(503, "service unavailable (the write was committed)")(scope, receive, send)
+            await _error(503, "service unavailable")(scope, receive, send)
         else:
             send.record(DROPPED)
             await _drop_connection(send.inner)
