@@ -144,6 +144,19 @@ def test_unquoted_boolean_username_is_caught(tmp_path: Path) -> None:
     )
 
 
+def test_plain_aliases_are_fine(tmp_path: Path) -> None:
+    """Anchors for reuse are ordinary YAML; only their expansion is bounded."""
+    spec = load_spec(
+        write(
+            tmp_path,
+            "spec.yaml",
+            "groups:\n  a: {name: A, members: &crew [ada, grace]}\n"
+            "  b: {name: B, members: *crew}\n",
+        )
+    )
+    assert spec.groups["b"].members == {"ada", "grace"}
+
+
 def test_yml_files_are_ignored_with_a_warning(tmp_path: Path) -> None:
     write(tmp_path, "a.yaml", "groups: {}\n")
     write(tmp_path, "b.yml", "groups: {x: {name: X}}\n")

@@ -241,13 +241,16 @@ class _Loader:
         self.expanded[name] = frozenset(users)
         return self.expanded[name]
 
-    def _items(self, entry: _Entry, items: Any = None) -> list[tuple[int, str, str | None]]:
-        """(index, item, set name or None) for the string items; warns about repeats."""
-        items = entry.raw if items is None else items
-        if not isinstance(items, list):
+    def _items(self, entry: _Entry) -> list[tuple[int, str, str | None]]:
+        """(index, item, set name or None) for the string items of a list; warns about repeats.
+
+        Only the same item written twice in one list warns: a username that also arrives
+        through a set is normal (sets overlap) and simply counted once.
+        """
+        if not isinstance(entry.raw, list):
             return []
         out, seen = [], set()
-        for i, item in enumerate(items):
+        for i, item in enumerate(entry.raw):
             if not isinstance(item, str) or not item:
                 continue
             if item in seen:
