@@ -251,8 +251,8 @@ class Daemon:
         self._start_run("schedule")
 
     async def _run(self, trigger: str) -> RunReport | None:
-        loaded = await self._pull() if self.loaded.settings.spec.git_pull else self.loaded
         try:
+            loaded = await self._pull() if self.loaded.settings.spec.git_pull else self.loaded
             report = await reconcile(
                 loaded.settings,
                 loaded.spec,
@@ -278,7 +278,7 @@ class Daemon:
         if report.outcome == "error":
             self._errors += 1
             self._skip = ticks_to_skip(self._errors, self._period)
-            if "401" in (report.error or ""):
+            if "HTTP 401" in (report.error or ""):  # reconcile's words for an AuthError
                 log.critical(
                     "THE eCAMPUS API REFUSED THE TOKEN (401): nothing can be read or applied "
                     "until it is replaced. Put a valid token where api.token_env, "
