@@ -275,3 +275,23 @@ def test_rendering_a_computed_plan_end_to_end():
     text = render.render_text(compute_plan(desired, actual, managed, Policy(force=True)))
     assert "    members: +hector -cliff" in text.splitlines()
     assert "Plan: 1 to create, 1 to update, 0 to archive, 0 to restore." in text
+
+
+def test_control_characters_from_the_account_never_reach_the_terminal():
+    evil = "\x1b]0;pwned\x07\u202e"
+    plan = Plan(
+        (
+            change(
+                "a",
+                Action.UPDATE,
+                name=f"Chess{evil}",
+                fields=(FieldChange("description", f"x{evil}", None, Cause.DRIFT),),
+                members_add=(f"bob{evil}",),
+                members=(f"bob{evil}",),
+            ),
+        ),
+        errors=(GroupError("b", f"unknown member 'x{evil}'"),),
+    )
+    for out in (render.render_text(plan), render.render_markdown(plan)):
+        assert "\x1b" not in out and "\x07" not in out and "\u202e" not in out
+        assert "\\u001b" in out

@@ -75,6 +75,17 @@ _ALWAYS = frozenset({Action.CREATE, Action.UPDATE, Action.ARCHIVE, Action.RESTOR
 """Counted even at zero; adopt, delete and forget appear only when they happen."""
 
 
+_CONTROL = {
+    c: f"\\u{c:04x}"
+    for c in (*range(0x20), *range(0x7F, 0xA0), *range(0x202A, 0x202F), *range(0x2066, 0x206A))
+}
+"""Control and bidi-override characters: a name edited by hand must not drive the terminal."""
+
+
+def _clean(text: str) -> str:
+    return text.translate(_CONTROL)
+
+
 def want_color(stream: TextIO) -> bool:
     """Colour only on a terminal, and never when NO_COLOR is set (https://no-color.org)."""
     isatty = getattr(stream, "isatty", None)
@@ -88,7 +99,7 @@ def _paint(text: str, code: str, color: bool) -> str:
 def _value(value: str | None) -> str:
     if value is None:
         return "null"
-    text = json.dumps(value, ensure_ascii=False)
+    text = _clean(json.dumps(value, ensure_ascii=False))
     return text if len(text) <= VALUE_WIDTH else text[: VALUE_WIDTH - 2] + '…"'
 
 
@@ -96,7 +107,7 @@ def _members(add: Iterable[str], remove: Iterable[str]) -> str:
     """`+hector -cliff`, each side cut at MEMBERS_SHOWN so 1,000 members stay one readable line."""
     parts: list[str] = []
     for sign, names, verb in (("+", list(add), "added"), ("-", list(remove), "removed")):
-        parts += [f"{sign}{n}" for n in names[:MEMBERS_SHOWN]]
+        parts += [f"{sign}{_clean(n)}" for n in names[:MEMBERS_SHOWN]]
         if len(names) > MEMBERS_SHOWN:
             parts.append(f"... and {len(names) - MEMBERS_SHOWN} more {verb}")
     return " ".join(parts)
@@ -121,8 +132,8 @@ def _change_lines(change: Change, color: bool) -> list[str]:
     sym = SYMBOLS[change.action]
     head = f"{sym} {change.action.value} {change.key}"
     head = _paint(head, _COLORS[change.action], color)
-    where = f" [{change.group_id}]" if change.group_id else ""
-    why = change.cause.value + (f": {change.note}" if change.note else "")
+    where = f" [{_clean(change.group_id)}]" if change.group_id else ""
+    why = change.cause.value + (f": {_clean(change.note)}" if change.note else "")
     lines = [f"{head} {_value(change.name)}{where} ({why})"]
 
     def tag(cause: Any) -> str:
@@ -158,7 +169,7 @@ def _body_lines(plan: Plan, color: bool) -> list[str]:
         if lines:
             lines.append("")
         lines.append(_paint("Errors (these groups are left as they are):", "1;31", color))
-        lines += [f"  ! {e.key}: {e.message}" for e in plan.errors]
+        lines += [f"  ! {e.key}: {_clean(e.message)}" for e in plan.errors]
     return lines
 
 
@@ -232,7 +243,7 @@ def render_markdown(plan: Plan) -> str:
         out.append("")
     if plan.errors:
         out.append("**Errors** (these groups are left as they are):")
-        out += [f"- `{e.key}`: {_escape(e.message)}" for e in plan.errors]
+        out += [f"- `{e.key}`: {_escape(_clean(e.message))}" for e in plan.errors]
         out.append("")
     if plan.changes:
         body = "\n".join(line for c in plan.changes for line in _change_lines(c, False))
