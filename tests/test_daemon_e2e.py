@@ -459,7 +459,8 @@ def test_a_second_signal_interrupts_and_the_next_start_settles_the_rest(setup: S
     d.signal(signal.SIGTERM)
     time.sleep(0.3)
     d.signal(signal.SIGTERM)
-    assert d.wait_exit(timeout=15) == 1
+    assert d.wait_exit(timeout=15) == 0
+    assert any("interrupted" in r.get("msg", "") for r in d.records())
     assert len(setup.emulator.by_name()) < 8
 
     setup.emulator.emu.faults.update(latency_s=0)

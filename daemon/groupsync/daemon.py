@@ -159,9 +159,14 @@ class Daemon:
         log.info("schedule: %s (UTC)", self._trigger)
 
     async def _shutdown(self) -> int:
-        """Drain the run in flight (bounded), stop the scheduler, report what was left."""
+        """Drain the run in flight (bounded), stop the scheduler, report what was left.
+
+        A stop that had to interrupt the run still exits 0 in daemon mode: the stop was asked
+        for and done, and the journal says what was interrupted. With --once the exit code is
+        the run's, and an interrupted run is an error.
+        """
         self._stopping = True
-        code = EXIT_OK
+        interrupted = False
         task = self._current
         if task is not None and not task.done():
             done, _ = await asyncio.wait({task}, timeout=DRAIN_TIMEOUT_S)
@@ -169,19 +174,21 @@ class Daemon:
                 log.warning("the run is still going after %.0fs: interrupting it", DRAIN_TIMEOUT_S)
                 task.cancel()
                 await asyncio.wait({task}, timeout=CANCEL_TIMEOUT_S)
-            if task.cancelled():
-                code = EXIT_ERROR
+            interrupted = task.cancelled()
         if self._scheduler is not None and self._scheduler.running:
             self._scheduler.shutdown(wait=False)
             await asyncio.sleep(0)  # AsyncIOScheduler.shutdown runs via call_soon
+        if interrupted:
+            self.metrics.runs.labels("interrupted").inc()
+            log.warning("the run in flight was interrupted; the journal records where")
         pending = self.journal.pending_changes()
         if pending:
             log.warning("%d change(s) left pending; the next run settles them", len(pending))
         if self.once:
             report = self._last
-            return code if code != EXIT_OK or report is None else report.exit_code
+            return EXIT_ERROR if interrupted or report is None else report.exit_code
         log.info("stopped")
-        return code
+        return EXIT_OK
 
     def _on_stop_signal(self, sig: signal.Signals) -> None:
         self._signals += 1
