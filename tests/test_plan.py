@@ -640,9 +640,26 @@ def test_custom_fractions_are_honoured():
     assert plan.refusals == ("would archive 4 of 40 managed groups (10% > 5%)",)
 
 
-def test_forgets_and_recreates_are_not_archives():
-    desired, actual, managed = fleet(10)
-    plan = plan_of(desired, actual[5:], managed)  # 5 vanished: recreated, not refused
+def test_recreating_many_vanished_groups_is_refused_as_a_likely_short_list_read():
+    desired, actual, managed = fleet(40)
+    assert plan_of(desired, actual[10:], managed).refusals == ()  # 10 of 40
+    plan = plan_of(desired, actual[12:], managed)
+    assert len(plan.changes) == 12
+    assert plan.refusals == (
+        "would recreate 12 of 40 managed groups the API no longer lists (30% > 25%)",
+    )
+
+
+def test_an_empty_list_from_the_api_is_refused_not_recreated():
+    desired, _, managed = fleet(40)
+    assert plan_of(desired, [], managed).refusals == (
+        "would recreate 40 of 40 managed groups the API no longer lists (100% > 25%)",
+    )
+
+
+def test_small_accounts_recreate_vanished_groups_without_force():
+    desired, _, managed = fleet(5)
+    plan = plan_of(desired, [], managed)
     assert plan.refusals == () and len(plan.changes) == 5
 
 

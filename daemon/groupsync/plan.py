@@ -238,16 +238,14 @@ def _percent(fraction: float) -> str:
     return f"{fraction * 100:.1f}".rstrip("0").rstrip(".") + "%"
 
 
-def _limit_refusal(
-    what: str, n: int, total: int, limit: float, floor: bool, unit: str = "groups"
-) -> str | None:
-    """The refusal message when n of total exceeds the limit, else None."""
+def _limit_refusal(head: str, n: int, total: int, limit: float, floor: bool) -> str | None:
+    """`head (30% > 25%)` when n of total exceeds the limit, else None."""
     if n == 0 or n <= total * limit:
         return None
     why = f"{_percent(n / total)} > {_percent(limit)}"
     if floor:
         why += f", the limit below {MIN_MANAGED_FOR_FRACTIONS} managed groups"
-    return f"would {what} of {total} managed {unit} ({why})"
+    return f"{head} ({why})"
 
 
 @dataclass(slots=True)
@@ -559,22 +557,47 @@ class _Planner:
         base_ids = {mg.group_id for mg in self.managed.values() if mg.group_id in self.by_id}
         base_ids.update(c.group_id for c in self.changes if c.action is Action.ADOPT and c.group_id)
         total = len(base_ids)
-        if total == 0:
-            return ()
         floor = total < MIN_MANAGED_FOR_FRACTIONS
         archived = sum(1 for c in self.changes if c.set_archived and c.group_id is not None)
         deleted = sum(1 for c in self.changes if c.action is Action.DELETE)
         removed = sum(len(c.members_remove) for c in self.changes)
         memberships = sum(len(self.by_id[gid].members) for gid in base_ids)
-        archive_limit = 0.5 if floor else self.policy.max_archive_fraction
-        member_limit = 0.5 if floor else self.policy.max_member_removal_fraction
-        verbs = [f"{v} {n}" for v, n in (("archive", archived), ("delete", deleted)) if n]
+        verbs = " and ".join(
+            f"{verb} {n}" for verb, n in (("archive", archived), ("delete", deleted)) if n
+        )
         out = [
-            _limit_refusal(" and ".join(verbs), archived + deleted, total, archive_limit, floor),
             _limit_refusal(
-                f"remove {removed}", removed, memberships, member_limit, floor, "memberships"
+                f"would {verbs} of {total} managed groups",
+                archived + deleted,
+                total,
+                0.5 if floor else self.policy.max_archive_fraction,
+                floor,
+            ),
+            _limit_refusal(
+                f"would remove {removed} of {memberships} managed memberships",
+                removed,
+                memberships,
+                0.5 if floor else self.policy.max_member_removal_fraction,
+                floor,
             ),
         ]
+        # A list that ended early (a server bug the client cannot see) looks like many managed
+        # groups deleted by hand: recreating them all would duplicate the account. Small
+        # accounts are exempt, so one group deleted by hand is simply put back.
+        if len(self.managed) >= MIN_MANAGED_FOR_FRACTIONS:
+            recreated = sum(
+                1 for c in self.changes if c.action is Action.CREATE and c.cause is Cause.DRIFT
+            )
+            out.append(
+                _limit_refusal(
+                    f"would recreate {recreated} of {len(self.managed)} managed groups "
+                    "the API no longer lists",
+                    recreated,
+                    len(self.managed),
+                    self.policy.max_archive_fraction,
+                    False,
+                )
+            )
         return tuple(r for r in out if r)
 
 
