@@ -88,12 +88,14 @@ def schema(config_path: Path | None) -> None:
 @click.option(
     "--token",
     envvar="GROUPSYNC_EMULATOR_TOKEN",
+    show_envvar=True,
     default=None,
     help="Bearer token to accept (default: the demo token 'demo-token').",
 )
 @click.option(
     "--admin-token",
     envvar="GROUPSYNC_EMULATOR_ADMIN_TOKEN",
+    show_envvar=True,
     default=None,
     help="Bearer token for /_admin (faults, counters, reset); without it /_admin is off.",
 )
