@@ -59,10 +59,12 @@ PLAN = Plan(
 
 def test_runs_changes_drift_and_last_success_are_exposed(served: tuple[Metrics, str]) -> None:
     metrics, base = served
-    metrics.observe_run("applied", 1.5, PLAN, ["go"], "outcome=applied create=1 update=2")
-    metrics.observe_run("error", 0.2, None, [], "outcome=error")
+    for change, status in zip(PLAN.changes, ["applied", "failed", "applied"], strict=True):
+        metrics.observe_change(change, status)
+    metrics.observe_run("failed", 1.5, PLAN, "outcome=failed create=1 update=2")
+    metrics.observe_run("error", 0.2, None, "outcome=error")
     s = samples(base)
-    assert s[("groupsync_runs_total", (("outcome", "applied"),))] == 1
+    assert s[("groupsync_runs_total", (("outcome", "failed"),))] == 1
     assert s[("groupsync_runs_total", (("outcome", "error"),))] == 1
     assert s[("groupsync_run_duration_seconds_count", ())] == 2
     assert s[("groupsync_run_duration_seconds_sum", ())] == pytest.approx(1.7)
@@ -70,25 +72,21 @@ def test_runs_changes_drift_and_last_success_are_exposed(served: tuple[Metrics, 
     assert s[("groupsync_changes_total", (("action", "update"), ("outcome", "failed")))] == 1
     assert s[("groupsync_changes_total", (("action", "update"), ("outcome", "applied")))] == 1
     assert s[("groupsync_drifted_groups", ())] == 2
-    assert time.time() - s[("groupsync_last_success_timestamp_seconds", ())] < 60
-
-
-def test_a_refused_plan_counts_no_changes(served: tuple[Metrics, str]) -> None:
-    metrics, base = served
-    metrics.observe_run("refused", 0.1, PLAN, [], "outcome=refused")
-    s = samples(base)
-    assert not [k for k in s if k[0] == "groupsync_changes_total"]
+    # Neither run succeeded.
     assert s[("groupsync_last_success_timestamp_seconds", ())] == 0
+    metrics.observe_run("applied", 0.1, None, "outcome=applied")
+    s = samples(base)
+    assert time.time() - s[("groupsync_last_success_timestamp_seconds", ())] < 60
 
 
 def test_healthz_follows_the_last_run(served: tuple[Metrics, str]) -> None:
     metrics, base = served
     r = httpx.get(f"{base}/healthz", timeout=5)
     assert r.status_code == 503 and "no run" in r.text
-    metrics.observe_run("noop", 0.1, Plan(changes=()), [], "outcome=noop")
+    metrics.observe_run("noop", 0.1, Plan(changes=()), "outcome=noop")
     r = httpx.get(f"{base}/healthz", timeout=5)
     assert r.status_code == 200, r.text
-    metrics.observe_run("error", 0.1, None, [], "outcome=error error=refused the token")
+    metrics.observe_run("error", 0.1, None, "outcome=error error=refused the token")
     r = httpx.get(f"{base}/healthz", timeout=5)
     assert r.status_code == 503 and "refused the token" in r.text
     assert httpx.get(f"{base}/nope", timeout=5).status_code == 404
@@ -96,7 +94,7 @@ def test_healthz_follows_the_last_run(served: tuple[Metrics, str]) -> None:
 
 def test_a_success_too_long_ago_is_unhealthy() -> None:
     metrics = Metrics(max_age_s=60)
-    metrics.observe_run("noop", 0.1, None, [], "outcome=noop")
+    metrics.observe_run("noop", 0.1, None, "outcome=noop")
     assert metrics.health()[0]
     ok, why = metrics.health(now=time.time() + 61)
     assert not ok and "limit 60s" in why

@@ -33,6 +33,7 @@ from groupsync.gitspec import GitPullError, git_info, git_pull
 from groupsync.journal import Journal
 from groupsync.logs import log_change, setup_logging
 from groupsync.metrics import ApiRequestCounter, Metrics, MetricsServer
+from groupsync.plan import Change
 from groupsync.reconcile import RunReport, reconcile
 from groupsync.schedule import make_trigger, period_of, ticks_to_skip
 from groupsync.sdnotify import Notifier
@@ -266,7 +267,7 @@ class Daemon:
                 loaded.token,
                 self.journal,
                 trigger=trigger,
-                on_progress=log_change,
+                on_progress=self._on_change,
             )
         except Exception as exc:
             # reconcile turns API and apply failures into outcomes; this is a bug, but the daemon
@@ -276,12 +277,13 @@ class Daemon:
         self._after_run(report)
         return report
 
+    def _on_change(self, change: Change, status: str) -> None:
+        log_change(change, status)
+        self.metrics.observe_change(change, status)
+
     def _after_run(self, report: RunReport) -> None:
         self._last = report
-        failed = [key for key, _ in report.result.failures] if report.result else []
-        self.metrics.observe_run(
-            report.outcome, report.duration_s, report.plan, failed, report.summary()
-        )
+        self.metrics.observe_run(report.outcome, report.duration_s, report.plan, report.summary())
         if report.outcome == "error":
             self._errors += 1
             self._skip = ticks_to_skip(self._errors, self._period)

@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make
 from prometheus_client.exposition import ThreadingWSGIServer
 
 from groupsync.errors import GroupsyncError
-from groupsync.plan import Cause, Plan
+from groupsync.plan import Cause, Change, Plan
 
 SUCCESS = frozenset({"noop", "applied"})
 
@@ -64,7 +64,7 @@ class Metrics:
         )
         self.changes = Counter(
             "groupsync_changes",
-            "Changes attempted, by action and outcome.",
+            "Changes settled, by action and outcome (applied, failed, skipped, ...).",
             ["action", "outcome"],
             registry=r,
         )
@@ -91,28 +91,20 @@ class Metrics:
         )
         self._health = Health(None, 0.0, "starting")
 
-    def observe_run(
-        self,
-        outcome: str,
-        duration_s: float,
-        plan: Plan | None,
-        failed_keys: Iterable[str],
-        summary: str,
-    ) -> None:
+    def observe_run(self, outcome: str, duration_s: float, plan: Plan | None, summary: str) -> None:
         """Record one finished reconcile; called from the event loop."""
         self.runs.labels(outcome).inc()
         self.run_duration.observe(duration_s)
         if plan is not None:
             self.drifted.set(len(drifted_keys(plan)))
-            if outcome in ("applied", "failed"):
-                failed = set(failed_keys)
-                for change in plan.changes:
-                    status = "failed" if change.key in failed else "applied"
-                    self.changes.labels(str(change.action), status).inc()
         now = time.time()
         if outcome in SUCCESS:
             self.last_success.set(now)
         self._health = Health(outcome, now, summary)
+
+    def observe_change(self, change: Change, status: str) -> None:
+        """Fit for reconcile's `on_progress`: each change as it settles (applied, failed, ...)."""
+        self.changes.labels(str(change.action), status).inc()
 
     def observe_request(self, method: str, status: int | str) -> None:
         self.api_requests.labels(method, str(status)).inc()
