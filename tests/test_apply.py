@@ -307,14 +307,17 @@ class ScriptedPosts(httpx.AsyncBaseTransport):
     the client's next list call (the POST was still running when the client re-listed).
     """
 
-    def __init__(self, script: list[str]) -> None:
+    def __init__(self, script: list[str], *, fail_puts: bool = False) -> None:
         self.inner = httpx.AsyncHTTPTransport()
         self.script = script
+        self.fail_puts = fail_puts
         self.listed = asyncio.Event()
         self.late: list[asyncio.Task[None]] = []
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         step = self.script.pop(0) if request.method == "POST" and self.script else "pass"
+        if request.method == "PUT" and self.fail_puts:
+            return httpx.Response(503, json={"type": "api_error", "message": "down"})
         if step == "lost":
             return httpx.Response(500, json={"type": "api_error", "message": "lost"})
         if step == "late":
@@ -342,14 +345,36 @@ class ScriptedPosts(httpx.AsyncBaseTransport):
 
 
 async def apply_scripted(
-    emu: Emulator, journal: Journal, desired: Mapping[str, DesiredGroup], script: list[str]
+    emu: Emulator,
+    journal: Journal,
+    desired: Mapping[str, DesiredGroup],
+    script: list[str],
+    *,
+    fail_puts: bool = False,
 ) -> tuple[ApplyResult, dict]:
     plan = await make_plan(emu, journal, desired)
     run = journal.start_run(trigger="test", mode="apply", spec_digest="d")
-    async with client_for(emu, transport=ScriptedPosts(script)) as client:
+    transport = ScriptedPosts(script, fail_puts=fail_puts)
+    async with client_for(emu, transport=transport, max_attempts=2) as client:
         result = await apply_plan(plan, desired, client, journal, run)
     [row] = journal.history(limit=1)[0]["changes"]
     return result, row
+
+
+async def test_a_create_whose_archive_step_fails_is_kept_and_archived_next_time(
+    emu: Emulator, journal: Journal
+) -> None:
+    desired = spec(DesiredGroup("old", "Old Course", archived=True))
+    result, row = await apply_scripted(emu, journal, desired, [], fail_puts=True)
+    [group] = emu.state.groups()
+    assert result.failed == 1 and row["http_status"] == 503 and row["group_id"] == group["id"]
+    assert f"created group {group['id']} but could not archive it" in row["error"]
+    assert journal.managed()["old"].group_id == group["id"]
+    # force: archiving 1 of 1 managed groups is over the small-account safety limit
+    plan, result = await apply(emu, journal, desired, policy=Policy(force=True))
+    assert [(c.action, c.group_id) for c in plan.changes] == [(Action.ARCHIVE, group["id"])]
+    assert result.applied == 1 and emu.state.get(group["id"])["archived_at"] is not None
+    assert len(emu.state.groups()) == 1
 
 
 async def test_an_ambiguous_create_that_committed_is_adopted(

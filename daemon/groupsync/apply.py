@@ -243,20 +243,20 @@ class _Applier:
         if change.action is Action.CREATE:
             group = await self.create(change, outcome)
             outcome.group_id = group.id
+            # Recorded at once: if the archive step fails or the process dies, the next plan
+            # archives this group instead of creating another one.
+            self.journal.set_managed(key, group.id, applied_state(group))
             if change.set_archived:
                 try:
                     group = await self.write(
                         outcome, self.client.update_group(group.id, archived=True)
                     )
                 except ApiError as exc:
-                    # Created but not archived: record the group, so the next plan archives it
-                    # instead of creating another one.
-                    self.journal.set_managed(key, group.id, applied_state(group))
                     raise _ChangeFailed(
                         f"created group {group.id} but could not archive it: {exc}",
                         http_status=exc.status,
                     ) from exc
-            self.journal.set_managed(key, group.id, applied_state(group))
+                self.journal.set_managed(key, group.id, applied_state(group))
             return
         assert change.group_id is not None
         body = _update_fields(change)
