@@ -7,6 +7,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -214,3 +215,45 @@ def test_load_dump_load_is_identity(groups: dict[str, DesiredGroup]) -> None:
     assert second.groups == first.groups
     assert second.digest == first.digest
     assert dump_spec(second.groups) == text
+
+
+yamlish = st.text(
+    st.sampled_from(list("groups:member_sets name\n  -[]{},&*!|>'\"#@%?<=~ab1\t\x85é"))
+)
+
+
+words = st.sampled_from(
+    [
+        "groups",
+        "member_sets",
+        "name",
+        "members",
+        "description",
+        "id",
+        "archived",
+        "cs101",
+        "@x",
+        "x",
+    ]
+)
+shapes = st.recursive(
+    st.none() | st.booleans() | st.integers() | words,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(words, inner, max_size=4),
+    max_leaves=20,
+).map(lambda data: yaml.safe_dump(data, allow_unicode=True))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(yamlish, shapes, st.binary(max_size=200)))
+def test_any_input_is_a_spec_or_a_spec_error(content: str | bytes) -> None:
+    """Whatever the bytes, the loader answers with a Spec or a SpecError, never a crash."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "spec.yaml"
+        if isinstance(content, str):
+            path.write_text(content, encoding="utf-8")
+        else:
+            path.write_bytes(content)
+        try:
+            load_spec(path)
+        except SpecError as e:
+            assert e.issues and all(i.location is not None for i in e.issues)
