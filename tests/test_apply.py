@@ -50,7 +50,7 @@ def emu(emulator: Emulator) -> Emulator:
 
 
 def client_for(emu: Emulator, **options: object) -> Client:
-    options = {"backoff_base_s": 0.01, "backoff_max_s": 0.05, "max_requests_per_s": 1000} | options
+    options = {"backoff_base_s": 0.02, "backoff_max_s": 0.5, "max_requests_per_s": 1000} | options
     return Client(emu.base_url, Secret(TOKEN), **options)  # type: ignore[arg-type]
 
 

@@ -43,11 +43,23 @@ def journal(tmp_path: Path):
         yield j
 
 
-def test_new_journal_is_plain_sqlite_in_wal_with_full_sync(tmp_path: Path) -> None:
+def test_new_journal_is_plain_sqlite_in_wal_and_fsyncs_pending_creates(tmp_path: Path) -> None:
     path = tmp_path / "groupsync.db"
     with Journal.open(path) as j:
-        assert j._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
-        j.start_run(trigger="manual", mode="plan", spec_digest="d1")
+        assert j._db.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+        run = j.start_run(trigger="manual", mode="plan", spec_digest="d1")
+        sql: list[str] = []
+        with j._db.tracer(lambda statement, params: sql.append(statement.split(" (")[0])):
+            j.begin_change(run, Change("k", Action.CREATE, Cause.SPEC, "K"))
+            j.begin_change(run, _update())
+        # a create's pending row is committed with an fsync, the other rows are not
+        assert sql == [
+            "PRAGMA synchronous=FULL",
+            "INSERT INTO changes",
+            "PRAGMA synchronous=NORMAL",
+            "INSERT INTO changes",
+        ]
+        assert j._db.execute("PRAGMA synchronous").fetchone()[0] == 1
     conn = sqlite3.connect(path)  # any SQLite reader, no groupsync code
     try:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
