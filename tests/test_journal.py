@@ -203,7 +203,7 @@ def test_other_files_are_refused(tmp_path: Path) -> None:
         Journal.open(foreign)
     text = tmp_path / "notes.db"
     text.write_text("this is not a database, just some text that is long enough" * 20)
-    with pytest.raises(JournalError, match="not a usable SQLite database"):
+    with pytest.raises(JournalError, match=r"cannot use it \(file is not a database\)"):
         Journal.open(text)
     with pytest.raises(JournalError, match="does not exist"):
         Journal.open(tmp_path / "missing-dir" / "groupsync.db")

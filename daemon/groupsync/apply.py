@@ -354,6 +354,7 @@ async def recover_pending(client: Client, journal: Journal) -> list[str]:
     A create is looked for (re-list, exact name, created since the row began, unmanaged) and
     adopted if exactly one such group exists; a delete is checked; anything else is marked
     `interrupted` for the next plan to re-check against the API. Returns one line per row.
+    It only reads the API, so a read-only client will do. Call it under the writer lock.
     """
     rows = journal.pending_changes()
     groups: list[Group] | None = None

@@ -198,7 +198,7 @@ class Journal:
             _migrate(db, path)
         except sqlite3.DatabaseError as exc:
             conn.close()
-            raise JournalError(f"journal {path}: not a usable SQLite database ({exc})") from None
+            raise JournalError(f"journal {path}: cannot use it ({exc})") from None
         except BaseException:
             conn.close()
             raise
