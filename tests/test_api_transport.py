@@ -273,7 +273,6 @@ async def test_one_debug_record_per_attempt_in_the_shape_metrics_reads(
         await client.get_group("g1")
         with pytest.raises(ServerError):
             await client.get_group("g2")
-    # metrics.ApiRequestCounter parses "<METHOD> <path> -> <status|error> in <s>" from these.
     attempts = [r for r in caplog.records if r.msg.startswith("%s %s -> ")]
     assert [r.args[:3] for r in attempts] == [  # type: ignore[index]
         ("GET", "/groups/g1", 503),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Iterator
 
@@ -10,8 +9,9 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from groupsync.api import ClientStats
 from groupsync.errors import GroupsyncError
-from groupsync.metrics import ApiRequestCounter, Metrics, MetricsServer, parse_listen
+from groupsync.metrics import Metrics, MetricsServer, parse_listen
 from groupsync.plan import Action, Cause, Change, FieldChange, Plan
 
 
@@ -100,21 +100,15 @@ def test_a_success_too_long_ago_is_unhealthy() -> None:
     assert not ok and "limit 60s" in why
 
 
-def test_api_requests_counted_from_the_client_records(served: tuple[Metrics, str]) -> None:
+def test_api_requests_counted_from_a_runs_client_stats(served: tuple[Metrics, str]) -> None:
     metrics, base = served
-    undo = ApiRequestCounter(metrics).install()
-    try:
-        log = logging.getLogger("groupsync.api")
-        log.debug("%s %s -> %d in %.3fs", "GET", "/groups", 200, 0.01)
-        log.debug("%s %s -> %d in %.3fs", "GET", "/groups", 200, 0.01)
-        log.debug("%s %s -> %s in %.3fs", "PUT", "/groups/x", "ConnectError", 0.01)
-        log.debug("%s %s: retrying in %.2fs (%s)", "PUT", "/groups/x", 0.5, "boom")
-    finally:
-        undo()
-    logging.getLogger("groupsync.api").debug("%s %s -> %d in %.3fs", "GET", "/groups", 200, 0.0)
+    stats = ClientStats()
+    stats.by_method_status.update({("GET", "200"): 2, ("PUT", "ConnectError"): 1})
+    metrics.observe_requests(stats)
+    metrics.observe_requests(stats)
     s = samples(base)
-    assert s[("groupsync_api_requests_total", (("method", "GET"), ("status", "200")))] == 2
-    assert s[("groupsync_api_requests_total", (("method", "PUT"), ("status", "ConnectError")))] == 1
+    assert s[("groupsync_api_requests_total", (("method", "GET"), ("status", "200")))] == 4
+    assert s[("groupsync_api_requests_total", (("method", "PUT"), ("status", "ConnectError")))] == 2
 
 
 @pytest.mark.parametrize(

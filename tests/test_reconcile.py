@@ -113,3 +113,18 @@ async def test_apply_then_noop_then_refused(emulator: Emulator, tmp_path: Path) 
     assert refused.outcome == "refused" and refused.exit_code == 3
     assert "would archive 3 of 4" in (refused.error or "")
     assert len(emulator.state.groups(archived=False)) == 4
+
+
+async def test_a_runs_request_counts_match_what_the_api_saw(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    settings = settings_for(tmp_path, emulator, {"a": {"name": "A"}, "b": {"name": "B"}})
+    emulator.state.add_group("A")  # adopted by name
+    with Journal.open(settings.journal.path) as journal:
+        report = await reconcile(
+            settings, load_spec(settings.spec.path), TOKEN, journal, trigger="manual"
+        )
+    seen: dict[tuple[str, str], int] = {}
+    for (method, _path, status), n in emulator.counters.items():
+        seen[method, str(status)] = seen.get((method, str(status)), 0) + n
+    assert dict(report.api.by_method_status) == seen == {("GET", "200"): 2, ("POST", "201"): 1}

@@ -32,7 +32,7 @@ from groupsync.errors import EXIT_ERROR, EXIT_OK, GroupsyncError
 from groupsync.gitspec import GitPullError, git_info, git_pull
 from groupsync.journal import Journal
 from groupsync.logs import log_change, setup_logging
-from groupsync.metrics import ApiRequestCounter, Metrics, MetricsServer
+from groupsync.metrics import Metrics, MetricsServer
 from groupsync.plan import Change
 from groupsync.reconcile import RunReport, reconcile
 from groupsync.schedule import make_trigger, period_of, ticks_to_skip
@@ -112,7 +112,6 @@ class Daemon:
         server = MetricsServer(self.metrics, listen) if listen and not self.once else None
         if server is not None:
             log.info("metrics and /healthz on %s (port %d)", listen, server.port)
-        undo_counter = ApiRequestCounter(self.metrics).install()
         loop = asyncio.get_running_loop()
         try:
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -141,7 +140,6 @@ class Daemon:
             await asyncio.gather(*self._background, return_exceptions=True)
             if server is not None:
                 server.close()
-            undo_counter()
 
     def _start_scheduler(self) -> None:
         # Started here, inside the running loop: AsyncIOScheduler binds to the loop it starts in.
@@ -284,6 +282,7 @@ class Daemon:
     def _after_run(self, report: RunReport) -> None:
         self._last = report
         self.metrics.observe_run(report.outcome, report.duration_s, report.plan, report.summary())
+        self.metrics.observe_requests(report.api)
         if report.outcome == "error":
             self._errors += 1
             self._skip = ticks_to_skip(self._errors, self._period)

@@ -8,7 +8,6 @@ prometheus-client metric (thread-safe) or one tuple swapped atomically.
 
 from __future__ import annotations
 
-import logging
 import socket
 import threading
 import time
@@ -20,6 +19,7 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer
 
+from groupsync.api import ClientStats
 from groupsync.errors import GroupsyncError
 from groupsync.plan import Cause, Change, Plan
 
@@ -106,8 +106,10 @@ class Metrics:
         """Fit for reconcile's `on_progress`: each change as it settles (applied, failed, ...)."""
         self.changes.labels(str(change.action), status).inc()
 
-    def observe_request(self, method: str, status: int | str) -> None:
-        self.api_requests.labels(method, str(status)).inc()
+    def observe_requests(self, stats: ClientStats) -> None:
+        """Add one run's API requests (the run's clients share one ClientStats)."""
+        for (method, status), n in stats.by_method_status.items():
+            self.api_requests.labels(method, status).inc(n)
 
     def health(self, now: float | None = None) -> tuple[bool, str]:
         """Healthy while the last run succeeded and finished less than max_age_s ago."""
@@ -139,39 +141,6 @@ class Metrics:
             return [b"not found: try /metrics or /healthz\n"]
 
         return app
-
-
-class ApiRequestCounter(logging.Handler):
-    """Counts API requests from the client's per-request debug record.
-
-    The clients live inside each reconcile, so their `stats` are out of the daemon's reach;
-    the record `"<METHOD> <path> -> <status|error> in <s>"` that api.py logs for every attempt
-    is the one place all of them pass through.
-    """
-
-    def __init__(self, metrics: Metrics) -> None:
-        super().__init__(logging.DEBUG)
-        self.metrics = metrics
-
-    def emit(self, record: logging.LogRecord) -> None:
-        args = record.args
-        if record.msg.startswith("%s %s -> ") and isinstance(args, tuple) and len(args) == 4:
-            self.metrics.observe_request(str(args[0]), args[2])
-
-    def install(self) -> Callable[[], None]:
-        """Attach to the client's logger; returns the undo."""
-        api_log = logging.getLogger("groupsync.api")
-        api_log.addHandler(self)
-        previous = api_log.level
-        # Its debug records must be created for us to see them; the console handler's own
-        # level still keeps them off stderr.
-        api_log.setLevel(logging.DEBUG)
-
-        def undo() -> None:
-            api_log.removeHandler(self)
-            api_log.setLevel(previous)
-
-        return undo
 
 
 class _QuietHandler(WSGIRequestHandler):

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from groupsync.api import AuthError, Client, NotFound
+from groupsync.api import AuthError, Client, ClientStats, NotFound
 from groupsync.apply import ApplyResult, apply_plan, recover_pending
 from groupsync.config import Settings, policy_from
 from groupsync.errors import EXIT_ERROR, EXIT_OK, EXIT_UNSAFE, GroupsyncError
@@ -46,6 +46,7 @@ class RunReport:
     error: str | None = None
     duration_s: float = 0.0
     counts: dict[str, int] = field(default_factory=dict)
+    api: ClientStats = field(default_factory=ClientStats)  # every request of the run
 
     @property
     def exit_code(self) -> int:
@@ -61,7 +62,9 @@ class RunReport:
         return " ".join(parts)
 
 
-def open_client(settings: Settings, token: Secret, *, read_only: bool) -> Client:
+def open_client(
+    settings: Settings, token: Secret, *, read_only: bool, stats: ClientStats | None = None
+) -> Client:
     api = settings.api
     return Client(
         api.base_url,
@@ -70,6 +73,7 @@ def open_client(settings: Settings, token: Secret, *, read_only: bool) -> Client
         max_concurrency=api.max_concurrency,
         max_requests_per_s=api.max_requests_per_s,
         read_only=read_only,
+        stats=stats,
     )
 
 
@@ -92,6 +96,7 @@ async def make_plan(
     *,
     force: bool = False,
     allow_delete: bool = False,
+    stats: ClientStats | None = None,
 ) -> Planned:
     """Read the account with a read-only client and compute the plan.
 
@@ -99,7 +104,7 @@ async def make_plan(
     model says a no-op reconcile costs the group list calls and nothing else.
     """
     policy = policy_from(settings, force=force, allow_delete=allow_delete)
-    async with open_client(settings, token, read_only=True) as client:
+    async with open_client(settings, token, read_only=True, stats=stats) as client:
         groups = await client.list_all_groups()
         groups += await _confirm_vanished(client, groups, managed)
         unknown = usernames_to_verify(spec.groups, groups)
@@ -138,19 +143,28 @@ async def execute(
     run_id: int,
     *,
     on_progress: Callable[[Change, str], None] | None = None,
+    stats: ClientStats | None = None,
 ) -> ApplyResult:
     """Apply a confirmed plan with a client that may write; every change is journaled."""
-    async with open_client(settings, token, read_only=False) as client:
+    async with open_client(settings, token, read_only=False, stats=stats) as client:
         return await apply_plan(
-            planned.plan, planned.spec.groups, client, journal, run_id, on_progress=on_progress
+            planned.plan,
+            planned.spec.groups,
+            client,
+            journal,
+            run_id,
+            on_progress=on_progress,
+            workers=settings.api.max_concurrency,
         )
 
 
-async def recover(settings: Settings, token: Secret, journal: Journal) -> list[str]:
+async def recover(
+    settings: Settings, token: Secret, journal: Journal, stats: ClientStats | None = None
+) -> list[str]:
     """Settle `pending` rows a crashed run left, before anything new is planned."""
     if not journal.pending_changes():
         return []
-    async with open_client(settings, token, read_only=True) as client:
+    async with open_client(settings, token, read_only=True, stats=stats) as client:
         return await recover_pending(client, journal)
 
 
@@ -190,10 +204,16 @@ async def reconcile(
     )
     report = RunReport(run_id=run_id, outcome="error")
     try:
-        for note in await recover(settings, token, journal):
+        for note in await recover(settings, token, journal, report.api):
             log.warning("recovered: %s", note)
         planned = await make_plan(
-            settings, spec, token, journal.managed(), force=force, allow_delete=allow_delete
+            settings,
+            spec,
+            token,
+            journal.managed(),
+            force=force,
+            allow_delete=allow_delete,
+            stats=report.api,
         )
         report.plan = planned.plan
         report.counts = planned.plan.counts
@@ -242,7 +262,13 @@ async def _settle_plan(
     result = None
     if plan.changes:
         result = await execute(
-            planned, settings, token, journal, report.run_id or 0, on_progress=on_progress
+            planned,
+            settings,
+            token,
+            journal,
+            report.run_id or 0,
+            on_progress=on_progress,
+            stats=report.api,
         )
         report.result = result
         report.counts |= {"applied": result.applied, "failed": result.failed}
