@@ -116,8 +116,8 @@ def workload(n: int) -> Workload:
 
 
 @contextmanager
-def emulator(seed_path: Path) -> Iterator[tuple[str, httpx.Client]]:
-    """`groupsync emulator` on a free 127.0.0.1 port: (API base URL, admin HTTP client)."""
+def emulator(seed_path: Path) -> Iterator[tuple[str, httpx.Client, int]]:
+    """`groupsync emulator` on a free 127.0.0.1 port: (API base URL, admin HTTP client, pid)."""
     env = {
         **os.environ,
         "GROUPSYNC_EMULATOR_TOKEN": TOKEN,
@@ -143,7 +143,7 @@ def emulator(seed_path: Path) -> Iterator[tuple[str, httpx.Client]]:
             timeout=10,
         )
         with admin:
-            yield f"{root}/v1", admin
+            yield f"{root}/v1", admin, proc.pid
     finally:
         proc.terminate()
         try:
@@ -151,6 +151,16 @@ def emulator(seed_path: Path) -> Iterator[tuple[str, httpx.Client]]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(10)
+
+
+def cpu_of(pid: int) -> float:
+    """A process's CPU seconds so far (user + system), from /proc; 0 where there is none."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii")
+    except OSError:
+        return 0.0
+    fields = stat.rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def set_faults(admin: httpx.Client, **faults: Any) -> None:
@@ -190,7 +200,10 @@ def run(s: Scenario, workdir: Path, journal_dir: Path) -> dict[str, Any]:
         raise SystemExit(f"{s.name}: plan has {len(plan.changes)} changes, not {s.changes}")
     seed_path = workdir / f"{s.name}-seed.json"
     seed_path.write_text(json.dumps(w.seed), encoding="utf-8")
-    with emulator(seed_path) as (base_url, admin), Journal.open(journal_dir / f"{s.name}.db") as j:
+    with (
+        emulator(seed_path) as (base_url, admin, pid),
+        Journal.open(journal_dir / f"{s.name}.db") as j,
+    ):
         set_faults(admin, latency_s=s.latency_s, rate_limit_per_s=s.emulator_rate)
         admin.post("/reset", json={}).raise_for_status()
         client = Client(
@@ -201,9 +214,9 @@ def run(s: Scenario, workdir: Path, journal_dir: Path) -> dict[str, Any]:
             async with client, asyncio.timeout(s.ideal_s * 4 + 60):
                 return await timed_apply(plan, w.desired, client, j)
 
-        load_before = os.getloadavg()[0]
+        load_before, emulator_cpu = os.getloadavg()[0], cpu_of(pid)
         result, times = asyncio.run(go())
-        load_after = os.getloadavg()[0]
+        load_after, emulator_cpu = os.getloadavg()[0], cpu_of(pid) - emulator_cpu
         counts, max_in_flight = counters(admin)
         set_faults(admin, latency_s=0, rate_limit_per_s=None)
         after = compute_plan(w.desired, asyncio.run(read_account(base_url)), j.managed())
@@ -211,6 +224,7 @@ def run(s: Scenario, workdir: Path, journal_dir: Path) -> dict[str, Any]:
         "scenario": s,
         **times,
         "load": (load_before, load_after),
+        "emulator_cpu_s": emulator_cpu,
         "applied": result.applied,
         "failed": result.failed,
         "failures": result.failures[:3],
@@ -230,7 +244,8 @@ def verdict(ok: bool) -> str:
 def report(results: list[dict[str, Any]]) -> str:
     lines = [
         "| scenario | wall | ideal | ratio (< 1.25) | writes/change | retries (client) | "
-        "429s (emulator) | failed | converged | max in flight | groupsync CPU | load avg | "
+        "429s (emulator) | failed | converged | max in flight | CPU: groupsync / emulator | "
+        "load avg | "
         "result |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -254,7 +269,8 @@ def report(results: list[dict[str, Any]]) -> str:
             f"{r['writes'] / s.changes:.3f} ({r['writes']} writes, {r['reads']} reads) | "
             f"{r['retries']} | {r['emulator_429']} | {r['failed']} | "
             f"{'yes' if r['converged'] else 'NO'} | {r['max_in_flight']} | "
-            f"{r['cpu_s']:.2f} s ({r['cpu_s'] / s.changes * 1000:.1f} ms/change) | "
+            f"{r['cpu_s']:.2f} s ({r['cpu_s'] / s.changes * 1000:.1f} ms/change) / "
+            f"{r['emulator_cpu_s']:.2f} s | "
             f"{r['load'][0]:.1f} -> {r['load'][1]:.1f} | "
             f"{verdict(not missed)}{' (' + ', '.join(missed) + ')' if missed else ''} |"
         )

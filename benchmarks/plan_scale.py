@@ -33,6 +33,7 @@ import argparse
 import asyncio
 import json
 import math
+import os
 import re
 import resource
 import subprocess
@@ -357,7 +358,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="groupsync-bench-") as tmp:
         p = plan_against_emulator(*small, Path(tmp))
     d = run_diff_child(*big)
-    print(f"client max_requests_per_s={RATE_PER_S:.0f} (high on purpose), max_concurrency=8")
+    print(
+        f"client max_requests_per_s={RATE_PER_S:.0f} (high on purpose), max_concurrency=8; "
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}"
+    )
     print(report(p, d))
 
 
