@@ -166,6 +166,7 @@ async def test_git_pull_before_each_run_keeps_the_last_good_spec(
         ).fetchone()
     assert commit == git(work, "rev-parse", "HEAD")
     assert not dirty
+    good = commit
 
     # A broken commit: the previous spec stays, and every run says why, at file:line.
     (work / "groups.yaml").write_text(SPEC.replace("    name: Go Club", "    nme: Go Club"))
@@ -177,6 +178,9 @@ async def test_git_pull_before_each_run_keeps_the_last_good_spec(
     invalid = [r for r in caplog.records if "is invalid, keeping the last good one" in r.message]
     assert len(invalid) >= 2
     assert "groups.yaml:" in invalid[0].message
+    with closing(sqlite3.connect(tmp_path / "journal.db")) as db:
+        [recorded] = db.execute("SELECT spec_commit FROM runs ORDER BY id DESC LIMIT 1").fetchone()
+    assert recorded == good  # the commit whose spec ran, not the broken one on disk
 
     # An unreachable remote: the pull fails, the checkout and spec stay, the run goes on.
     git(clone, "remote", "set-url", "origin", str(tmp_path / "gone.git"))

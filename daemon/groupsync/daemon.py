@@ -55,11 +55,18 @@ class Loaded:
     settings: Settings
     spec: Spec
     token: Secret
+    source: tuple[str | None, bool | None] = (None, None)
+    """(git commit, dirty) of the spec as loaded: what each run journals, even after a newer
+    commit on disk failed to load."""
 
 
 def load_all(config_path: Path) -> Loaded:
-    settings = load_settings(config_path)
-    return Loaded(settings, load_spec(settings.spec.path), resolve_token(settings))
+    return load_with(load_settings(config_path))
+
+
+def load_with(settings: Settings) -> Loaded:
+    source = git_info(settings.spec.path)
+    return Loaded(settings, load_spec(settings.spec.path), resolve_token(settings), source)
 
 
 def log_problems(headline: str, exc: GroupsyncError) -> None:
@@ -95,7 +102,6 @@ class Daemon:
         self._last: RunReport | None = None
         self._errors = 0  # runs in a row with outcome "error"
         self._skip = 0  # scheduled ticks still to skip (backoff)
-        self._spec_commit = git_info(loaded.settings.spec.path)[0]
         self._scheduler: AsyncIOScheduler | None = None
         self._background: set[asyncio.Task[Any]] = set()
 
@@ -266,6 +272,7 @@ class Daemon:
                 self.journal,
                 trigger=trigger,
                 on_progress=self._on_change,
+                spec_source=loaded.source,
             )
         except Exception as exc:
             # reconcile turns API and apply failures into outcomes; this is a bug, but the daemon
@@ -323,16 +330,15 @@ class Daemon:
         except GitPullError as e:
             log.warning("%s; keeping the last good checkout", e)
             return self.loaded
-        if commit != self._spec_commit:
+        if commit != self.loaded.source[0]:
             try:
                 spec = load_spec(path)
             except GroupsyncError as e:
-                # _spec_commit stays behind, so this is logged again every run until fixed.
+                # loaded.source stays behind, so this is logged again every run until fixed.
                 log_problems(f"spec at commit {commit} is invalid, keeping the last good one", e)
                 return self.loaded
             log.info("spec updated to commit %s (%d groups)", commit, len(spec.groups))
-            self.loaded = replace(self.loaded, spec=spec)
-            self._spec_commit = commit
+            self.loaded = replace(self.loaded, spec=spec, source=git_info(path))
         return self.loaded
 
     # --- reload ------------------------------------------------------------------------------
@@ -382,7 +388,6 @@ class Daemon:
                 log.info("schedule: %s (UTC)", self._trigger)
         # The operator acted (a new token, say): try again at the next tick.
         self._errors = self._skip = 0
-        self._spec_commit = git_info(settings.spec.path)[0]
         self.loaded = new
 
 
@@ -398,7 +403,7 @@ def run(config_path: Path | None, *, once: bool = False) -> int:
     journal = Journal.open(settings.journal.path)
     try:
         with journal.writer_lock():
-            loaded = Loaded(settings, load_spec(settings.spec.path), resolve_token(settings))
+            loaded = load_with(settings)
             log.info(
                 "groupsync starting: config %s, spec %s (%d groups), journal %s",
                 path,

@@ -187,14 +187,16 @@ async def reconcile(
     show: Callable[[Planned], None] | None = None,
     approve: Callable[[Planned], bool] | None = None,
     on_progress: Callable[[Change, str], None] | None = None,
+    spec_source: tuple[str | None, bool | None] | None = None,
 ) -> RunReport:
     """One journaled run. API and apply failures become the report's outcome, never raise.
 
     `show` sees every plan (refused ones too, so the reviewer sees why); `approve` is asked only
     when there is something to apply and may refuse it (outcome `declined`) or raise to stop it.
+    `spec_source` is the (commit, dirty) the spec was loaded at; by default, the tree's now.
     """
     started = time.monotonic()
-    commit, dirty = git_info(settings.spec.path)
+    commit, dirty = spec_source if spec_source is not None else git_info(settings.spec.path)
     run_id = journal.start_run(
         trigger=trigger,
         mode="apply" if apply else "plan",
