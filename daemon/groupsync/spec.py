@@ -404,9 +404,11 @@ def digest(groups: Mapping[str, DesiredGroup]) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-class _Dumper(yaml.SafeDumper):
+class _Dumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # type: ignore[misc]
     """Double-quotes strings with unusual characters: PyYAML's plain and single-quoted styles
-    fold line separators such as U+0085 into spaces, so they would not read back the same."""
+    fold line separators such as U+0085 into spaces, so they would not read back the same.
+
+    libyaml's emitter when PyYAML has it: the same text, about 3x faster for a big export."""
 
     def represent_str(self, data: str) -> yaml.ScalarNode:
         odd = any(not (ch.isprintable() or ch in " \n") for ch in data)
