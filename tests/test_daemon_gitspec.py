@@ -3,28 +3,16 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from groupsync.gitspec import GitPullError, git_info, git_pull
+from helpers import git
 
 pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
 
 SPEC = "groups:\n  chess:\n    name: Chess Club\n"
-
-
-def git(cwd: Path, *args: str) -> str:
-    r = subprocess.run(
-        ["git", "-c", "user.name=t", "-c", "user.email=t@example.org", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-    )
-    return r.stdout.strip()
 
 
 @pytest.fixture

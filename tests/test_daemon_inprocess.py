@@ -6,7 +6,6 @@ import gc
 import logging
 import shutil
 import sqlite3
-import subprocess
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
@@ -20,6 +19,7 @@ from groupsync.journal import Journal
 from groupsync.sdnotify import Notifier
 from groupsync.secret import Secret
 from groupsync.spec import load_spec
+from helpers import git
 
 pytestmark = pytest.mark.anyio
 
@@ -124,18 +124,6 @@ async def test_memory_stays_flat_over_many_runs(
     end = await runs(10)
     # Noise is about ±200 objects; leaking one report per run would add thousands.
     assert max(middle, end) - start < 500, (start, middle, end)
-
-
-def git(cwd: Path, *args: str) -> str:
-    r = subprocess.run(
-        ["git", "-c", "user.name=t", "-c", "user.email=t@example.org", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-    )
-    return r.stdout.strip()
 
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
