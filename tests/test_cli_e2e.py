@@ -234,3 +234,72 @@ def test_usage_error_never_exits_2(tmp_path: Path) -> None:
     result = groupsync("plan", "--format", "yaml")
     assert result.returncode == 64
     assert "Traceback" not in result.stderr
+
+
+def run_on_a_terminal(args: list[str], answer: str, env: dict[str, str]) -> tuple[int, str]:
+    """Run groupsync with a pseudo-terminal as stdin/stdout, typing `answer` at the prompt."""
+    import pty
+    import select
+    import time
+
+    primary, secondary = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "groupsync", *args],
+        stdin=secondary,
+        stdout=secondary,
+        stderr=secondary,
+        env=env,
+        close_fds=True,
+    )
+    os.close(secondary)
+    output, answered, deadline = b"", False, time.monotonic() + 60
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([primary], [], [], 0.5)
+        if ready:
+            try:
+                chunk = os.read(primary, 4096)
+            except OSError:  # the child closed the terminal
+                break
+            if not chunk:
+                break
+            output += chunk
+        if not answered and b"Apply these changes?" in output:
+            os.write(primary, answer.encode() + b"\n")
+            answered = True
+        if proc.poll() is not None and not ready:
+            break
+    os.close(primary)
+    return proc.wait(timeout=10), output.decode("utf-8", "replace")
+
+
+@pytest.mark.parametrize(("answer", "code"), [("n", 0), ("y", 0)])
+def test_apply_on_a_terminal_asks_first(
+    campus: tuple[Emulator, Path], answer: str, code: int
+) -> None:
+    emu, config = campus
+    env = {**os.environ, "ECAMPUS_TOKEN": TOKEN, "NO_COLOR": "1"}
+    rc, out = run_on_a_terminal(["apply", "--config", str(config)], answer, env)
+    assert rc == code, out
+    assert "Apply these changes?" in out
+    if answer == "n":
+        assert "Nothing applied." in out
+        assert writes(emu) == 0
+    else:
+        assert "Applied 11, failed 0" in out
+        assert writes(emu) > 0
+
+
+def test_demo_tells_the_whole_story() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "groupsync", "demo"],
+        cwd=EXAMPLES.parent,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "NO_COLOR": "1"},
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    for step in ("Plan: 1 to create, 10 to adopt", "No changes.", "(drift)", "run 2"):
+        assert step in out
+    assert out.index("No changes.") < out.index("(drift)")
