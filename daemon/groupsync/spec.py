@@ -21,7 +21,15 @@ from pydantic import Field, StringConstraints, ValidationError
 from groupsync.errors import GroupsyncError
 from groupsync.models import UNSET, _Unset
 from groupsync.strictmodel import StrictModel, did_you_mean, issues_from
-from groupsync.yamlstrict import Document, Issue, Location, PathT, YamlError, load_file
+from groupsync.yamlstrict import (
+    Document,
+    Issue,
+    Location,
+    PathT,
+    YamlError,
+    load_file,
+    paused_gc,
+)
 
 __all__ = [
     "MAX_MEMBERS",
@@ -362,13 +370,14 @@ def load_spec(path: Path) -> Spec:
     """
     loader = _Loader()
     files = _spec_files(path, loader)
-    for file, display in files:
-        # A directory may keep its member sets in a file of their own; a lone file may not.
-        loader.add_file(file, display, sets_only_ok=len(files) > 1)
-    if files and not loader.has_groups_key and not loader.errors:
-        message = "no 'groups' key in any file of the spec"
-        loader.errors.append(Issue(Location(files[0][1], 1, 1), "", message))
-    spec = loader.finish()
+    with paused_gc():
+        for file, display in files:
+            # A directory may keep its member sets in a file of their own; a lone file may not.
+            loader.add_file(file, display, sets_only_ok=len(files) > 1)
+        if files and not loader.has_groups_key and not loader.errors:
+            message = "no 'groups' key in any file of the spec"
+            loader.errors.append(Issue(Location(files[0][1], 1, 1), "", message))
+        spec = loader.finish()
     return Spec(
         groups=spec.groups,
         digest=spec.digest,

@@ -10,14 +10,16 @@ duplicates, cycles and alias expansions past a bound.
 from __future__ import annotations
 
 import copy
+import gc
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
-from yaml.composer import Composer
+from yaml.composer import Composer, ComposerError
 from yaml.constructor import SafeConstructor
 from yaml.resolver import Resolver
 
@@ -85,22 +87,25 @@ def format_path(path: Iterable[str | int]) -> str:
 
 @dataclass
 class Document:
-    """Plain data (dict/list/str/int/float/bool/None/date) and where each piece was written."""
+    """Plain data (dict/list/str/int/float/bool/None/date) and where each piece was written.
+
+    Positions are kept as the parser's marks; a Location is only built for the few paths a
+    message or a caller asks about (building one per value was a quarter of the load time)."""
 
     file: str
     data: Any
-    value_marks: dict[PathT, Location] = field(default_factory=dict)
-    key_marks: dict[PathT, Location] = field(default_factory=dict)
+    value_marks: dict[PathT, yaml.Mark] = field(default_factory=dict)
+    key_marks: dict[PathT, yaml.Mark] = field(default_factory=dict)
     plain: set[PathT] = field(default_factory=set)  # unquoted scalars: YAML guessed their type
 
     def where(self, path: PathT, *, key: bool = False) -> Location:
         """Position of `path` (its key when asked), else of its nearest recorded ancestor."""
         if key and path in self.key_marks:
-            return self.key_marks[path]
+            return _location(self.file, self.key_marks[path])
         for end in range(len(path), -1, -1):
             mark = self.value_marks.get(path[:end])
             if mark is not None:
-                return mark
+                return _location(self.file, mark)
         return Location(self.file, 1, 1)
 
     def issue(self, path: PathT, message: str, *, key: bool = False) -> Issue:
@@ -111,6 +116,23 @@ def _location(file: str, mark: yaml.Mark | None) -> Location:
     if mark is None:
         return Location(file, 1, 1)
     return Location(file, mark.line + 1, mark.column + 1)
+
+
+@contextmanager
+def paused_gc() -> Iterator[None]:
+    """Hold off the cyclic garbage collector while a big document is loaded.
+
+    Loading builds millions of objects that all stay alive and form no garbage cycles, yet
+    each allocation burst makes the collector rescan the growing heap: about half the CPU of
+    loading a 10,000-group spec. Collection resumes afterwards (unless it was already off).
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def read_text(path: Path, display: str) -> str:
@@ -159,39 +181,76 @@ class _Composer(Composer, _Parser, SafeConstructor, Resolver):
         self.issues: list[Issue] = []
         self.depth = 0
 
+    def _may_resolve(self, value: str) -> bool:
+        """Whether an implicit resolver could match: most values ('ada', 'CS 101') start with
+        a letter no resolver claims, and skipping resolve() for them halves composing."""
+        resolvers = self.yaml_implicit_resolvers
+        return value[:1] in resolvers or None in resolvers
+
     def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
-        event = self.peek_event()
-        if isinstance(event, yaml.AliasEvent):
-            node = super().compose_node(parent, index)
+        """PyYAML's compose_node, minus what a spec never uses (path resolvers, guessing the type
+        of quoted scalars or collections): it runs once per value, so it dominates load time."""
+        event = self.get_event()
+        kind = event.__class__
+        anchor = event.anchor
+        if kind is yaml.AliasEvent:
+            if anchor not in self.anchors:
+                raise ComposerError(
+                    None, None, f"found undefined alias {anchor!r}", event.start_mark
+                )
             # A shallow copy carries the alias's own position but shares the children: no expansion.
-            clone = copy.copy(node)
+            clone = copy.copy(self.anchors[anchor])
             clone.start_mark, clone.end_mark = event.start_mark, event.end_mark
             clone.via_alias = True
             return clone
-        tag = getattr(event, "tag", None)
+        tag = event.tag
         if tag is not None:
-            self.issues.append(
-                Issue(
-                    _location(self.file, event.start_mark),
-                    "",
-                    f"YAML tags are not allowed (found {tag!r})",
-                )
+            message = f"YAML tags are not allowed (found {tag!r})"
+            self.issues.append(Issue(_location(self.file, event.start_mark), "", message))
+        if self.depth >= MAX_DEPTH:
+            raise yaml.MarkedYAMLError(
+                problem=f"nested more than {MAX_DEPTH} levels deep", problem_mark=event.start_mark
             )
-        self.depth += 1
-        try:
-            if self.depth > MAX_DEPTH:
-                raise yaml.MarkedYAMLError(
-                    problem=f"nested more than {MAX_DEPTH} levels deep",
-                    problem_mark=event.start_mark,
+        if anchor is not None and anchor in self.anchors:
+            raise ComposerError(
+                f"found duplicate anchor {anchor!r}; first occurrence",
+                self.anchors[anchor].start_mark,
+                "second occurrence",
+                event.start_mark,
+            )
+        if kind is yaml.ScalarEvent:
+            value = event.value
+            if tag is None or tag == "!":
+                tag = (
+                    self.resolve(yaml.ScalarNode, value, event.implicit)
+                    if event.implicit[0] and self._may_resolve(value)
+                    else self.DEFAULT_SCALAR_TAG
                 )
-            return super().compose_node(parent, index)
-        finally:
-            self.depth -= 1
+            node = yaml.ScalarNode(tag, value, event.start_mark, event.end_mark, event.style)
+            if anchor is not None:
+                self.anchors[anchor] = node
+            return node
+        sequence = kind is yaml.SequenceStartEvent
+        if tag is None or tag == "!":
+            tag = self.DEFAULT_SEQUENCE_TAG if sequence else self.DEFAULT_MAPPING_TAG
+        node_class = yaml.SequenceNode if sequence else yaml.MappingNode
+        node = node_class(tag, [], event.start_mark, None, event.flow_style)
+        if anchor is not None:
+            self.anchors[anchor] = node  # before the children: a recursive alias finds it
+        items = node.value
+        end = yaml.SequenceEndEvent if sequence else yaml.MappingEndEvent
+        self.depth += 1
+        while not self.check_event(end):
+            item = self.compose_node(node, None)
+            items.append(item if sequence else (item, self.compose_node(node, item)))
+        self.depth -= 1
+        node.end_mark = self.get_event().end_mark
+        return node
 
 
 class _AliasBomb(Exception):
-    def __init__(self, location: Location) -> None:
-        self.location = location
+    def __init__(self, mark: yaml.Mark) -> None:
+        self.mark = mark
 
 
 class _Walker:
@@ -202,19 +261,20 @@ class _Walker:
         self.constructor = constructor
         self.issues: list[Issue] = []
         self.aliased = 0
-        self.alias_start = Location(doc.file, 1, 1)  # the outermost alias being expanded
+        self.alias_start: yaml.Mark | None = None  # the outermost alias being expanded
         self.open: set[int] = set()  # collections on the current path (cycle detection)
 
     def walk(self, node: yaml.Node, path: PathT, in_alias: bool) -> Any:
         if not in_alias and getattr(node, "via_alias", False):
             in_alias = True
-            self.alias_start = _location(self.doc.file, node.start_mark)
+            self.alias_start = node.start_mark
         if in_alias:
             self.aliased += 1
             if self.aliased > MAX_ALIAS_NODES:
                 raise _AliasBomb(self.alias_start)
-        self.doc.value_marks[path] = _location(self.doc.file, node.start_mark)
-        if isinstance(node, yaml.ScalarNode):
+        self.doc.value_marks[path] = node.start_mark
+        kind = node.__class__
+        if kind is yaml.ScalarNode:
             if not node.style and node.tag in _TYPED_SCALARS:
                 self.doc.plain.add(path)
                 return self.constructor.construct_object(node)
@@ -224,33 +284,36 @@ class _Walker:
             return None
         self.open.add(id(node.value))
         try:
-            if isinstance(node, yaml.SequenceNode):
-                return [self.walk(item, (*path, i), in_alias) for i, item in enumerate(node.value)]
+            if kind is yaml.SequenceNode:
+                walk = self.walk
+                return [walk(item, (*path, i), in_alias) for i, item in enumerate(node.value)]
             return self.mapping(node, path, in_alias)
         finally:
             self.open.discard(id(node.value))
 
     def mapping(self, node: yaml.MappingNode, path: PathT, in_alias: bool) -> dict[str, Any]:
         out: dict[str, Any] = {}
+        key_marks = self.doc.key_marks
         for key_node, value_node in node.value:
-            key_loc = _location(self.doc.file, key_node.start_mark)
-            if not isinstance(key_node, yaml.ScalarNode):
-                self.issues.append(Issue(key_loc, format_path(path), "keys must be plain strings"))
+            if key_node.__class__ is not yaml.ScalarNode:
+                self.issue(key_node, path, "keys must be plain strings")
                 continue
             key = key_node.value  # keys are names: never let YAML turn `on` or `101` into a type
             child = (*path, key)
             if key == "<<" and not key_node.style:
-                message = "YAML merge keys ('<<') are not supported"
-                self.issues.append(Issue(key_loc, format_path(path), message))
+                self.issue(key_node, path, "YAML merge keys ('<<') are not supported")
                 continue
             if key in out:
-                first = self.doc.key_marks[child]
-                message = f"duplicate key {key!r} (first defined at line {first.line})"
-                self.issues.append(Issue(key_loc, format_path(path), message))
+                first = key_marks[child].line + 1
+                self.issue(key_node, path, f"duplicate key {key!r} (first defined at line {first})")
                 continue
-            self.doc.key_marks[child] = key_loc
+            key_marks[child] = key_node.start_mark
             out[key] = self.walk(value_node, child, in_alias)
         return out
+
+    def issue(self, key_node: yaml.Node, path: PathT, message: str) -> None:
+        location = _location(self.doc.file, key_node.start_mark)
+        self.issues.append(Issue(location, format_path(path), message))
 
 
 def parse(text: str, file: str) -> Document:
@@ -285,7 +348,8 @@ def parse(text: str, file: str) -> Document:
         doc.data = walker.walk(node, (), False)
     except _AliasBomb as bomb:
         message = f"aliases expand to more than {MAX_ALIAS_NODES} values (alias bomb?)"
-        raise YamlError([Issue(bomb.location, "", message)]) from None
+        location = _location(file, bomb.mark)
+        raise YamlError([Issue(location, "", message)]) from None
     if walker.issues:
         raise YamlError(walker.issues)
     return doc
