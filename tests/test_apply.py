@@ -498,3 +498,23 @@ async def test_recover_pending_settles_what_a_crash_left(emu: Emulator, journal:
     assert [(c.key, c.action) for c in plan.changes] == [("lost", Action.CREATE)]
     assert result.applied == 1
     assert names(emu) == Counter({"Made": 1, "Never Made": 1, "Old Name": 1})
+
+
+async def test_a_crashed_recreate_of_a_vanished_group_is_adopted_not_sent_twice(
+    emu: Emulator, journal: Journal
+) -> None:
+    old = emu.state.add_group("Club")
+    journal.set_managed("club", old["id"], AppliedState("Club", None, None, frozenset(), False))
+    emu.state.delete_group(old["id"])  # deleted by hand; the next apply recreates it...
+    run = journal.start_run(trigger="schedule", mode="apply", spec_digest="d")
+    journal.begin_change(run, Change("club", Action.CREATE, Cause.DRIFT, "Club"))
+    made = emu.state.add_group("Club")  # ...its POST lands, then the process dies
+
+    async with client_for(emu) as client:
+        notes = await recover_pending(client, journal)
+    assert notes == [f"club: crashed mid-create; adopted group {made['id']}"]
+    assert journal.managed()["club"].group_id == made["id"]
+
+    plan, _ = await apply(emu, journal, spec(DesiredGroup("club", "Club")))
+    assert plan.changes == ()
+    assert names(emu) == Counter({"Club": 1})

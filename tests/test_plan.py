@@ -259,9 +259,24 @@ def test_handing_a_group_between_two_live_keys_takes_two_applies():
 
 
 def test_managed_group_that_vanished_is_created_again_as_drift():
-    c = only(plan_of([dg("a", "A")], [grp("g9", "A")], [ManagedGroup("a", "g1", applied("A"))]))
+    c = only(plan_of([dg("a", "A")], [grp("g9", "B")], [ManagedGroup("a", "g1", applied("A"))]))
     assert (c.action, c.cause, c.note) == (Action.CREATE, Cause.DRIFT, "deleted out of band")
     assert c.fields == (FieldChange("name", None, "A", Cause.DRIFT),)
+
+
+def test_vanished_group_adopts_the_one_group_with_its_name_instead_of_a_second_create():
+    # A recreate that crashed or timed out after its POST landed left g9, unmapped: adopt it.
+    c = only(plan_of([dg("a", "A")], [grp("g9", "A")], [ManagedGroup("a", "g1", applied("A"))]))
+    assert (c.action, c.group_id) == (Action.ADOPT, "g9")
+    assert c.note == "deleted out of band; adopted the group by name"
+
+
+def test_vanished_group_with_several_namesakes_asks_for_a_pin():
+    plan = plan_of(
+        [dg("a", "A")], [grp("g8", "A"), grp("g9", "A")], [ManagedGroup("a", "g1", applied("A"))]
+    )
+    assert plan.changes == ()
+    assert "pin the one to adopt with `id:`" in messages(plan)["a"][0]
 
 
 def test_pinned_managed_group_that_vanished_is_an_error_not_a_silent_new_id():

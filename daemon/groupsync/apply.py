@@ -348,6 +348,10 @@ async def apply_plan(
     return applier.result
 
 
+def _listed(group_id: str, groups: list[Group] | None) -> bool:
+    return groups is not None and any(g.id == group_id for g in groups)
+
+
 async def recover_pending(client: Client, journal: Journal) -> list[str]:
     """Settle the `pending` rows a crashed run left, before anything new is planned.
 
@@ -362,11 +366,13 @@ async def recover_pending(client: Client, journal: Journal) -> list[str]:
     for row in rows:
         key, action = row["key"], row["action"]
         managed = journal.managed()
-        if action == Action.CREATE and key in managed:
+        if action == Action.CREATE and groups is None:
+            groups = await client.list_all_groups()  # archived too: maybe after the archive step
+        if action == Action.CREATE and key in managed and _listed(managed[key].group_id, groups):
             note = f"crashed after the create was recorded (group {managed[key].group_id})"
         elif action == Action.CREATE:
-            if groups is None:  # archived too: the crash may have come after the archive step
-                groups = await client.list_all_groups()
+            assert groups is not None
+            # A recreate of a vanished group still maps the key to the deleted id: replaced.
             since = parse_iso(row["started_at"]).timestamp()
             managed_ids = {mg.group_id for mg in managed.values()}
             found = find_created(groups, row["name"], since, managed_ids)

@@ -318,23 +318,13 @@ class _Planner:
                         "remove its `id:` to create it again",
                     )
                 else:
-                    targets[key] = _Target(None, recreate=True, note="deleted out of band")
+                    # Adopt by name before recreating: a create that crashed or timed out after
+                    # the old group was deleted may have made the group already.
+                    self.resolve_name(key, d, name_claims, targets, vanished=True)
             elif d.id:
                 self.resolve_pin(key, d.id, mg, pins, targets)
             else:
-                found = self.unmanaged_by_name().get(d.name, ())
-                if len(found) == 1:
-                    name_claims.setdefault(found[0].id, []).append(key)
-                    targets[key] = _Target(found[0], adopt=True, note="adopted by name")
-                elif found:
-                    ids = ", ".join(sorted(g.id for g in found))
-                    self.error(
-                        key,
-                        f"{len(found)} groups are named {d.name!r} ({ids}); "
-                        "pin the one to adopt with `id:`",
-                    )
-                else:
-                    targets[key] = _Target(None)
+                self.resolve_name(key, d, name_claims, targets, vanished=False)
         for gid, keys in name_claims.items():
             if len(keys) > 1:
                 for key in keys:
@@ -346,6 +336,32 @@ class _Planner:
                         "pin it with `id:` under one key",
                     )
         return targets
+
+    def resolve_name(
+        self,
+        key: str,
+        d: DesiredGroup,
+        name_claims: dict[str, list[str]],
+        targets: dict[str, _Target],
+        *,
+        vanished: bool,
+    ) -> None:
+        """Adopt the one unmanaged group with exactly this name; none: create; several: error."""
+        gone = "deleted out of band"
+        found = self.unmanaged_by_name().get(d.name, ())
+        if len(found) == 1:
+            name_claims.setdefault(found[0].id, []).append(key)
+            note = f"{gone}; adopted the group by name" if vanished else "adopted by name"
+            targets[key] = _Target(found[0], adopt=True, note=note)
+        elif found:
+            ids = ", ".join(sorted(g.id for g in found))
+            self.error(
+                key,
+                f"{len(found)} groups are named {d.name!r} ({ids}); "
+                "pin the one to adopt with `id:`",
+            )
+        else:
+            targets[key] = _Target(None, recreate=vanished, note=gone if vanished else "")
 
     def resolve_pin(
         self,
