@@ -100,13 +100,14 @@ class Document:
 
     def where(self, path: PathT, *, key: bool = False) -> Location:
         """Position of `path` (its key when asked), else of its nearest recorded ancestor."""
-        if key and path in self.key_marks:
-            return _location(self.file, self.key_marks[path])
-        for end in range(len(path), -1, -1):
+        mark = self.key_marks.get(path) if key else None
+        if mark is None:
+            mark = self.value_marks.get(path)  # the usual case: asked about a value we recorded
+        end = len(path)
+        while mark is None and end > 0:
+            end -= 1
             mark = self.value_marks.get(path[:end])
-            if mark is not None:
-                return _location(self.file, mark)
-        return Location(self.file, 1, 1)
+        return _location(self.file, mark)
 
     def issue(self, path: PathT, message: str, *, key: bool = False) -> Issue:
         return Issue(self.where(path, key=key), format_path(path), message)
@@ -188,9 +189,12 @@ class _Composer(Composer, _Parser, SafeConstructor, Resolver):
         return value[:1] in resolvers or None in resolvers
 
     def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        return self._compose(self.get_event())
+
+    def _compose(self, event: yaml.Event) -> yaml.Node:
         """PyYAML's compose_node, minus what a spec never uses (path resolvers, guessing the type
-        of quoted scalars or collections): it runs once per value, so it dominates load time."""
-        event = self.get_event()
+        of quoted scalars or collections, peeking at each event before taking it): it runs once
+        per value, so it dominates load time."""
         kind = event.__class__
         anchor = event.anchor
         if kind is yaml.AliasEvent:
@@ -240,11 +244,13 @@ class _Composer(Composer, _Parser, SafeConstructor, Resolver):
         items = node.value
         end = yaml.SequenceEndEvent if sequence else yaml.MappingEndEvent
         self.depth += 1
-        while not self.check_event(end):
-            item = self.compose_node(node, None)
-            items.append(item if sequence else (item, self.compose_node(node, item)))
+        event = self.get_event()
+        while event.__class__ is not end:
+            item = self._compose(event)
+            items.append(item if sequence else (item, self._compose(self.get_event())))
+            event = self.get_event()
         self.depth -= 1
-        node.end_mark = self.get_event().end_mark
+        node.end_mark = event.end_mark
         return node
 
 
