@@ -303,3 +303,61 @@ def test_demo_tells_the_whole_story() -> None:
     for step in ("Plan: 1 to create, 10 to adopt", "No changes.", "(drift)", "run 2"):
         assert step in out
     assert out.index("No changes.") < out.index("(drift)")
+
+
+def test_an_empty_checksum_approves_nothing(campus: tuple[Emulator, Path]) -> None:
+    emu, config = campus
+    result = groupsync("apply", "--yes", "--checksum", "", config=config)
+    assert result.returncode == 1
+    assert "checksum" in result.stderr
+    assert writes(emu) == 0
+
+
+def test_a_stale_saved_plan_is_refused_even_when_nothing_is_left_to_do(
+    campus: tuple[Emulator, Path], tmp_path: Path
+) -> None:
+    _, config = campus
+    saved = tmp_path / "plan.json"
+    assert groupsync("plan", "-o", str(saved), config=config).returncode == 0
+    assert groupsync("apply", "--yes", config=config).returncode == 0
+    again = groupsync("apply", "--yes", str(saved), config=config)
+    assert again.returncode == 1
+    assert "stale" in again.stderr
+
+
+@pytest.mark.parametrize(
+    "content",
+    ['{"format": "groupsync-plan", "format_version": 1}', "not json", '{"format": "other"}'],
+)
+def test_a_damaged_plan_file_is_a_clear_error(
+    campus: tuple[Emulator, Path], tmp_path: Path, content: str
+) -> None:
+    emu, config = campus
+    bad = tmp_path / "bad.json"
+    bad.write_text(content)
+    result = groupsync("apply", "--yes", str(bad), config=config)
+    assert result.returncode == 1
+    assert str(bad) in result.stderr and "Traceback" not in result.stderr
+    assert writes(emu) == 0
+
+
+def test_unwritable_output_is_a_clear_error(campus: tuple[Emulator, Path]) -> None:
+    _, config = campus
+    for command in ("plan", "export"):
+        result = groupsync(command, "-o", "/nonexistent/dir/out", config=config)
+        assert result.returncode == 1, command
+        assert "cannot write /nonexistent/dir/out" in result.stderr
+        assert "Traceback" not in result.stderr
+
+
+def test_a_base_url_with_a_bad_port_fails_validation(tmp_path: Path) -> None:
+    config = tmp_path / "groupsync.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {"api": {"base_url": "http://127.0.0.1:99999/v1"}, "spec": {"path": "spec.yaml"}}
+        )
+    )
+    spec_file(tmp_path, {"a": {"name": "A"}})
+    result = groupsync("validate", config=config)
+    assert result.returncode == 1
+    assert "groupsync.yaml:2:13: api.base_url" in result.stderr and "port 99999" in result.stderr

@@ -197,6 +197,13 @@ def _render(plan: Plan, fmt: str, *, color: bool) -> str:
     return render.render_text(plan, color=color)
 
 
+def _write(path: Path, text: str) -> None:
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as e:
+        raise GroupsyncError(f"cannot write {path}: {e.strerror}") from None
+
+
 def _plan_exit_code(plan: Plan, *, detailed: bool) -> int:
     if plan.refused:
         return EXIT_UNSAFE
@@ -246,7 +253,7 @@ def plan_command(
     )
     click.echo(_render(planned.plan, fmt, color=want_color(sys.stdout)))
     if out is not None:
-        out.write_text(dump(planned.plan, spec.digest, planned.actual), encoding="utf-8")
+        _write(out, dump(planned.plan, spec.digest, planned.actual))
         click.echo(f"Saved the plan to {out}; apply it with: groupsync apply {out}", err=True)
     sys.exit(_plan_exit_code(planned.plan, detailed=detailed_exitcode))
 
@@ -257,7 +264,9 @@ def plan_command(
 @click.option("--yes", "-y", is_flag=True, help="Apply without asking (needed when not on a TTY).")
 @click.option("--force", is_flag=True, help="Apply even past the safety limits.")
 @click.option("--allow-delete", is_flag=True, help="Let policy.on_removed: delete delete groups.")
-@click.option("--checksum", help="Apply only if the freshly computed plan has this checksum.")
+@click.option(
+    "--checksum", help="Apply only if the freshly computed plan has exactly this checksum."
+)
 def apply(
     config_path: Path | None,
     planfile: Path | None,
@@ -284,17 +293,19 @@ def apply(
     progress = _Progress(enabled=interactive)
 
     def show(planned: Planned) -> None:
-        click.echo(_render(planned.plan, "text", color=want_color(sys.stdout)))
-        progress.total = len(planned.plan.changes)
-
-    def approve(planned: Planned) -> bool:
+        # Checked on every plan, an empty one too: "no changes" must not pass for "applied
+        # the plan that was reviewed".
         if saved is not None:
             check_fresh(saved, planned.plan, spec.digest, planned.actual)
-        if checksum is not None and not planned.plan.checksum.startswith(checksum):
+        if checksum is not None and planned.plan.checksum != checksum:
             raise StalePlan(
                 f"plan checksum is {planned.plan.checksum}, not {checksum}: "
                 "the plan changed since it was reviewed; plan again"
             )
+        click.echo(_render(planned.plan, "text", color=want_color(sys.stdout)))
+        progress.total = len(planned.plan.changes)
+
+    def approve(planned: Planned) -> bool:
         return yes or click.confirm("Apply these changes?", default=False)
 
     with Journal.open(settings.journal.path) as journal, journal.writer_lock(), progress:
@@ -371,7 +382,7 @@ def export(config_path: Path | None, include_archived: bool, out: Path | None) -
     if out is None:
         click.echo(text, nl=False)
     else:
-        out.write_text(text, encoding="utf-8")
+        _write(out, text)
 
 
 @cli.command()

@@ -14,6 +14,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import httpx
 from apscheduler.triggers.cron import CronTrigger
 from pydantic import (
     AfterValidator,
@@ -79,6 +80,12 @@ class ApiSettings(StrictModel):
     def _http_url(cls, value: str) -> str:
         if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", value):
             raise PydanticCustomError("url", f"{value!r} is not an http(s) URL")
+        try:  # what the client will do with it: a bad port or host fails here, not mid-run
+            url = httpx.URL(value)
+        except httpx.InvalidURL as e:
+            raise PydanticCustomError("url", f"{value!r} is not a valid URL: {e}") from None
+        if url.port is not None and not 0 < url.port < 65536:
+            raise PydanticCustomError("url", f"{value!r}: port {url.port} is out of range")
         return value.rstrip("/")
 
 

@@ -13,6 +13,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ValidationError
+
 from groupsync.errors import GroupsyncError
 from groupsync.models import Group
 from groupsync.plan import Plan
@@ -54,6 +56,14 @@ def dump(plan: Plan, spec_digest: str, actual: dict[str, Group]) -> str:
     return json.dumps(doc, indent=2, sort_keys=True) + "\n"
 
 
+class _Saved(BaseModel):
+    """The parts of a plan file `apply` relies on; anything malformed is refused up front."""
+
+    checksum: str
+    spec_digest: str
+    fingerprints: dict[str, str]
+
+
 def load(path: Path) -> dict[str, Any]:
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
@@ -66,6 +76,11 @@ def load(path: Path) -> dict[str, Any]:
             f"{path}: plan format version {doc.get('format_version')!r} is not supported "
             f"(this groupsync reads version {FORMAT_VERSION})"
         )
+    try:
+        _Saved.model_validate(doc)
+    except ValidationError as exc:
+        fields = ", ".join(".".join(map(str, e["loc"])) for e in exc.errors())
+        raise GroupsyncError(f"{path}: damaged plan file (bad or missing {fields})") from None
     return doc
 
 

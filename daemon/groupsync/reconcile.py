@@ -227,6 +227,9 @@ async def reconcile(
         raise
     except (GroupsyncError, OSError) as exc:
         report.outcome, report.error = "error", _describe(exc)
+    except BaseException as exc:  # a bug, or Ctrl-C at the prompt: the run row still says so
+        report.outcome, report.error = "error", f"unexpected: {exc!r}"
+        raise
     finally:
         report.duration_s = time.monotonic() - started
         journal.finish_run(
