@@ -156,6 +156,9 @@ def test_export_then_plan_changes_nothing(seeded_emulator: Emulator, tmp_path: P
     config = write_config(tmp_path, seeded_emulator, tmp_path / "exported.yaml")
     exported = groupsync("export", "-o", str(tmp_path / "exported.yaml"), config=config)
     assert exported.returncode == 0, exported.stderr
+    text = groupsync("plan", "--detailed-exitcode", config=config)
+    assert text.returncode == 0, text.stdout + text.stderr
+    assert "The account itself does not change" in text.stdout
     plan = json.loads(groupsync("plan", "--format", "json", config=config).stdout)
     actions = {c["action"] for c in plan["plan"]["changes"]}
     assert actions <= {"adopt"}

@@ -808,3 +808,12 @@ def test_empty_plan():
     plan = plan_of(desired, actual, managed)
     assert plan.empty and not plan.refused and plan.managed_count == 3
     assert plan.checksum == Plan(()).checksum
+
+
+def test_only_changes_that_edit_the_account_count_as_writes():
+    plan = plan_of(
+        [dg("same", "Same"), dg("edit", "Edited"), dg("new", "New")],
+        [grp("g1", "Same"), grp("g2", "Edit")],
+        [ManagedGroup("edit", "g2", applied("Edit"))],
+    )
+    assert {c.key: c.writes for c in plan.changes} == {"same": False, "edit": True, "new": True}

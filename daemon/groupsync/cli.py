@@ -209,7 +209,8 @@ def _plan_exit_code(plan: Plan, *, detailed: bool) -> int:
         return EXIT_UNSAFE
     if plan.errors:
         return EXIT_ERROR
-    return EXIT_CHANGES if detailed and plan.changes else EXIT_OK
+    writes = any(c.writes for c in plan.changes)
+    return EXIT_CHANGES if detailed and writes else EXIT_OK
 
 
 @cli.command("plan")
@@ -224,7 +225,8 @@ def _plan_exit_code(plan: Plan, *, detailed: bool) -> int:
 @click.option(
     "--detailed-exitcode",
     is_flag=True,
-    help="Exit 2 when there are changes (0 none, 1 error, 3 refused by a safety limit).",
+    help="Exit 2 when the account would change (0 no change, 1 error, 3 refused by a safety"
+    " limit); adoptions that only the journal records do not count.",
 )
 @click.option(
     "-o",

@@ -114,6 +114,15 @@ class Change:
     archived_cause: Cause | None = None  # set with set_archived
 
     @property
+    def writes(self) -> bool:
+        """False for journal-only changes (a forget, an adoption needing no edit): the account
+        itself does not change, so `plan --detailed-exitcode` does not count them."""
+        if self.action is Action.FORGET:
+            return False
+        edits = self.fields or self.members is not None or self.set_archived is not None
+        return self.action is not Action.ADOPT or bool(edits)
+
+    @property
     def phase(self) -> int:
         """-1 forgets, 0 creates/restores, 1 updates and additions, 2 removals, 3 archives/deletes.
 

@@ -125,6 +125,8 @@ def summary_line(plan: Plan) -> str:
     if plan.errors:
         n = len(plan.errors)
         line += f" {n} error{'s' if n != 1 else ''}."
+    if plan.changes and not any(c.writes for c in plan.changes):
+        line += " The account itself does not change (apply only records this in the journal)."
     return line
 
 
