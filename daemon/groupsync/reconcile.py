@@ -34,13 +34,12 @@ class Planned:
     plan: Plan
     spec: Spec
     actual: dict[str, Group]  # by group id, as read
-    contacts_read: bool
 
 
 @dataclass(slots=True)
 class RunReport:
     run_id: int | None
-    outcome: str  # noop | applied | failed | refused | declined | error | interrupted | planned
+    outcome: str  # noop | applied | failed | refused | declined | error | interrupted
     plan: Plan | None = None
     result: ApplyResult | None = None
     error: str | None = None
@@ -112,7 +111,7 @@ async def make_plan(
         if unknown:
             known = frozenset(c.username for c in await client.list_contacts())
     plan = compute_plan(spec.groups, groups, managed, policy, known)
-    return Planned(plan, spec, {g.id: g for g in groups}, known is not None)
+    return Planned(plan, spec, {g.id: g for g in groups})
 
 
 async def _confirm_vanished(
@@ -181,7 +180,6 @@ async def reconcile(
     journal: Journal,
     *,
     trigger: str,
-    apply: bool = True,
     force: bool = False,
     allow_delete: bool = False,
     show: Callable[[Planned], None] | None = None,
@@ -199,7 +197,7 @@ async def reconcile(
     commit, dirty = spec_source if spec_source is not None else git_info(settings.spec.path)
     run_id = journal.start_run(
         trigger=trigger,
-        mode="apply" if apply else "plan",
+        mode="apply",
         spec_digest=spec.digest,
         spec_commit=commit,
         spec_dirty=dirty,
@@ -221,7 +219,7 @@ async def reconcile(
         report.counts = planned.plan.counts
         if show is not None:
             show(planned)
-        await _settle_plan(planned, report, apply, approve, on_progress, settings, token, journal)
+        await _settle_plan(planned, report, approve, on_progress, settings, token, journal)
     except asyncio.CancelledError:
         report.outcome, report.error = "interrupted", "stopped before the run finished"
         raise
@@ -247,7 +245,6 @@ async def reconcile(
 async def _settle_plan(
     planned: Planned,
     report: RunReport,
-    apply: bool,
     approve: Callable[[Planned], bool] | None,
     on_progress: Callable[[Change, str], None] | None,
     settings: Settings,
@@ -257,9 +254,6 @@ async def _settle_plan(
     plan = planned.plan
     if plan.refused:
         report.outcome, report.error = "refused", "; ".join(plan.refusals)
-        return
-    if not apply:
-        report.outcome = "planned"
         return
     if plan.changes and approve is not None and not approve(planned):
         report.outcome = "declined"
