@@ -11,7 +11,6 @@ without `--force` must keep its checksum when it is then applied with `--force -
 
 from __future__ import annotations
 
-import difflib
 import enum
 import gc
 import hashlib
@@ -22,6 +21,7 @@ from typing import Any, Literal
 
 from groupsync.models import UNSET, Group
 from groupsync.spec import MAX_MEMBERS, DesiredGroup
+from groupsync.strictmodel import did_you_mean
 
 MIN_MANAGED_FOR_FRACTIONS = 10
 """Below this many managed groups a fraction means little (1 of 3 is 33%): the limit is half."""
@@ -430,8 +430,7 @@ class _Planner:
         if self._suggestions_left <= 0:
             return repr(username)
         self._suggestions_left -= 1
-        close = difflib.get_close_matches(username, self.known, n=1)
-        return f"{username!r} (did you mean {close[0]!r}?)" if close else repr(username)
+        return f"{username!r}{did_you_mean(username, self.known)}"
 
     # --- diff -----------------------------------------------------------------------------
 
