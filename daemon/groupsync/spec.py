@@ -368,16 +368,22 @@ def load_spec(path: Path) -> Spec:
     File names in messages are relative to the spec path's parent (`groups/clubs.yaml`), so
     they read the same on every machine and in CI.
     """
+    with paused_gc():
+        # The parsed documents are freed as _load returns, before the collector resumes: its
+        # first pass then scans only the Spec, not the Spec plus every node of every file.
+        return _load(path)
+
+
+def _load(path: Path) -> Spec:
     loader = _Loader()
     files = _spec_files(path, loader)
-    with paused_gc():
-        for file, display in files:
-            # A directory may keep its member sets in a file of their own; a lone file may not.
-            loader.add_file(file, display, sets_only_ok=len(files) > 1)
-        if files and not loader.has_groups_key and not loader.errors:
-            message = "no 'groups' key in any file of the spec"
-            loader.errors.append(Issue(Location(files[0][1], 1, 1), "", message))
-        spec = loader.finish()
+    for file, display in files:
+        # A directory may keep its member sets in a file of their own; a lone file may not.
+        loader.add_file(file, display, sets_only_ok=len(files) > 1)
+    if files and not loader.has_groups_key and not loader.errors:
+        message = "no 'groups' key in any file of the spec"
+        loader.errors.append(Issue(Location(files[0][1], 1, 1), "", message))
+    spec = loader.finish()
     return Spec(
         groups=spec.groups,
         digest=spec.digest,
