@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import tempfile
 from pathlib import Path
@@ -156,6 +157,25 @@ def test_plain_aliases_are_fine(tmp_path: Path) -> None:
         )
     )
     assert spec.groups["b"].members == {"ada", "grace"}
+
+
+def test_loading_leaves_the_garbage_collector_as_it_found_it(tmp_path: Path) -> None:
+    """load_spec pauses the cyclic collector for speed: it must resume, even after an error,
+    and must not switch it on for a caller that had it off."""
+    good = write(tmp_path, "good.yaml", "groups: {a: {name: A}}\n")
+    bad = write(tmp_path, "bad.yaml", "groups: [\n")
+    assert gc.isenabled()
+    load_spec(good)
+    assert gc.isenabled()
+    with pytest.raises(SpecError):
+        load_spec(bad)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        load_spec(good)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
 
 
 def test_yml_files_are_ignored_with_a_warning(tmp_path: Path) -> None:
