@@ -12,13 +12,13 @@ without `--force` must keep its checksum when it is then applied with `--force -
 from __future__ import annotations
 
 import enum
-import gc
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from groupsync.gcpause import paused_gc
 from groupsync.models import UNSET, Group
 from groupsync.spec import MAX_MEMBERS, DesiredGroup
 from groupsync.strictmodel import did_you_mean
@@ -642,11 +642,7 @@ def compute_plan(
     Linear in groups plus memberships: actual groups are indexed by id once (and by name only if
     some key must be adopted by name); sorting touches the changes, not the account.
     """
-    # Planning allocates one object per change and builds no reference cycles; the cyclic GC
-    # would rescan the whole account's objects again and again (half the time at 100k changes).
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
-    try:
+    with paused_gc():
         planner = _Planner(desired, actual, managed, policy, known_usernames)
         planner.plan_desired()
         planner.plan_removed({c.key for c in planner.changes})
@@ -662,6 +658,3 @@ def compute_plan(
             refusals=planner.refusals(),
             managed_count=len(managed),
         )
-    finally:
-        if gc_was_enabled:
-            gc.enable()

@@ -19,6 +19,7 @@ import yaml
 from pydantic import Field, StringConstraints, ValidationError
 
 from groupsync.errors import GroupsyncError
+from groupsync.gcpause import paused_gc
 from groupsync.models import UNSET, _Unset
 from groupsync.strictmodel import StrictModel, did_you_mean, issues_from
 from groupsync.yamlstrict import (
@@ -28,7 +29,6 @@ from groupsync.yamlstrict import (
     PathT,
     YamlError,
     load_file,
-    paused_gc,
 )
 
 __all__ = [

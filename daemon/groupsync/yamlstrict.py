@@ -10,10 +10,8 @@ duplicates, cycles and alias expansions past a bound.
 from __future__ import annotations
 
 import copy
-import gc
 import re
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -117,23 +115,6 @@ def _location(file: str, mark: yaml.Mark | None) -> Location:
     if mark is None:
         return Location(file, 1, 1)
     return Location(file, mark.line + 1, mark.column + 1)
-
-
-@contextmanager
-def paused_gc() -> Iterator[None]:
-    """Hold off the cyclic garbage collector while a big document is loaded.
-
-    Loading builds millions of objects that all stay alive and form no garbage cycles, yet
-    each allocation burst makes the collector rescan the growing heap: about half the CPU of
-    loading a 10,000-group spec. Collection resumes afterwards (unless it was already off).
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def read_text(path: Path, display: str) -> str:
