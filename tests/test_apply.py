@@ -245,6 +245,23 @@ async def test_changes_for_keys_with_plan_errors_are_skipped(
     assert names(emu) == Counter({"A": 1})
 
 
+async def test_progress_names_the_group_a_create_made(emu: Emulator, journal: Journal) -> None:
+    desired = spec(DesiredGroup("a", "A"))
+    plan = Plan((Change("a", Action.CREATE, Cause.SPEC, "A"),))
+    seen: list[tuple[str | None, str]] = []
+    run = journal.start_run(trigger="test", mode="apply", spec_digest="d")
+    async with client_for(emu) as client:
+        await apply_plan(
+            plan,
+            desired,
+            client,
+            journal,
+            run,
+            on_progress=lambda c, s: seen.append((c.group_id, s)),
+        )
+    assert seen == [(journal.managed()["a"].group_id, "applied")]
+
+
 async def test_a_group_deleted_out_of_band_fails_with_404_then_is_recreated(
     emu: Emulator, journal: Journal
 ) -> None:

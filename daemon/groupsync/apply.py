@@ -19,7 +19,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import httpx
@@ -216,7 +216,13 @@ class _Applier:
             self.result.failed += 1
             self.result.failures.append((change.key, error or status))
         if self.on_progress is not None:
-            self.on_progress(change, status)
+            # A create's log line and metrics should name the group it made.
+            settled = (
+                change
+                if outcome.group_id == change.group_id
+                else replace(change, group_id=outcome.group_id)
+            )
+            self.on_progress(settled, status)
 
     async def write(self, outcome: _Outcome, call: Awaitable[T]) -> T:
         """One API write, its attempts and final status added to the change's record."""
