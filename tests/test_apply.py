@@ -535,3 +535,35 @@ async def test_a_crashed_recreate_of_a_vanished_group_is_adopted_not_sent_twice(
     plan, _ = await apply(emu, journal, spec(DesiredGroup("club", "Club")))
     assert plan.changes == ()
     assert names(emu) == Counter({"Club": 1})
+
+
+async def test_a_put_that_committed_without_a_clear_answer_is_confirmed_by_reading(
+    emu: Emulator, journal: Journal
+) -> None:
+    desired = spec(DesiredGroup("a", "A"))
+    await apply(emu, journal, desired)
+    renamed = spec(DesiredGroup("a", "A, renamed"))
+    plan = await make_plan(emu, journal, renamed)
+    # Every PUT commits, then its answer is lost (503); the read that follows is clean.
+    emu.faults.update(ambiguous_fraction=1.0, ambiguous_mode="503")
+    run = journal.start_run(trigger="test", mode="apply", spec_digest="d")
+    async with client_for(emu, max_attempts=2) as client:
+        result = await apply_plan(plan, renamed, client, journal, run)
+    emu.faults.update(ambiguous_fraction=0.0)
+    assert (result.applied, result.failed) == (1, 0)
+    [row] = [r for r in rows(journal) if r["run_id"] == run]
+    assert row["status"] == "applied" and "re-reading the group" in row["note"]
+    assert journal.managed()["a"].applied.name == "A, renamed"  # type: ignore[union-attr]
+
+
+async def test_a_put_that_did_not_commit_still_fails(emu: Emulator, journal: Journal) -> None:
+    desired = spec(DesiredGroup("a", "A"))
+    await apply(emu, journal, desired)
+    plan = await make_plan(emu, journal, spec(DesiredGroup("a", "B")))
+    emu.faults.update(error_fraction=1.0)  # 5xx before anything is written
+    run = journal.start_run(trigger="test", mode="apply", spec_digest="d")
+    async with client_for(emu, max_attempts=2) as client:
+        result = await apply_plan(plan, spec(DesiredGroup("a", "B")), client, journal, run)
+    emu.faults.update(error_fraction=0.0)
+    assert (result.applied, result.failed) == (0, 1)
+    assert names(emu) == Counter({"A": 1})

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from groupsync.api import AmbiguousWrite, ApiError, Client, NotFound, call_trace
+from groupsync.api import AmbiguousWrite, ApiError, Client, NotFound, ServerError, call_trace
 from groupsync.errors import EXIT_UNSAFE, GroupsyncError
 from groupsync.journal import Journal, parse_iso
 from groupsync.models import UNSET, Group
@@ -115,6 +115,15 @@ def _update_fields(change: Change) -> dict[str, Any]:
     if change.set_archived is not None:
         body["archived"] = change.set_archived
     return body
+
+
+def _shows(group: Group, change: Change) -> bool:
+    """True when the group already looks the way the change would make it."""
+    return (
+        all(getattr(group, f.field) == f.new for f in change.fields)
+        and (change.members is None or group.members == frozenset(change.members))
+        and (change.set_archived is None or group.archived == change.set_archived)
+    )
 
 
 def _may_still_be_running(exc: AmbiguousWrite) -> bool:
@@ -277,7 +286,22 @@ class _Applier:
             then = "recreates" if key in self.desired else "forgets"
             outcome.notes.append(f"the group vanished outside groupsync; the next plan {then} it")
             raise _ChangeFailed(str(exc), http_status=404) from exc
+        except ServerError as exc:
+            group = await self.confirm_update(change, exc)
+            outcome.notes.append("no clear answer; re-reading the group shows the update applied")
         self.journal.set_managed(key, group.id, applied_state(group))
+
+    async def confirm_update(self, change: Change, exc: ServerError) -> Group:
+        """A PUT whose answers were all lost may still have committed: look before failing it,
+        so the journal records what the group really is."""
+        assert change.group_id is not None
+        try:
+            group = await self.client.get_group(change.group_id)
+        except ApiError:
+            raise exc from None
+        if not _shows(group, change):
+            raise exc
+        return group
 
     async def create(self, change: Change, outcome: _Outcome) -> Group:
         """Create without ever making two groups for the key (see the module docstring)."""
