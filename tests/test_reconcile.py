@@ -11,6 +11,7 @@ from groupsync.api import Client
 from groupsync.config import Settings, load_settings
 from groupsync.emulator import Emulator
 from groupsync.journal import Journal
+from groupsync.outcomes import Failure, RunOutcome
 from groupsync.plan import Action, AppliedState
 from groupsync.reconcile import make_plan, reconcile
 from groupsync.secret import Secret
@@ -87,7 +88,8 @@ async def test_a_refused_token_is_an_error_outcome_not_a_crash(
             trigger="manual",
         )
         [run] = journal.history(limit=1)
-    assert report.outcome == "error" and report.exit_code == 1
+    assert report.outcome is RunOutcome.ERROR and report.exit_code == 1
+    assert report.failure is Failure.AUTH  # what the daemon acts on, not the message's words
     assert "refused the token" in (report.error or "")
     assert run["outcome"] == "error" and run["finished_at"]
     assert "wrong-token" not in (report.error or "")

@@ -25,9 +25,10 @@ from typing import Any, TypeVar
 import httpx
 
 from groupsync.api import AmbiguousWrite, ApiError, Client, NotFound, ServerError, call_trace
-from groupsync.errors import EXIT_UNSAFE, GroupsyncError
+from groupsync.errors import GroupsyncError
 from groupsync.journal import Journal, parse_iso
 from groupsync.models import UNSET, Group
+from groupsync.outcomes import ChangeStatus, ExitCode
 from groupsync.plan import Action, AppliedState, Change, Plan
 from groupsync.spec import DesiredGroup
 
@@ -47,7 +48,7 @@ DEFAULT_WORKERS = 8
 class UnsafePlan(GroupsyncError):
     """A plan over the safety limits reached apply: nothing was written."""
 
-    exit_code = EXIT_UNSAFE
+    exit_code = ExitCode.UNSAFE
 
 
 @dataclass
@@ -190,16 +191,22 @@ class _Applier:
         try:
             await self.execute(change, outcome)
         except _ChangeFailed as exc:
-            self.settle(change, change_id, outcome, "failed", exc.message, exc.http_status)
+            self.settle(
+                change, change_id, outcome, ChangeStatus.FAILED, exc.message, exc.http_status
+            )
         except ApiError as exc:
-            self.settle(change, change_id, outcome, "failed", str(exc), exc.status)
+            self.settle(change, change_id, outcome, ChangeStatus.FAILED, str(exc), exc.status)
         except GroupsyncError as exc:  # e.g. the journal refusing a second key for one group
-            self.settle(change, change_id, outcome, "failed", str(exc), outcome.http_status)
+            self.settle(
+                change, change_id, outcome, ChangeStatus.FAILED, str(exc), outcome.http_status
+            )
         except Exception as exc:  # a bug must not leave the other changes unapplied
             log.exception("change %s %s: unexpected error", change.action, change.key)
-            self.settle(change, change_id, outcome, "failed", f"unexpected error: {exc!r}", None)
+            self.settle(
+                change, change_id, outcome, ChangeStatus.FAILED, f"unexpected error: {exc!r}", None
+            )
         else:
-            self.settle(change, change_id, outcome, "applied", None, outcome.http_status)
+            self.settle(change, change_id, outcome, ChangeStatus.APPLIED, None, outcome.http_status)
 
     def settle(
         self,
@@ -355,8 +362,8 @@ async def apply_plan(
 ) -> ApplyResult:
     """Apply the plan's changes, phase by phase; one change failing never stops the others.
 
-    `on_progress(change, status)` is called once per change as it settles ("applied", "failed",
-    or "skipped"). `workers` caps the tasks (and so the `pending` rows) at a time; the client's
+    `on_progress(change, status)` is called once per change as it settles (applied, failed or
+    skipped). `workers` caps the tasks (and so the `pending` rows) at a time; the client's
     own concurrency and rate limits decide what is really in flight.
     """
     if plan.refused:
@@ -370,7 +377,7 @@ async def apply_plan(
         if change.key in errored:
             applier.result.skipped += 1
             if on_progress is not None:
-                on_progress(change, "skipped")
+                on_progress(change, ChangeStatus.SKIPPED)
             continue
         phases.setdefault(change.phase, []).append(change)
     for phase in sorted(phases):
@@ -423,6 +430,6 @@ async def recover_pending(client: Client, journal: Journal) -> list[str]:
                 note = "crashed mid-delete; the group is gone, key forgotten"
         else:
             note = "crashed; outcome unknown, the next plan re-checks"
-        journal.settle_change(row["id"], status="interrupted", note=note)
+        journal.settle_change(row["id"], status=ChangeStatus.INTERRUPTED, note=note)
         notes.append(f"{key}: {note}")
     return notes

@@ -12,19 +12,14 @@ import click
 
 from groupsync import __version__
 from groupsync.config import Settings, find_config, load_settings, resolve_token
-from groupsync.errors import (
-    EXIT_CHANGES,
-    EXIT_ERROR,
-    EXIT_OK,
-    EXIT_UNSAFE,
-    EXIT_USAGE,
-    GroupsyncError,
-)
+from groupsync.errors import GroupsyncError
+from groupsync.outcomes import ExitCode
 from groupsync.render import want_color
 from groupsync.spec import Spec, load_spec
 
 if TYPE_CHECKING:
     from groupsync.models import Group
+    from groupsync.outcomes import ChangeStatus
     from groupsync.plan import Change, Plan
     from groupsync.reconcile import RunReport
     from groupsync.secret import Secret
@@ -206,11 +201,11 @@ def _write(path: Path, text: str) -> None:
 
 def _plan_exit_code(plan: Plan, *, detailed: bool) -> int:
     if plan.refused:
-        return EXIT_UNSAFE
+        return ExitCode.UNSAFE
     if plan.errors:
-        return EXIT_ERROR
+        return ExitCode.ERROR
     writes = any(c.writes for c in plan.changes)
-    return EXIT_CHANGES if detailed and writes else EXIT_OK
+    return ExitCode.CHANGES if detailed and writes else ExitCode.OK
 
 
 @cli.command("plan")
@@ -410,7 +405,7 @@ class _Progress:
         self.total = 0
         self._bar: Any = None
 
-    def update(self, change: Change, status: str) -> None:
+    def update(self, change: Change, status: ChangeStatus) -> None:
         if self._bar is None and self.enabled and self.total > 5:
             self._bar = click.progressbar(length=self.total, label="Applying", file=sys.stderr)
             self._bar.__enter__()
@@ -457,7 +452,7 @@ def main(argv: list[str] | None = None) -> None:
     except click.ClickException as e:
         e.show()
         # click's own usage exit code is 2, which design.md reserves for "changes pending".
-        sys.exit(EXIT_USAGE if isinstance(e, click.UsageError) else 1)
+        sys.exit(ExitCode.USAGE if isinstance(e, click.UsageError) else 1)
     except GroupsyncError as e:
         click.echo(f"Error: {e}", err=True)
         sys.exit(e.exit_code)

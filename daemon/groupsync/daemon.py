@@ -28,11 +28,12 @@ from typing import Any
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from groupsync.config import Settings, find_config, load_settings, resolve_token
-from groupsync.errors import EXIT_ERROR, EXIT_OK, GroupsyncError
+from groupsync.errors import GroupsyncError
 from groupsync.gitspec import GitPullError, git_info, git_pull
 from groupsync.journal import Journal
 from groupsync.logs import log_change, setup_logging
 from groupsync.metrics import Metrics, MetricsServer
+from groupsync.outcomes import ChangeStatus, ExitCode, Failure, RunOutcome
 from groupsync.plan import Change
 from groupsync.reconcile import RunReport, reconcile
 from groupsync.schedule import make_trigger, period_of, ticks_to_skip
@@ -184,16 +185,16 @@ class Daemon:
             self._scheduler.shutdown(wait=False)
             await asyncio.sleep(0)  # AsyncIOScheduler.shutdown runs via call_soon
         if interrupted:
-            self.metrics.runs.labels("interrupted").inc()
+            self.metrics.runs.labels(RunOutcome.INTERRUPTED).inc()
             log.warning("the run in flight was interrupted; the journal records where")
         pending = self.journal.pending_changes()
         if pending:
             log.warning("%d change(s) left pending; the next run settles them", len(pending))
         if self.once:
             report = self._last
-            return EXIT_ERROR if interrupted or report is None else report.exit_code
+            return ExitCode.ERROR if interrupted or report is None else report.exit_code
         log.info("stopped")
-        return EXIT_OK
+        return ExitCode.OK
 
     def _on_stop_signal(self, sig: signal.Signals) -> None:
         self._signals += 1
@@ -278,11 +279,13 @@ class Daemon:
             # reconcile turns API and apply failures into outcomes; this is a bug, but the daemon
             # must outlive it and try again at the next tick.
             log.exception("run crashed")
-            report = RunReport(run_id=None, outcome="error", error=f"crash: {exc!r}")
+            report = RunReport(
+                run_id=None, outcome=RunOutcome.ERROR, failure=Failure.BUG, error=f"crash: {exc!r}"
+            )
         self._after_run(report)
         return report
 
-    def _on_change(self, change: Change, status: str) -> None:
+    def _on_change(self, change: Change, status: ChangeStatus) -> None:
         log_change(change, status)
         self.metrics.observe_change(change, status)
 
@@ -290,10 +293,10 @@ class Daemon:
         self._last = report
         self.metrics.observe_run(report.outcome, report.duration_s, report.plan, report.summary())
         self.metrics.observe_requests(report.api)
-        if report.outcome == "error":
+        if report.outcome is RunOutcome.ERROR:
             self._errors += 1
             self._skip = ticks_to_skip(self._errors, self._period)
-            if "HTTP 401" in (report.error or ""):  # reconcile's words for an AuthError
+            if report.failure is Failure.AUTH:
                 log.critical(
                     "THE eCAMPUS API REFUSED THE TOKEN (401): nothing can be read or applied "
                     "until it is replaced. Put a valid token where api.token_env, "
@@ -311,7 +314,7 @@ class Daemon:
             if self._errors:
                 log.info("the API is usable again after %d failed run(s)", self._errors)
             self._errors = self._skip = 0
-        if report.outcome == "refused":
+        if report.outcome is RunOutcome.REFUSED:
             log.error(
                 "plan REFUSED by a safety limit, nothing applied (this repeats every run until "
                 "fixed): %s. Fix the spec, or apply it once by hand with `groupsync apply "

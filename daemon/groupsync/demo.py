@@ -14,7 +14,8 @@ import click
 import yaml
 
 from groupsync.emulator import DEMO_TOKEN, Emulator, serve_emulator
-from groupsync.errors import EXIT_ERROR, GroupsyncError
+from groupsync.errors import GroupsyncError
+from groupsync.outcomes import ExitCode
 
 TOKEN_ENV = "GROUPSYNC_DEMO_TOKEN"
 
@@ -84,5 +85,5 @@ def run_demo(examples: Path) -> int:
         )
     if not all(codes):
         click.echo("The demo hit an error (see above).", err=True)
-        return EXIT_ERROR
+        return ExitCode.ERROR
     return 0

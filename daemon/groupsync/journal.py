@@ -33,11 +33,11 @@ from typing import Any
 from sqlite_utils import Database
 
 from groupsync.errors import GroupsyncError
+from groupsync.outcomes import ChangeStatus, RunOutcome
 from groupsync.plan import Action, AppliedState, Change, ManagedGroup
 
 # "gsyn": marks the file as a groupsync journal for `file(1)` and for the open-time check.
 APPLICATION_ID = 0x6773796E
-STATUSES = ("pending", "applied", "failed", "interrupted")
 
 
 class JournalLocked(GroupsyncError):
@@ -265,7 +265,7 @@ class Journal:
         self,
         run_id: int,
         *,
-        outcome: str,
+        outcome: RunOutcome,
         counts: dict[str, int],
         error: str | None = None,
         plan_checksum: str | None = None,
@@ -323,7 +323,7 @@ class Journal:
         self,
         change_id: int,
         *,
-        status: str,
+        status: ChangeStatus,
         group_id: str | None = None,
         attempts: int = 0,
         http_status: int | None = None,
@@ -331,8 +331,8 @@ class Journal:
         note: str | None = None,
     ) -> None:
         """Record how a change ended; `note` is appended to the plan's note, not replacing it."""
-        if status not in STATUSES or status == "pending":
-            raise ValueError(f"a change settles as applied, failed or interrupted, not {status!r}")
+        if status == ChangeStatus.PENDING:
+            raise ValueError("a change settles into a final status, not pending")
         with self._lock:
             cursor = self._db.execute(
                 "UPDATE changes SET status = :status, group_id = coalesce(:group_id, group_id),"

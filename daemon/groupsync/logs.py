@@ -15,6 +15,8 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal, TextIO
 
+from groupsync.outcomes import ChangeStatus
+
 if TYPE_CHECKING:
     from groupsync.plan import Change
 
@@ -130,7 +132,7 @@ def setup_logging(
 _change_log = logging.getLogger("groupsync.change")
 
 
-def log_change(change: Change, status: str) -> None:
+def log_change(change: Change, status: ChangeStatus) -> None:
     """The one line per change: `applied update chess` plus what changed, as fields.
 
     Fit for reconcile's `on_progress`. Only names and counts: member lists can be long, and the
@@ -143,5 +145,7 @@ def log_change(change: Change, status: str) -> None:
         fields["members"] = f"+{len(change.members_add)}/-{len(change.members_remove)}"
     if change.set_archived is not None:
         fields["archived"] = change.set_archived
-    level = logging.INFO if status in ("applied", "skipped") else logging.WARNING
+    level = (
+        logging.INFO if status in (ChangeStatus.APPLIED, ChangeStatus.SKIPPED) else logging.WARNING
+    )
     _change_log.log(level, "%s %s %s", status, change.action, change.key, extra=fields)

@@ -21,6 +21,7 @@ from prometheus_client.exposition import ThreadingWSGIServer
 
 from groupsync.api import ClientStats
 from groupsync.errors import GroupsyncError
+from groupsync.outcomes import ChangeStatus, RunOutcome
 from groupsync.plan import Cause, Change, Plan
 
 SUCCESS = frozenset({"noop", "applied"})
@@ -30,7 +31,7 @@ _DURATION_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, float
 
 @dataclass(frozen=True, slots=True)
 class Health:
-    outcome: str | None  # None until the first run finishes
+    outcome: RunOutcome | None  # None until the first run finishes
     finished_at: float  # time.time() of the last finished run
     summary: str
 
@@ -91,7 +92,9 @@ class Metrics:
         )
         self._health = Health(None, 0.0, "starting")
 
-    def observe_run(self, outcome: str, duration_s: float, plan: Plan | None, summary: str) -> None:
+    def observe_run(
+        self, outcome: RunOutcome, duration_s: float, plan: Plan | None, summary: str
+    ) -> None:
         """Record one finished reconcile; called from the event loop."""
         self.runs.labels(outcome).inc()
         self.run_duration.observe(duration_s)
@@ -102,7 +105,7 @@ class Metrics:
             self.last_success.set(now)
         self._health = Health(outcome, now, summary)
 
-    def observe_change(self, change: Change, status: str) -> None:
+    def observe_change(self, change: Change, status: ChangeStatus) -> None:
         """Fit for reconcile's `on_progress`: each change as it settles (applied, failed, ...)."""
         self.changes.labels(str(change.action), status).inc()
 

@@ -16,10 +16,11 @@ from pathlib import Path
 from groupsync.api import AuthError, Client, ClientStats, NotFound
 from groupsync.apply import ApplyResult, apply_plan, recover_pending
 from groupsync.config import Settings, policy_from
-from groupsync.errors import EXIT_ERROR, EXIT_OK, EXIT_UNSAFE, GroupsyncError
+from groupsync.errors import GroupsyncError
 from groupsync.gitspec import git_info
-from groupsync.journal import Journal
+from groupsync.journal import Journal, JournalError
 from groupsync.models import Group
+from groupsync.outcomes import ChangeStatus, ExitCode, Failure, RunOutcome
 from groupsync.plan import Change, ManagedGroup, Plan, compute_plan, usernames_to_verify
 from groupsync.secret import Secret
 from groupsync.spec import Spec
@@ -39,19 +40,18 @@ class Planned:
 @dataclass(slots=True)
 class RunReport:
     run_id: int | None
-    outcome: str  # noop | applied | failed | refused | declined | error | interrupted
+    outcome: RunOutcome
     plan: Plan | None = None
     result: ApplyResult | None = None
     error: str | None = None
+    failure: Failure | None = None  # why an `error` run failed, for the daemon to act on
     duration_s: float = 0.0
     counts: dict[str, int] = field(default_factory=dict)
     api: ClientStats = field(default_factory=ClientStats)  # every request of the run
 
     @property
-    def exit_code(self) -> int:
-        if self.outcome == "refused":
-            return EXIT_UNSAFE
-        return EXIT_ERROR if self.outcome in ("failed", "error") else EXIT_OK
+    def exit_code(self) -> ExitCode:
+        return self.outcome.exit_code
 
     def summary(self) -> str:
         parts = [f"outcome={self.outcome}"]
@@ -141,7 +141,7 @@ async def execute(
     journal: Journal,
     run_id: int,
     *,
-    on_progress: Callable[[Change, str], None] | None = None,
+    on_progress: Callable[[Change, ChangeStatus], None] | None = None,
     stats: ClientStats | None = None,
 ) -> ApplyResult:
     """Apply a confirmed plan with a client that may write; every change is journaled."""
@@ -167,10 +167,11 @@ async def recover(
         return await recover_pending(client, journal)
 
 
-def _describe(exc: BaseException) -> str:
+def _describe(exc: BaseException) -> tuple[Failure, str]:
     if isinstance(exc, AuthError):
-        return f"the eCampus API refused the token (HTTP 401): {exc.message}"
-    return str(exc) or type(exc).__name__
+        return Failure.AUTH, f"the eCampus API refused the token (HTTP 401): {exc.message}"
+    kind = Failure.JOURNAL if isinstance(exc, (JournalError, OSError)) else Failure.API
+    return kind, str(exc) or type(exc).__name__
 
 
 async def reconcile(
@@ -184,7 +185,7 @@ async def reconcile(
     allow_delete: bool = False,
     show: Callable[[Planned], None] | None = None,
     approve: Callable[[Planned], bool] | None = None,
-    on_progress: Callable[[Change, str], None] | None = None,
+    on_progress: Callable[[Change, ChangeStatus], None] | None = None,
     spec_source: tuple[str | None, bool | None] | None = None,
 ) -> RunReport:
     """One journaled run. API and apply failures become the report's outcome, never raise.
@@ -202,7 +203,7 @@ async def reconcile(
         spec_commit=commit,
         spec_dirty=dirty,
     )
-    report = RunReport(run_id=run_id, outcome="error")
+    report = RunReport(run_id=run_id, outcome=RunOutcome.ERROR)
     try:
         for note in await recover(settings, token, journal, report.api):
             log.warning("recovered: %s", note)
@@ -221,12 +222,12 @@ async def reconcile(
             show(planned)
         await _settle_plan(planned, report, approve, on_progress, settings, token, journal)
     except asyncio.CancelledError:
-        report.outcome, report.error = "interrupted", "stopped before the run finished"
+        report.outcome, report.error = RunOutcome.INTERRUPTED, "stopped before the run finished"
         raise
     except (GroupsyncError, OSError) as exc:
-        report.outcome, report.error = "error", _describe(exc)
+        report.failure, report.error = _describe(exc)
     except BaseException as exc:  # a bug, or Ctrl-C at the prompt: the run row still says so
-        report.outcome, report.error = "error", f"unexpected: {exc!r}"
+        report.failure, report.error = Failure.BUG, f"unexpected: {exc!r}"
         raise
     finally:
         report.duration_s = time.monotonic() - started
@@ -237,7 +238,7 @@ async def reconcile(
             error=report.error,
             plan_checksum=report.plan.checksum if report.plan else None,
         )
-        level = logging.INFO if report.exit_code == EXIT_OK else logging.ERROR
+        level = logging.INFO if report.exit_code == ExitCode.OK else logging.ERROR
         log.log(level, "run %s %s in %.2fs", run_id, report.summary(), report.duration_s)
     return report
 
@@ -246,17 +247,17 @@ async def _settle_plan(
     planned: Planned,
     report: RunReport,
     approve: Callable[[Planned], bool] | None,
-    on_progress: Callable[[Change, str], None] | None,
+    on_progress: Callable[[Change, ChangeStatus], None] | None,
     settings: Settings,
     token: Secret,
     journal: Journal,
 ) -> None:
     plan = planned.plan
     if plan.refused:
-        report.outcome, report.error = "refused", "; ".join(plan.refusals)
+        report.outcome, report.error = RunOutcome.REFUSED, "; ".join(plan.refusals)
         return
     if plan.changes and approve is not None and not approve(planned):
-        report.outcome = "declined"
+        report.outcome = RunOutcome.DECLINED
         return
     result = None
     if plan.changes:
@@ -274,6 +275,6 @@ async def _settle_plan(
     problems = [f"{key}: {msg}" for key, msg in (result.failures if result else [])]
     problems += [f"{e.key}: {e.message}" for e in plan.errors]
     if problems:
-        report.outcome, report.error = "failed", "; ".join(problems)
+        report.outcome, report.error = RunOutcome.FAILED, "; ".join(problems)
     else:
-        report.outcome = "applied" if plan.changes else "noop"
+        report.outcome = RunOutcome.APPLIED if plan.changes else RunOutcome.NOOP

@@ -14,7 +14,7 @@ from pathlib import Path
 import anyio
 
 from groupsync.config import ConfigError, Settings, find_config, load_settings, resolve_token
-from groupsync.errors import EXIT_ERROR, EXIT_OK
+from groupsync.outcomes import ExitCode
 from groupsync.spec import Spec, SpecError, load_spec
 from groupsync.strictmodel import did_you_mean
 from groupsync.yamlstrict import Issue
@@ -27,7 +27,7 @@ class Validation:
     spec: Spec | None = None
 
     def exit_code(self, *, strict: bool) -> int:
-        return EXIT_ERROR if self.errors or (strict and self.warnings) else EXIT_OK
+        return ExitCode.ERROR if self.errors or (strict and self.warnings) else ExitCode.OK
 
     def lines(self) -> list[str]:
         return [str(i) for i in self.errors] + [f"warning: {i}" for i in self.warnings]
