@@ -383,18 +383,15 @@ def export(config_path: Path | None, include_archived: bool, out: Path | None) -
 
 
 @cli.command()
-@click.option(
-    "--examples",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    default=Path("examples"),
-    show_default=True,
-    help="Folder with seed.yaml and groups/ (the repository's examples/).",
-)
-def demo(examples: Path) -> None:
-    """The whole story on a built-in emulator, no account needed: plan, apply, drift, history."""
+def demo() -> None:
+    """The whole story on a built-in emulator, no account needed: plan, apply, drift, history.
+
+    It runs from any folder and writes only to a temporary one; its campus is the repository's
+    examples/, shipped inside groupsync.
+    """
     from groupsync.demo import run_demo
 
-    sys.exit(run_demo(examples))
+    sys.exit(run_demo())
 
 
 class _Progress:

@@ -1,12 +1,20 @@
 """`groupsync demo`: the whole story on a built-in emulator, told with the real commands.
 
-Each step runs the same CLI command a user would type, in-process, against an emulator seeded
-with the example campus and its drift, so what the demo shows is what groupsync does.
+Each step runs the command a user would type, as its own `python -m groupsync` process, against
+an emulator seeded with the example campus and its drift, so what the demo shows is what
+groupsync does. Child processes keep the demo free of the CLI's exits and of its environment:
+the token goes to the children only.
+
+The campus ships inside the package (`DEMO_DATA`, a copy of the repository's examples/) and
+every file the demo writes goes to a temporary folder, so it runs from any folder, a read-only
+one too.
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -14,26 +22,39 @@ import click
 import yaml
 
 from groupsync.emulator import DEMO_TOKEN, Emulator, serve_emulator
-from groupsync.errors import GroupsyncError
 from groupsync.outcomes import ExitCode
+
+DEMO_DATA = Path(__file__).with_name("data") / "demo"
+"""seed.yaml (the emulated account) and groups/ (the spec): the same files as examples/."""
 
 TOKEN_ENV = "GROUPSYNC_DEMO_TOKEN"
 
 
+class _Commands:
+    """Runs `groupsync ARGS --config CONFIG` as a child process; remembers whether all went well."""
+
+    def __init__(self, config: Path) -> None:
+        self._config = ("--config", str(config))
+        self._env = {**os.environ, TOKEN_ENV: DEMO_TOKEN}
+        self.all_ok = True
+
+    def run(self, *args: str, ok: tuple[int, ...] = (0,)) -> None:
+        argv = [*args, *self._config]
+        click.secho("$ groupsync " + " ".join(argv), fg="cyan")
+        with subprocess.Popen([sys.executable, "-m", "groupsync", *argv], env=self._env) as child:
+            try:
+                code = child.wait()
+            except KeyboardInterrupt:
+                # The child got the same Ctrl-C and winds down by itself; the emulator it talks
+                # to must outlive it. A second Ctrl-C stops waiting.
+                child.wait()
+                raise
+        if code not in ok:
+            self.all_ok = False
+
+
 def _step(title: str) -> None:
     click.secho(f"\n== {title}", bold=True)
-
-
-def _run(*args: str, ok: tuple[int, ...] = (0,)) -> bool:
-    """One CLI command, as typed; True when it exits with one of the `ok` codes."""
-    from groupsync.cli import main
-
-    click.secho("$ groupsync " + " ".join(args), fg="cyan")
-    try:
-        main(list(args))
-    except SystemExit as e:
-        return e.code in ok
-    return 0 in ok
 
 
 def _rename_by_hand(emu: Emulator, name: str, new_name: str) -> None:
@@ -41,11 +62,8 @@ def _rename_by_hand(emu: Emulator, name: str, new_name: str) -> None:
     emu.state.update_group(group["id"], {"name": new_name})
 
 
-def run_demo(examples: Path) -> int:
-    seed, spec = examples / "seed.yaml", examples / "groups"
-    for needed in (seed, spec):
-        if not needed.exists():
-            raise GroupsyncError(f"{needed} is missing: run the demo from the repository's root")
+def run_demo() -> int:
+    seed, spec = DEMO_DATA / "seed.yaml", DEMO_DATA / "groups"
     with (
         tempfile.TemporaryDirectory(prefix="groupsync-demo-") as tmp,
         serve_emulator(token=DEMO_TOKEN, seed=seed) as emu,
@@ -53,12 +71,11 @@ def run_demo(examples: Path) -> int:
         config = Path(tmp) / "groupsync.yaml"
         settings = {
             "api": {"base_url": emu.base_url, "token_env": TOKEN_ENV},
-            "spec": {"path": str(spec.resolve())},
+            "spec": {"path": str(spec)},
             "journal": {"path": str(Path(tmp) / "groupsync.db")},
         }
         config.write_text(yaml.safe_dump(settings), encoding="utf-8")
-        os.environ[TOKEN_ENV] = DEMO_TOKEN
-        cfg = ("--config", str(config))
+        commands = _Commands(config)
         active, archived = emu.state.groups(archived=False), emu.state.groups(archived=True)
         _step(
             f"An eCampus account: the emulator at {emu.base_url}, seeded from {seed} "
@@ -66,24 +83,24 @@ def run_demo(examples: Path) -> int:
             f"{len(emu.state.contacts())} contacts)"
         )
         _step(f"The spec in {spec} is checked before anything touches the API")
-        codes = [_run("validate", *cfg)]
+        commands.run("validate")
         _step("Dry run: what would change, and why (spec or drift)")
-        codes.append(_run("plan", *cfg, "--detailed-exitcode", ok=(2,)))
+        commands.run("plan", "--detailed-exitcode", ok=(ExitCode.CHANGES,))
         _step("Apply it; every change is journaled before and after its API call")
-        codes.append(_run("apply", "--yes", *cfg))
+        commands.run("apply", "--yes")
         _step("Plan again: the account now matches the spec")
-        codes.append(_run("plan", *cfg, "--detailed-exitcode"))
+        commands.run("plan", "--detailed-exitcode")
         _step("Someone renames a course by hand in eCampus; the next plan calls it drift")
         _rename_by_hand(emu, "CS 101 — Intro to Programming", "CS101 (old name)")
-        codes.append(_run("plan", *cfg, "--detailed-exitcode", ok=(2,)))
-        codes.append(_run("apply", "--yes", *cfg))
+        commands.run("plan", "--detailed-exitcode", ok=(ExitCode.CHANGES,))
+        commands.run("apply", "--yes")
         _step("What the journal recorded")
-        codes.append(_run("history", *cfg, "--limit", "3"))
+        commands.run("history", "--limit", "3")
         _step(
             f"Done: {emu.count()} API requests in all. Try `groupsync emulator --seed {seed}` "
-            "and point a config of your own at it."
+            f"and a config of your own whose spec.path is {spec}."
         )
-    if not all(codes):
+    if not commands.all_ok:
         click.echo("The demo hit an error (see above).", err=True)
         return ExitCode.ERROR
-    return 0
+    return ExitCode.OK

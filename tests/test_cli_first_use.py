@@ -1,0 +1,85 @@
+"""A new user's first commands: the demo from anywhere. Through `python -m groupsync` (a real
+subprocess) against the emulator over HTTP."""
+
+from __future__ import annotations
+
+import ast
+import filecmp
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from groupsync.demo import DEMO_DATA
+from test_cli_e2e import EXAMPLES
+
+
+def listing(folder: Path) -> list[tuple[str, int, float]]:
+    """Every entry under `folder` with its size and mtime: any write shows up."""
+    return sorted((str(p), p.stat().st_size, p.stat().st_mtime) for p in folder.rglob("*"))
+
+
+def test_the_packaged_demo_campus_is_the_examples_folder() -> None:
+    """examples/ is the source; the package carries a copy so the demo runs when installed."""
+    fix = f"cp examples/seed.yaml examples/groups/*.yaml into {DEMO_DATA} (and its groups/)"
+    assert filecmp.cmp(EXAMPLES / "seed.yaml", DEMO_DATA / "seed.yaml", shallow=False), fix
+    names = sorted(p.name for p in (EXAMPLES / "groups").glob("*.yaml"))
+    assert sorted(p.name for p in (DEMO_DATA / "groups").iterdir()) == names, fix
+    _, mismatch, errors = filecmp.cmpfiles(
+        EXAMPLES / "groups", DEMO_DATA / "groups", names, shallow=False
+    )
+    assert (mismatch, errors) == ([], []), fix
+
+
+@pytest.mark.slow
+def test_demo_runs_from_a_read_only_folder_and_writes_nothing_there(tmp_path: Path) -> None:
+    here = tmp_path / "elsewhere"  # neither the repository nor anything holding examples/
+    here.mkdir()
+    (here / "notes.txt").write_text("a user's own file\n")
+    here.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    before = listing(here)
+    result = subprocess.run(
+        [sys.executable, "-m", "groupsync", "demo"],
+        cwd=here,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "NO_COLOR": "1", "TMPDIR": str(scratch)},
+    )
+    here.chmod(stat.S_IRWXU)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for step in ("Plan: 1 to create, 10 to adopt", "No changes.", "(drift)", "run 2"):
+        assert step in result.stdout
+    assert listing(here) == before
+    assert list(scratch.iterdir()) == [], "the demo left its temporary files behind"
+
+
+def test_demo_does_not_import_the_cli() -> None:
+    """The demo runs the CLI as child processes: no import of groupsync.cli, even in a function."""
+    import groupsync.demo
+
+    tree = ast.parse(Path(groupsync.demo.__file__).read_text(encoding="utf-8"))
+    nodes = list(ast.walk(tree))
+    imported = {a.name for n in nodes if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module or "" for n in nodes if isinstance(n, ast.ImportFrom)}
+    assert "groupsync.cli" not in imported and "groupsync" not in imported
+
+
+@pytest.mark.slow
+def test_demo_in_process_leaves_the_environment_and_the_folder_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    from groupsync.demo import run_demo
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("NO_COLOR", "1")
+    environ = dict(os.environ)
+    assert run_demo() == 0  # returns its code: no SystemExit to catch
+    assert dict(os.environ) == environ
+    assert list(tmp_path.iterdir()) == []
+    assert "Plan: 1 to create, 10 to adopt" in capfd.readouterr().out
