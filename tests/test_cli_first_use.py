@@ -1,10 +1,11 @@
-"""A new user's first commands: the demo from anywhere. Through `python -m groupsync` (a real
-subprocess) against the emulator over HTTP."""
+"""A new user's first commands: the demo from anywhere, and clear words from validate, history
+and export. Through `python -m groupsync` (a real subprocess) against the emulator over HTTP."""
 
 from __future__ import annotations
 
 import ast
 import filecmp
+import json
 import os
 import stat
 import subprocess
@@ -14,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from groupsync.demo import DEMO_DATA
-from test_cli_e2e import EXAMPLES
+from groupsync.emulator import Emulator
+from test_cli_e2e import EXAMPLES, groupsync, spec_file, write_config
 
 
 def listing(folder: Path) -> list[tuple[str, int, float]]:
@@ -83,3 +85,72 @@ def test_demo_in_process_leaves_the_environment_and_the_folder_alone(
     assert dict(os.environ) == environ
     assert list(tmp_path.iterdir()) == []
     assert "Plan: 1 to create, 10 to adopt" in capfd.readouterr().out
+
+
+WARNED = {"chess": {"name": "Chess", "members": ["hector", "cedric", "hector"]}}
+
+
+def test_validate_strict_with_only_warnings_says_it_failed(tmp_path: Path) -> None:
+    spec = spec_file(tmp_path, WARNED)
+    strict = groupsync("validate", "--spec", str(spec), "--strict")
+    assert strict.returncode == 1
+    assert "failed: 1 warning with --strict" in strict.stderr
+    assert "spec OK" not in strict.stdout + strict.stderr
+    plain = groupsync("validate", "--spec", str(spec))
+    assert plain.returncode == 0 and "spec OK" in plain.stdout
+
+
+@pytest.mark.parametrize("journal_exists", [False, True])
+def test_history_before_any_run_says_so_and_succeeds(
+    emulator: Emulator, tmp_path: Path, journal_exists: bool
+) -> None:
+    from groupsync.journal import Journal
+
+    config = write_config(tmp_path, emulator, spec_file(tmp_path, {}))
+    journal = tmp_path / "journal.db"
+    if journal_exists:
+        Journal.open(journal).close()
+    result = groupsync("history", config=config)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "Nothing applied yet."
+    as_json = groupsync("history", "--json", config=config)
+    assert as_json.returncode == 0 and json.loads(as_json.stdout) == []
+    assert journal.exists() == journal_exists, "reading the history created the journal"
+
+
+def test_history_shows_plain_values_not_python_reprs(emulator: Emulator, tmp_path: Path) -> None:
+    emulator.state.add_contact("ada")
+    spec = spec_file(tmp_path, {"cs101": {"name": "CS 101", "members": ["ada"]}})
+    config = write_config(tmp_path, emulator, spec)
+    assert groupsync("apply", "--yes", config=config).returncode == 0
+    spec_file(tmp_path, {"cs101": {"name": "CS 101 — Fall", "description": "Fall term."}})
+    assert groupsync("apply", "--yes", config=config).returncode == 0
+
+    out = groupsync("history", "--limit", "1", config=config).stdout
+    assert 'update cs101 (spec): applied; description: null -> "Fall term."' in out, out
+    assert 'name: "CS 101" -> "CS 101 — Fall"' in out
+    assert "None" not in out and "'" not in out
+
+
+def test_export_says_how_many_archived_groups_it_left_out(
+    seeded_emulator: Emulator, tmp_path: Path
+) -> None:
+    config = write_config(tmp_path, seeded_emulator, tmp_path / "spec.yaml")
+    archived = len(seeded_emulator.state.groups(archived=True))
+    assert archived > 0
+    result = groupsync("export", config=config)
+    assert result.returncode == 0, result.stderr
+    notice = f"Archived groups left out: {archived} (--include-archived exports them too)."
+    assert notice in result.stderr and notice not in result.stdout
+    everything = groupsync("export", "--include-archived", config=config)
+    assert everything.returncode == 0 and "left out" not in everything.stderr
+
+
+def test_export_into_a_missing_folder_names_the_folder(
+    seeded_emulator: Emulator, tmp_path: Path
+) -> None:
+    config = write_config(tmp_path, seeded_emulator, EXAMPLES / "groups")
+    out = tmp_path / "groups" / "existing.yaml"
+    result = groupsync("export", "-o", str(out), config=config)
+    assert result.returncode == 1
+    assert f"the folder {out.parent} does not exist" in result.stderr

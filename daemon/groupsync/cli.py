@@ -61,7 +61,7 @@ def validate(config_path: Path | None, spec_path: Path | None, online: bool, str
     for line in result.lines():
         click.echo(line, err=True)
     code = result.exit_code(strict=strict)
-    click.echo(result.summary(), err=bool(code))
+    click.echo(result.summary(strict=strict), err=bool(code))
     sys.exit(code)
 
 
@@ -195,6 +195,10 @@ def _render(plan: Plan, fmt: str, *, color: bool) -> str:
 def _write(path: Path, text: str) -> None:
     try:
         path.write_text(text, encoding="utf-8")
+    except FileNotFoundError:
+        raise GroupsyncError(
+            f"cannot write {path}: the folder {path.parent} does not exist (create it first)"
+        ) from None
     except OSError as e:
         raise GroupsyncError(f"cannot write {path}: {e.strerror}") from None
 
@@ -337,15 +341,16 @@ def history(config_path: Path | None, limit: int, key: str | None, as_json: bool
     from groupsync.journal import Journal
 
     settings = load_settings(find_config(config_path))
-    if not settings.journal.path.exists():
-        raise GroupsyncError(f"no journal at {settings.journal.path}: nothing was applied yet")
-    with Journal.open(settings.journal.path) as journal:
-        runs = journal.history(limit=limit, key=key)
+    runs: list[dict[str, Any]] = []
+    # Reading must not create the journal: a missing one just means nothing ran yet.
+    if settings.journal.path.exists():
+        with Journal.open(settings.journal.path) as journal:
+            runs = journal.history(limit=limit, key=key)
     if as_json:
         click.echo(json.dumps(runs, indent=2, sort_keys=True))
         return
     if not runs:
-        click.echo("No runs recorded" + (f" for {key}." if key else "."))
+        click.echo(f"No run changed {key} yet." if key else "Nothing applied yet.")
     for run in runs:
         commit = f" commit {run['spec_commit'][:10]}" if run.get("spec_commit") else ""
         dirty = " (dirty)" if run.get("spec_dirty") else ""
@@ -375,11 +380,18 @@ def export(config_path: Path | None, include_archived: bool, out: Path | None) -
         async with open_client(settings, token, read_only=True) as client:
             return await client.list_all_groups()
 
-    text = export_spec(anyio.run(read), include_archived=include_archived)
+    groups = anyio.run(read)
+    text = export_spec(groups, include_archived=include_archived)
     if out is None:
         click.echo(text, nl=False)
     else:
         _write(out, text)
+    left_out = 0 if include_archived else sum(g.archived for g in groups)
+    if left_out:
+        click.echo(
+            f"Archived groups left out: {left_out} (--include-archived exports them too).",
+            err=True,
+        )
 
 
 @cli.command()

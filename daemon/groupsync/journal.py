@@ -35,6 +35,7 @@ from sqlite_utils import Database
 from groupsync.errors import GroupsyncError
 from groupsync.outcomes import ChangeStatus, RunOutcome
 from groupsync.plan import Action, AppliedState, Change, ManagedGroup
+from groupsync.render import show_members, show_value
 
 # "gsyn": marks the file as a groupsync journal for `file(1)` and for the open-time check.
 APPLICATION_ID = 0x6773796E
@@ -486,17 +487,18 @@ def _run_dict(row: dict[str, Any], changes: list[dict[str, Any]]) -> dict[str, A
 
 
 def _summary(change: dict[str, Any]) -> str:
-    """One line a person reads at a glance: what, to which group, why, and how it ended."""
-    parts = [f"{change['action']} {change['key']} ({change['cause']})"]
-    for field, d in sorted(change["diff"].items()):
-        parts.append(f"{field} {d['before']!r} -> {d['after']!r}")
-    if change["members_added"]:
-        parts.append("+" + ",".join(change["members_added"]))
-    if change["members_removed"]:
-        parts.append("-" + ",".join(change["members_removed"]))
-    if change.get("set_archived") is not None:
-        parts.append("archive" if change["set_archived"] else "restore")
-    text = "; ".join(parts) + f": {change['status']}"
+    """One line a person reads at a glance: what, to which group, why, how it ended, and the
+    values in the plan's own notation (`name: "old" -> "new"`, `members: +a -b`)."""
+    head = f"{change['action']} {change['key']} ({change['cause']}): {change['status']}"
     if change["error"]:
-        text += f" ({change['error']})"
-    return text
+        head += f" ({change['error']})"
+    parts = [head]
+    for field, d in sorted(change["diff"].items()):
+        parts.append(f"{field}: {show_value(d['before'])} -> {show_value(d['after'])}")
+    if change["members_added"] or change["members_removed"]:
+        members = show_members(change["members_added"] or (), change["members_removed"] or ())
+        parts.append(f"members: {members}")
+    archived = change.get("set_archived")
+    if archived is not None and change["action"] not in (Action.ARCHIVE, Action.RESTORE):
+        parts.append(f"archived: {'true' if archived else 'false'}")
+    return "; ".join(parts)

@@ -96,14 +96,15 @@ def _paint(text: str, code: str, color: bool) -> str:
     return f"\x1b[{code}m{text}\x1b[0m" if color else text
 
 
-def _value(value: str | None) -> str:
+def show_value(value: str | None) -> str:
+    """A field's value as plan and history show it: quoted, escaped, cut; None is `null`."""
     if value is None:
         return "null"
     text = _clean(json.dumps(value, ensure_ascii=False))
     return text if len(text) <= VALUE_WIDTH else text[: VALUE_WIDTH - 2] + '…"'
 
 
-def _members(add: Iterable[str], remove: Iterable[str]) -> str:
+def show_members(add: Iterable[str], remove: Iterable[str]) -> str:
     """`+hector -cliff`, each side cut at MEMBERS_SHOWN so 1,000 members stay one readable line."""
     parts: list[str] = []
     for sign, names, verb in (("+", list(add), "added"), ("-", list(remove), "removed")):
@@ -136,7 +137,7 @@ def _change_lines(change: Change, color: bool) -> list[str]:
     head = _paint(head, _COLORS[change.action], color)
     where = f" [{_clean(change.group_id)}]" if change.group_id else ""
     why = change.cause.value + (f": {_clean(change.note)}" if change.note else "")
-    lines = [f"{head} {_value(change.name)}{where} ({why})"]
+    lines = [f"{head} {show_value(change.name)}{where} ({why})"]
 
     def tag(cause: Any) -> str:
         # A part's own cause is shown only where it differs from the change's.
@@ -144,11 +145,11 @@ def _change_lines(change: Change, color: bool) -> list[str]:
 
     for f in change.fields:
         if change.action is Action.CREATE:
-            lines.append(f"    {f.field}: {_value(f.new)}")
+            lines.append(f"    {f.field}: {show_value(f.new)}")
         else:
-            lines.append(f"    {f.field}: {_value(f.old)} -> {_value(f.new)}{tag(f.cause)}")
+            lines.append(f"    {f.field}: {show_value(f.old)} -> {show_value(f.new)}{tag(f.cause)}")
     if change.members_add or change.members_remove:
-        members = _members(change.members_add, change.members_remove)
+        members = show_members(change.members_add, change.members_remove)
         lines.append(f"    members: {members}{tag(change.members_cause)}")
     elif change.members == () and change.action is Action.CREATE:
         lines.append("    members: (none)")

@@ -32,10 +32,13 @@ class Validation:
     def lines(self) -> list[str]:
         return [str(i) for i in self.errors] + [f"warning: {i}" for i in self.warnings]
 
-    def summary(self) -> str:
+    def summary(self, *, strict: bool) -> str:
+        """The last line: "spec OK" only when the exit code says so too."""
         counts = f"{_plural(len(self.errors), 'error')}, {_plural(len(self.warnings), 'warning')}"
         if self.spec is None or self.errors:
             return counts
+        if strict and self.warnings:
+            return f"failed: {_plural(len(self.warnings), 'warning')} with --strict"
         spec = self.spec
         groups, files = _plural(len(spec.groups), "group"), _plural(len(spec.files), "file")
         return f"spec OK: {groups} in {files}, {counts} (digest {spec.digest[:12]})"
