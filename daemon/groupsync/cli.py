@@ -36,7 +36,13 @@ config_option = click.option(
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="groupsync")
 def cli() -> None:
-    """Keep eCampus chat groups the way a YAML spec in git says they should be."""
+    """Keep eCampus chat groups the way a YAML spec in git says they should be.
+
+    \b
+    Examples:
+      groupsync demo           # the whole story on a built-in emulator, no account needed
+      groupsync plan --help    # every command has its own help and examples
+    """
 
 
 @cli.command()
@@ -54,6 +60,11 @@ def validate(config_path: Path | None, spec_path: Path | None, online: bool, str
     """Check the config and the spec: every error as file:line:column, exit 0 or 1.
 
     Warnings are printed but only fail with --strict.
+
+    \b
+    Examples:
+      groupsync validate --spec groups --strict   # a spec repository's CI, no config needed
+      groupsync validate --online                 # also ask the API about every username
     """
     from groupsync.validate import validate as run_validate
 
@@ -68,7 +79,12 @@ def validate(config_path: Path | None, spec_path: Path | None, online: bool, str
 @cli.command()
 @config_option
 def schema(config_path: Path | None) -> None:
-    """Print the spec's JSON Schema (for editors: yaml-language-server)."""
+    """Print the spec's JSON Schema (for editors: yaml-language-server).
+
+    \b
+    Example:
+      groupsync schema > spec.schema.json
+    """
     import json
 
     from groupsync.spec import json_schema
@@ -131,7 +147,13 @@ def emulator(
     ambiguous_rate: float,
     no_retry_after_rate: float,
 ) -> None:
-    """Serve the eCampus API emulator in the foreground until Ctrl-C."""
+    """Serve the eCampus API emulator in the foreground until Ctrl-C.
+
+    \b
+    Examples:
+      groupsync emulator --seed examples/seed.yaml --port 8765
+      groupsync emulator --latency-ms 200 --error-rate 0.1   # a slow, flaky API
+    """
     from groupsync.emulator import DEMO_TOKEN, Faults
     from groupsync.emulator.server import run_foreground
 
@@ -170,6 +192,11 @@ def run(config_path: Path | None, once: bool) -> None:
     """The daemon: reconcile now, then on the schedule, until SIGTERM (SIGHUP reloads).
 
     Exit codes with --once: 0 applied or nothing to do, 1 error, 3 refused by a safety limit.
+
+    \b
+    Examples:
+      groupsync run --config /etc/groupsync/groupsync.yaml
+      groupsync run --once   # one reconcile, e.g. from a systemd timer
     """
     from groupsync.daemon import run as run_daemon
 
@@ -220,6 +247,7 @@ def _plan_exit_code(plan: Plan, *, detailed: bool) -> int:
     type=click.Choice(["text", "json", "markdown"]),
     default="text",
     show_default=True,
+    help="text for a terminal, json for tools, markdown for a pull-request comment.",
 )
 @click.option(
     "--detailed-exitcode",
@@ -243,7 +271,13 @@ def plan_command(
     force: bool,
     allow_delete: bool,
 ) -> None:
-    """Dry run: read the account, print what apply would change. Writes nothing to the API."""
+    """Dry run: read the account, print what apply would change. Writes nothing to the API.
+
+    \b
+    Examples:
+      groupsync plan --detailed-exitcode
+      groupsync plan -o plan.json   # review it, then: groupsync apply plan.json
+    """
     from groupsync.planfile import dump
     from groupsync.reconcile import make_plan, managed_state
 
@@ -280,6 +314,11 @@ def apply(
 
     A saved PLANFILE (from `plan -o`) is applied only while the spec and every group it touches
     are as they were when it was made; otherwise it is refused as stale.
+
+    \b
+    Examples:
+      groupsync apply
+      groupsync apply --yes plan.json   # exactly the plan saved by `plan -o plan.json`
     """
     from groupsync.journal import Journal
     from groupsync.planfile import StalePlan, check_fresh, load
@@ -331,11 +370,23 @@ def apply(
 
 @cli.command()
 @config_option
-@click.option("--limit", type=click.IntRange(1, 10_000), default=10, show_default=True)
+@click.option(
+    "--limit",
+    type=click.IntRange(1, 10_000),
+    default=10,
+    show_default=True,
+    help="Show the newest N runs.",
+)
 @click.option("--group", "key", help="Only runs that changed this key, and only its changes.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def history(config_path: Path | None, limit: int, key: str | None, as_json: bool) -> None:
-    """What the journal recorded: runs, and what each changed and why."""
+    """What the journal recorded: runs, and what each changed and why.
+
+    \b
+    Examples:
+      groupsync history --limit 3
+      groupsync history --group cs101 --json
+    """
     import json
 
     from groupsync.journal import Journal
@@ -369,7 +420,13 @@ def history(config_path: Path | None, limit: int, key: str | None, as_json: bool
 @click.option("--include-archived", is_flag=True, help="Export archived groups too.")
 @click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), help="Write here.")
 def export(config_path: Path | None, include_archived: bool, out: Path | None) -> None:
-    """Write the account's groups as a spec, pinned by id, to bring them under groupsync."""
+    """Write the account's groups as a spec, pinned by id, to bring them under groupsync.
+
+    \b
+    Examples:
+      groupsync export -o groups/existing.yaml
+      groupsync export --include-archived > everything.yaml
+    """
     from groupsync.export import export_spec
     from groupsync.reconcile import open_client
 
@@ -400,6 +457,10 @@ def demo() -> None:
 
     It runs from any folder and writes only to a temporary one; its campus is the repository's
     examples/, shipped inside groupsync.
+
+    \b
+    Example:
+      groupsync demo
     """
     from groupsync.demo import run_demo
 
