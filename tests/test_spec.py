@@ -178,16 +178,6 @@ def test_loading_leaves_the_garbage_collector_as_it_found_it(tmp_path: Path) -> 
         gc.enable()
 
 
-def test_yml_files_are_ignored_with_a_warning(tmp_path: Path) -> None:
-    write(tmp_path, "a.yaml", "groups: {}\n")
-    write(tmp_path, "b.yml", "groups: {x: {name: X}}\n")
-    spec = load_spec(tmp_path)
-    assert spec.groups == {}
-    assert [w.message for w in spec.warnings] == [
-        "ignored: only *.yaml files are read (rename it to .yaml)"
-    ]
-
-
 def test_missing_path_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(SpecError, match="does not exist"):
         load_spec(tmp_path / "nope")

@@ -8,8 +8,11 @@ Warnings (harmless but probably unintended, e.g. a username listed twice) never 
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import os
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -338,27 +341,68 @@ class _Loader:
         )
 
 
+SPEC_SUFFIXES = (".yaml", ".yml")
+"""What a spec folder reads, in any case (`Rooms.YAML` too): a spec file the loader skipped
+would look like groups removed from the spec, and be archived."""
+
+
+def _cannot_read(path: Path, error: OSError) -> str:
+    """Why `path` cannot be opened, in words: broken links and loops are the usual surprises."""
+    if error.errno == errno.ELOOP:
+        return "is a symbolic link loop"
+    if error.errno == errno.ENOENT and path.is_symlink():
+        return f"is a broken symbolic link (its target {os.readlink(path)!r} does not exist)"
+    if error.errno == errno.ENOENT:
+        return "does not exist"
+    return f"cannot be read: {error.strerror}"
+
+
 def _spec_files(path: Path, loader: _Loader) -> list[tuple[Path, str]]:
-    """The files of a spec: one file, or the *.yaml of a directory in name order."""
-    root = path.resolve()
+    """The files of a spec: one file, or the *.yaml and *.yml of a folder in name order.
+
+    Every folder entry with such a name must be a readable file: a broken link, a loop, a
+    subfolder or a FIFO named `x.yaml` is an error, never skipped, because a spec read in part
+    plans the archiving of every group in the part it missed. Dot-files are not read (editors
+    keep locks and swap files there: Emacs' `.#x.yaml` is a broken link by design).
+    """
+    root = Path(os.path.realpath(path))
     display = root.name
-    if not root.exists():
-        loader.errors.append(Issue(None, "", f"spec path {str(path)!r} does not exist"))
+    try:
+        mode = root.stat().st_mode
+    except OSError as e:
+        loader.errors.append(Issue(None, "", f"spec path {str(path)!r} {_cannot_read(path, e)}"))
         return []
-    if root.is_file():
+    if stat.S_ISREG(mode):
         return [(root, display)]
+    if not stat.S_ISDIR(mode):
+        message = f"spec path {str(path)!r} is neither a file nor a folder"
+        loader.errors.append(Issue(None, "", message))
+        return []
+    try:
+        names = sorted(entry.name for entry in os.scandir(root))
+    except OSError as e:
+        loader.errors.append(Issue(None, "", f"spec folder {str(path)!r} {_cannot_read(root, e)}"))
+        return []
     files = []
-    for child in sorted(root.iterdir()):
-        if child.name.startswith(".") or not child.is_file():
+    for name in names:
+        if name.startswith(".") or not name.lower().endswith(SPEC_SUFFIXES):
             continue
-        shown = f"{display}/{child.name}"
-        if child.suffix == ".yaml":
+        child, shown = root / name, f"{display}/{name}"
+        try:
+            mode = child.stat().st_mode
+        except OSError as e:
+            loader.errors.append(Issue(None, "", f"{shown} {_cannot_read(child, e)}"))
+            continue
+        if stat.S_ISREG(mode):
             files.append((child, shown))
-        elif child.suffix == ".yml":
-            message = "ignored: only *.yaml files are read (rename it to .yaml)"
-            loader.warnings.append(Issue(Location(shown, 1, 1), "", message))
-    if not files:
-        loader.errors.append(Issue(None, "", f"spec directory {str(path)!r} has no *.yaml files"))
+        elif stat.S_ISDIR(mode):
+            message = f"{shown} is a folder: a spec folder's subfolders are not read (rename it)"
+            loader.errors.append(Issue(None, "", message))
+        else:
+            loader.errors.append(Issue(None, "", f"{shown} is not a regular file"))
+    if not files and not loader.errors:
+        message = f"spec folder {str(path)!r} has no *.yaml files (nor *.yml)"
+        loader.errors.append(Issue(None, "", message))
     return files
 
 

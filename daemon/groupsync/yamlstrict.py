@@ -64,8 +64,10 @@ class Issue:
 
     @property
     def sort_key(self) -> tuple[int, str, int, int]:
+        """By place; issues with none (a file that cannot be read) last, by message: each
+        message starts with the file's name, so they come in name order too."""
         loc = self.location
-        return (0, loc.file, loc.line, loc.column) if loc else (1, "", 0, 0)
+        return (0, loc.file, loc.line, loc.column) if loc else (1, self.message, 0, 0)
 
 
 class YamlError(Exception):
@@ -123,7 +125,7 @@ def read_text(path: Path, display: str) -> str:
         with path.open("rb") as fh:
             raw = fh.read(MAX_BYTES + 1)
     except OSError as e:
-        raise YamlError([Issue(None, "", f"{display}: cannot read: {e.strerror}")]) from None
+        raise YamlError([Issue(None, "", f"{display} cannot be read: {e.strerror}")]) from None
     if len(raw) > MAX_BYTES:
         message = f"file is over the {MAX_BYTES // (1024 * 1024)} MiB limit"
         raise YamlError([Issue(Location(display, 1, 1), "", message)])
