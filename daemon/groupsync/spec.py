@@ -12,14 +12,17 @@ import errno
 import hashlib
 import json
 import os
+import re
 import stat
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import Field, StringConstraints, ValidationError
+from pydantic import AfterValidator, Field, StringConstraints, ValidationError
+from pydantic_core import PydanticCustomError
 
 from groupsync.errors import GroupsyncError
 from groupsync.gcpause import paused_gc
@@ -53,6 +56,16 @@ KEY_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 MEMBER_PATTERN = r"^@?[^\s@]\S*$"
 
 SpecIssue = Issue  # one error or warning: location, path inside the document, message
+
+_TOO_BIG = ": split the spec into a folder of smaller *.yaml files (a folder's files are merged)"
+
+# Characters a group name must not hold: controls (Unicode category Cc) and the line and
+# paragraph separators break the one line a chat list shows; the bidirectional controls
+# (Unicode's Bidi_Control set) reorder what members read, so that a name can pass for another.
+_NOT_IN_NAMES = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u2028\u2029\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]"
+)
+_SPOKEN = {"\t": "a tab", "\n": "a line break", "\r": "a carriage return"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,9 +116,35 @@ def _no_default(schema: dict[str, Any]) -> None:
     schema.pop("default", None)
 
 
+def _name_error(name: str) -> str | None:
+    """Why `name` cannot be a group name (blank, or holding a character from above), or None."""
+    if not name.strip():
+        return "name is only spaces"
+    bad = _NOT_IN_NAMES.search(name)
+    if bad is None:
+        return None
+    char = bad.group()
+    known = unicodedata.name(char, "")
+    what = _SPOKEN.get(char) or (f"the {known.lower()}" if known else "a control character")
+    return (
+        f"name has {what} (U+{ord(char):04X}) at character {bad.start() + 1}: "
+        "a group name is one line of visible text"
+    )
+
+
+def _plain_name(name: str) -> str:
+    error = _name_error(name)
+    if error is not None:
+        raise PydanticCustomError("group_name", error)
+    return name
+
+
 class GroupModel(StrictModel):
-    name: Annotated[str, StringConstraints(min_length=1, max_length=MAX_NAME)] = Field(
-        description="The group's name as members see it (1..100 characters)."
+    name: Annotated[
+        str, StringConstraints(min_length=1, max_length=MAX_NAME), AfterValidator(_plain_name)
+    ] = Field(
+        description="The group's name as members see it: 1..100 characters on one line, not"
+        " only spaces, no control or bidirectional-control characters."
     )
     description: str | None = Field(
         None, description="Omitted: left alone. null: cleared.", json_schema_extra=_no_default
@@ -190,7 +229,7 @@ class _Loader:
 
     def add_file(self, path: Path, display: str, *, sets_only_ok: bool) -> None:
         try:
-            doc = load_file(path, display)
+            doc = load_file(path, display, too_big=_TOO_BIG)
         except YamlError as e:
             self.errors.extend(e.issues)
             return
@@ -298,9 +337,13 @@ class _Loader:
             if len(members) > MAX_MEMBERS:
                 message = f"{len(members)} members, the limit is {MAX_MEMBERS}"
                 self.errors.append(entry.doc.issue(members_path, message))
+        name = raw.get("name", "")
+        if isinstance(name, str) and name != name.strip() and _name_error(name) is None:
+            message = f"name {name!r} starts or ends with spaces, which members will see"
+            self.warnings.append(entry.doc.issue((*entry.path, "name"), message))
         group = DesiredGroup(
             key=key,
-            name=raw.get("name", ""),
+            name=name,
             description=raw.get("description", UNSET),
             avatar_url=raw.get("avatar_url", UNSET),
             members=members,

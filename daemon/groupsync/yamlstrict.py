@@ -119,15 +119,17 @@ def _location(file: str, mark: yaml.Mark | None) -> Location:
     return Location(file, mark.line + 1, mark.column + 1)
 
 
-def read_text(path: Path, display: str) -> str:
-    """Bytes -> text, refusing oversized files and non-UTF-8 bytes with their position."""
+def read_text(path: Path, display: str, *, too_big: str = "") -> str:
+    """Bytes -> text, refusing oversized files and non-UTF-8 bytes with their position.
+
+    `too_big` is appended to the size error: what to do instead, in the caller's terms."""
     try:
         with path.open("rb") as fh:
             raw = fh.read(MAX_BYTES + 1)
     except OSError as e:
         raise YamlError([Issue(None, "", f"{display} cannot be read: {e.strerror}")]) from None
     if len(raw) > MAX_BYTES:
-        message = f"file is over the {MAX_BYTES // (1024 * 1024)} MiB limit"
+        message = f"file is over the {MAX_BYTES // (1024 * 1024)} MiB limit{too_big}"
         raise YamlError([Issue(Location(display, 1, 1), "", message)])
     try:
         text = raw.decode("utf-8")
@@ -348,5 +350,5 @@ def parse(text: str, file: str) -> Document:
     return doc
 
 
-def load_file(path: Path, display: str) -> Document:
-    return parse(read_text(path, display), display)
+def load_file(path: Path, display: str, *, too_big: str = "") -> Document:
+    return parse(read_text(path, display, too_big=too_big), display)
