@@ -309,5 +309,11 @@ def test_policy_from(tmp_path: Path) -> None:
         protected=frozenset({"staff-room"}),
         max_archive_fraction=0.5,
         max_member_removal_fraction=0.25,
+        min_member_removals=10,
+    )
+    floor = settings_with(tmp_path, "safety: {min_member_removals: 0}\n")
+    assert policy_from(floor).min_member_removals == 0
+    assert "safety.min_member_removals" in config_error(
+        tmp_path, "spec: {path: g}\nsafety: {min_member_removals: -1}\n"
     )
     assert policy_from(settings_with(tmp_path)) == Policy()

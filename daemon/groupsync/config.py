@@ -143,6 +143,7 @@ class PolicySettings(StrictModel):
 class SafetySettings(StrictModel):
     max_archive_fraction: float = Field(0.25, ge=0, le=1)
     max_member_removal_fraction: float = Field(0.25, ge=0, le=1)
+    min_member_removals: int = Field(10, ge=0)
     protected: list[Annotated[str, Field(pattern=KEY_PATTERN)]] = Field(default_factory=list)
 
 
@@ -273,4 +274,5 @@ def policy_from(
         protected=frozenset(settings.safety.protected),
         max_archive_fraction=settings.safety.max_archive_fraction,
         max_member_removal_fraction=settings.safety.max_member_removal_fraction,
+        min_member_removals=settings.safety.min_member_removals,
     )

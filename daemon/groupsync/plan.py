@@ -77,6 +77,7 @@ class Policy:
     protected: frozenset[str] = frozenset()
     max_archive_fraction: float = 0.25
     max_member_removal_fraction: float = 0.25
+    min_member_removals: int = 10  # removing this many memberships is never refused
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,9 +248,11 @@ def _percent(fraction: float) -> str:
     return f"{fraction * 100:.1f}".rstrip("0").rstrip(".") + "%"
 
 
-def _limit_refusal(head: str, n: int, total: int, limit: float, floor: bool) -> str | None:
-    """`head (30% > 25%)` when n of total exceeds the limit, else None."""
-    if n == 0 or n <= total * limit:
+def _limit_refusal(
+    head: str, n: int, total: int, limit: float, floor: bool, at_least: int = 0
+) -> str | None:
+    """`head (30% > 25%)` when n of total exceeds the limit and `at_least`, else None."""
+    if n <= at_least or n <= total * limit:
         return None
     why = f"{_percent(n / total)} > {_percent(limit)}"
     if floor:
@@ -603,6 +606,9 @@ class _Planner:
                 memberships,
                 0.5 if floor else self.policy.max_member_removal_fraction,
                 floor,
+                # A fraction of a small account is a handful of people: setting up a first
+                # group or two would be refused. A wipe is many memberships, whatever the size.
+                at_least=self.policy.min_member_removals,
             ),
         ]
         # A list that ended early (a server bug the client cannot see) looks like many managed
