@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import enum
 import hashlib
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from groupsync.canonical import canonical_json
 from groupsync.gcpause import paused_gc
 from groupsync.models import UNSET, Group
 from groupsync.spec import MAX_MEMBERS, DesiredGroup
@@ -205,11 +205,6 @@ class Plan:
             "managed_count": self.managed_count,
             "checksum": self.checksum,
         }
-
-
-def canonical_json(value: Any) -> str:
-    """One spelling per value, so equal plans hash equal on every machine."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def plan_checksum(changes: Iterable[Change], errors: Iterable[GroupError]) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import json
 import os
 import re
 import stat
@@ -24,6 +23,7 @@ import yaml
 from pydantic import AfterValidator, Field, StringConstraints, ValidationError
 from pydantic_core import PydanticCustomError
 
+from groupsync.canonical import canonical_json
 from groupsync.errors import GroupsyncError
 from groupsync.gcpause import paused_gc
 from groupsync.models import UNSET, _Unset
@@ -502,8 +502,7 @@ def _canonical(group: DesiredGroup) -> dict[str, Any]:
 def digest(groups: Mapping[str, DesiredGroup]) -> str:
     """SHA-256 of the canonical JSON: the same desired state always gives the same digest."""
     data = {key: _canonical(groups[key]) for key in sorted(groups)}
-    text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return hashlib.sha256(canonical_json(data).encode("utf-8")).hexdigest()
 
 
 class _Dumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # type: ignore[misc]
