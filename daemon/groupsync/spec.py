@@ -409,14 +409,13 @@ def _spec_files(path: Path, loader: _Loader) -> list[tuple[Path, str]]:
     keep locks and swap files there: Emacs' `.#x.yaml` is a broken link by design).
     """
     root = Path(os.path.realpath(path))
-    display = root.name
     try:
         mode = root.stat().st_mode
     except OSError as e:
         loader.errors.append(Issue(None, "", f"spec path {str(path)!r} {_cannot_read(path, e)}"))
         return []
     if stat.S_ISREG(mode):
-        return [(root, display)]
+        return [(root, root.name)]
     if not stat.S_ISDIR(mode):
         message = f"spec path {str(path)!r} is neither a file nor a folder"
         loader.errors.append(Issue(None, "", message))
@@ -430,23 +429,29 @@ def _spec_files(path: Path, loader: _Loader) -> list[tuple[Path, str]]:
     for name in names:
         if name.startswith(".") or not name.lower().endswith(SPEC_SUFFIXES):
             continue
-        child, shown = root / name, f"{display}/{name}"
-        try:
-            mode = child.stat().st_mode
-        except OSError as e:
-            loader.errors.append(Issue(None, "", f"{shown} {_cannot_read(child, e)}"))
-            continue
-        if stat.S_ISREG(mode):
+        child, shown = root / name, f"{root.name}/{name}"
+        problem = _not_a_file(child)
+        if problem is None:
             files.append((child, shown))
-        elif stat.S_ISDIR(mode):
-            message = f"{shown} is a folder: a spec folder's subfolders are not read (rename it)"
-            loader.errors.append(Issue(None, "", message))
         else:
-            loader.errors.append(Issue(None, "", f"{shown} is not a regular file"))
+            loader.errors.append(Issue(None, "", f"{shown} {problem}"))
     if not files and not loader.errors:
         message = f"spec folder {str(path)!r} has no *.yaml files (nor *.yml)"
         loader.errors.append(Issue(None, "", message))
     return files
+
+
+def _not_a_file(path: Path) -> str | None:
+    """Why `path` is not a regular file that can be read, or None."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as e:
+        return _cannot_read(path, e)
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "is a folder: a spec folder's subfolders are not read (rename it)"
+    return "is not a regular file"
 
 
 def load_spec(path: Path) -> Spec:

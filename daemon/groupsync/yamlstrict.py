@@ -185,17 +185,9 @@ class _Composer(Composer, _Parser, SafeConstructor, Resolver):
         of quoted scalars or collections, peeking at each event before taking it): it runs once
         per value, so it dominates load time."""
         kind = event.__class__
-        anchor = event.anchor
         if kind is yaml.AliasEvent:
-            if anchor not in self.anchors:
-                raise ComposerError(
-                    None, None, f"found undefined alias {anchor!r}", event.start_mark
-                )
-            # A shallow copy carries the alias's own position but shares the children: no expansion.
-            clone = copy.copy(self.anchors[anchor])
-            clone.start_mark, clone.end_mark = event.start_mark, event.end_mark
-            clone.via_alias = True
-            return clone
+            return self._alias(event)
+        anchor = event.anchor
         tag = event.tag
         if tag is not None:
             message = f"YAML tags are not allowed (found {tag!r})"
@@ -223,7 +215,12 @@ class _Composer(Composer, _Parser, SafeConstructor, Resolver):
             if anchor is not None:
                 self.anchors[anchor] = node
             return node
-        sequence = kind is yaml.SequenceStartEvent
+        return self._collection(event, tag)
+
+    def _collection(self, event: yaml.Event, tag: str | None) -> yaml.Node:
+        """A sequence or mapping node and, recursively, its children."""
+        sequence = event.__class__ is yaml.SequenceStartEvent
+        anchor = event.anchor
         if tag is None or tag == "!":
             tag = self.DEFAULT_SEQUENCE_TAG if sequence else self.DEFAULT_MAPPING_TAG
         node_class = yaml.SequenceNode if sequence else yaml.MappingNode
@@ -241,6 +238,18 @@ class _Composer(Composer, _Parser, SafeConstructor, Resolver):
         self.depth -= 1
         node.end_mark = event.end_mark
         return node
+
+    def _alias(self, event: yaml.AliasEvent) -> yaml.Node:
+        """A shallow copy of the anchored node: it carries the alias's own position but shares
+        the children, so nothing is expanded here."""
+        if event.anchor not in self.anchors:
+            raise ComposerError(
+                None, None, f"found undefined alias {event.anchor!r}", event.start_mark
+            )
+        clone = copy.copy(self.anchors[event.anchor])
+        clone.start_mark, clone.end_mark = event.start_mark, event.end_mark
+        clone.via_alias = True
+        return clone
 
 
 class _AliasBomb(Exception):
