@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import yaml
 
 from groupsync.emulator import Emulator
+from helpers import emulator_config, groupsync
 
 
 def test_setting_the_members_of_an_adopted_one_member_group_is_not_refused(
@@ -23,21 +21,8 @@ def test_setting_the_members_of_an_adopted_one_member_group_is_not_refused(
         yaml.safe_dump({"groups": {"chess": {"name": "Chess Club", "members": ["grace"]}}}),
         encoding="utf-8",
     )
-    config = tmp_path / "groupsync.yaml"
-    settings = {
-        "api": {"base_url": emulator.base_url},
-        "spec": {"path": str(spec)},
-        "journal": {"path": str(tmp_path / "journal.db")},
-    }
-    config.write_text(yaml.safe_dump(settings), encoding="utf-8")
-    result = subprocess.run(
-        [sys.executable, "-m", "groupsync", "plan", "--detailed-exitcode", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env={**os.environ, "ECAMPUS_TOKEN": "test-token", "NO_COLOR": "1"},
-    )
+    config = emulator_config(tmp_path, emulator.base_url, spec)
+    result = groupsync("plan", "--detailed-exitcode", "--config", str(config), token="test-token")
     output = result.stdout + result.stderr
     assert result.returncode == 2, output
     assert "adopt" in output and "would remove" not in output

@@ -9,18 +9,16 @@ from __future__ import annotations
 
 import os
 import pickle
-import subprocess
-import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from groupsync.emulator import Emulator
 from groupsync.spec import SpecError, load_spec
+from helpers import emulator_config, groupsync
 
 NOBODY = 65534
 
@@ -191,17 +189,6 @@ def test_dot_files_and_other_names_are_not_read(spec_dir: Path) -> None:
 # --- through the CLI --------------------------------------------------------------------------
 
 
-def groupsync(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "groupsync", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env={**os.environ, **(env or {})},
-    )
-
-
 def test_validate_with_a_broken_link_fails_naming_it(spec_dir: Path) -> None:
     (spec_dir / "linked.yaml").symlink_to("../elsewhere/linked.yaml")
     result = groupsync("validate", "--spec", str(spec_dir))
@@ -227,20 +214,13 @@ def test_apply_never_archives_the_groups_of_a_file_it_cannot_read(
     elsewhere.mkdir()
     write(elsewhere, "linked.yaml", "groups:\n  c: {name: C}\n  d: {name: D}\n")
     (spec_dir / "linked.yaml").symlink_to("../elsewhere/linked.yaml")
-    config = tmp_path / "groupsync.yaml"
-    settings = {
-        "api": {"base_url": emulator.base_url},
-        "spec": {"path": str(spec_dir)},
-        "journal": {"path": str(tmp_path / "journal.db")},
-    }
-    config.write_text(yaml.safe_dump(settings), encoding="utf-8")
-    env = {"ECAMPUS_TOKEN": "test-token"}
-    first = groupsync("apply", "--yes", "--config", str(config), env=env)
+    config = emulator_config(tmp_path, emulator.base_url, spec_dir)
+    first = groupsync("apply", "--yes", "--config", str(config), token="test-token")
     assert first.returncode == 0, first.stdout + first.stderr
     assert len(emulator.state.groups(archived=False)) == 4
 
     (elsewhere / "linked.yaml").rename(tmp_path / "moved.yaml")
-    again = groupsync("apply", "--yes", "--config", str(config), env=env)
+    again = groupsync("apply", "--yes", "--config", str(config), token="test-token")
     assert again.returncode == 1, again.stdout + again.stderr
     assert "groups/linked.yaml is a broken symbolic link" in again.stderr
     assert len(emulator.state.groups(archived=False)) == 4

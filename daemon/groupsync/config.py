@@ -152,6 +152,12 @@ class LogSettings(StrictModel):
     format: Literal["text", "json"] = "text"
 
 
+# A DNS name (RFC 1123: letters, digits and hyphens, labels of 1..63) or a dotted IPv4 address.
+_HOSTNAME = re.compile(
+    r"(?=.{1,253}$)(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*"
+)
+
+
 def parse_listen(listen: str) -> tuple[str, int]:
     """`host:port` or `[ipv6]:port` -> (host, port); raises ValueError saying what is wrong.
 
@@ -174,8 +180,10 @@ def parse_listen(listen: str) -> tuple[str, int]:
             ipaddress.IPv6Address(host)
         except ValueError:
             raise ValueError(f"{host!r} in brackets is not an IPv6 address") from None
-    elif ":" in host or "[" in host or "]" in host:
+    elif ":" in host:
         raise ValueError("write an IPv6 address in brackets, e.g. [::1]:9464")
+    elif not _HOSTNAME.fullmatch(host):
+        raise ValueError(f"{host!r} is not a host name or an IP address")
     if not (port.isascii() and port.isdigit()):
         raise ValueError(f"port {port!r} is not a number")
     if int(port) > 65535:
