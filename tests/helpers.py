@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 from pathlib import Path
+
+import yaml
 
 
 def git(cwd: Path, *args: str) -> str:
@@ -17,3 +21,33 @@ def git(cwd: Path, *args: str) -> str:
         check=True,
     )
     return r.stdout.strip()
+
+
+def groupsync(
+    *args: str, token: str | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The CLI as a user runs it: `python -m groupsync ARGS`, with `token` as the API token."""
+    env = {k: v for k, v in os.environ.items() if k not in ("ECAMPUS_TOKEN", "GROUPSYNC_CONFIG")}
+    if token is not None:
+        env["ECAMPUS_TOKEN"] = token
+    return subprocess.run(
+        [sys.executable, "-m", "groupsync", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**env, "NO_COLOR": "1"},
+        cwd=cwd,
+    )
+
+
+def emulator_config(folder: Path, base_url: str, spec: Path) -> Path:
+    """folder/groupsync.yaml: the API at base_url, the spec at `spec`, the journal in folder."""
+    config = folder / "groupsync.yaml"
+    settings = {
+        "api": {"base_url": base_url},
+        "spec": {"path": str(spec)},
+        "journal": {"path": str(folder / "journal.db")},
+    }
+    config.write_text(yaml.safe_dump(settings), encoding="utf-8")
+    return config

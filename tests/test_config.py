@@ -104,7 +104,7 @@ def test_cron_replaces_the_default_every(tmp_path: Path) -> None:
         ("  every: 5m\n  cron: '0 * * * *'", 4, "set either 'every' or 'cron', not both"),
         ("  every: null", 4, "set 'every' or 'cron'"),
         ("  cron: '61 * * * *'", 4, "'61 * * * *' is not a cron expression"),
-        ("  cron: 'every day'", 4, "is not a cron expression: Wrong number of fields"),
+        ("  cron: 'every day'", 4, "is not a cron expression: expected 5 fields"),
         ("  every: 0s", 4, "must be at least 1s"),
     ],
 )
@@ -152,7 +152,8 @@ def test_every_error_with_its_line(tmp_path: Path) -> None:
         "groupsync.yaml:6:15: policy.on_removed: input should be 'archive', 'ignore' or 'delete'",
         "groupsync.yaml:8:15: safety.protected[0]: 'Bad Key' is not a valid group key",
         "groupsync.yaml:9:25: safety.max_archive_fraction: input should be less than or equal to 1",
-        "groupsync.yaml:10:19: metrics.listen: 'localhost' is not host:port (e.g. 127.0.0.1:9464)",
+        "groupsync.yaml:10:19: metrics.listen: 'localhost' is not host:port: no port"
+        " (e.g. 127.0.0.1:9464)",
     ]
 
 
@@ -309,5 +310,11 @@ def test_policy_from(tmp_path: Path) -> None:
         protected=frozenset({"staff-room"}),
         max_archive_fraction=0.5,
         max_member_removal_fraction=0.25,
+        min_member_removals=10,
+    )
+    floor = settings_with(tmp_path, "safety: {min_member_removals: 0}\n")
+    assert policy_from(floor).min_member_removals == 0
+    assert "safety.min_member_removals" in config_error(
+        tmp_path, "spec: {path: g}\nsafety: {min_member_removals: -1}\n"
     )
     assert policy_from(settings_with(tmp_path)) == Policy()

@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from groupsync.api import ClientStats
 from groupsync.errors import GroupsyncError
-from groupsync.metrics import Metrics, MetricsServer, parse_listen
+from groupsync.metrics import Metrics, MetricsServer
 from groupsync.plan import Action, Cause, Change, FieldChange, Plan
 
 
@@ -109,14 +109,6 @@ def test_api_requests_counted_from_a_runs_client_stats(served: tuple[Metrics, st
     s = samples(base)
     assert s[("groupsync_api_requests_total", (("method", "GET"), ("status", "200")))] == 4
     assert s[("groupsync_api_requests_total", (("method", "PUT"), ("status", "ConnectError")))] == 2
-
-
-@pytest.mark.parametrize(
-    ("listen", "expected"),
-    [("127.0.0.1:9464", ("127.0.0.1", 9464)), ("[::1]:80", ("::1", 80)), (":9", ("127.0.0.1", 9))],
-)
-def test_parse_listen(listen: str, expected: tuple[str, int]) -> None:
-    assert parse_listen(listen) == expected
 
 
 def test_a_busy_port_is_a_clear_error(served: tuple[Metrics, str]) -> None:

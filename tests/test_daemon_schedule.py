@@ -51,7 +51,12 @@ def test_cron_runs_in_utc() -> None:
 @pytest.mark.parametrize("expr", ["* * * *", "61 * * * *", "0 3 * * 8", "0 3 * * 5-2"])
 def test_bad_cron_is_a_clear_error(expr: str) -> None:
     with pytest.raises(GroupsyncError, match=r"schedule\.cron"):
-        cron_trigger(expr)
+        make_trigger(None, expr)
+
+
+def test_a_leap_day_fires_every_four_years_and_is_not_a_never() -> None:
+    nxt = cron_trigger("0 0 29 2 *").get_next_fire_time(None, SAT)
+    assert nxt == datetime(2028, 2, 29, tzinfo=UTC)
 
 
 def test_every_with_jitter_is_an_interval_trigger_in_utc() -> None:

@@ -635,6 +635,55 @@ def test_memberships_below_ten_groups_use_half():
     )
 
 
+@pytest.mark.parametrize(("members", "kept"), [(1, 0), (3, 1), (10, 0), (12, 2)])
+def test_up_to_ten_membership_removals_are_never_refused(members: int, kept: int):
+    """A small account's first apply: adopting a group and setting its members is normal work."""
+    desired, actual, _ = fleet(1, members=members)
+    trimmed = [dg(d.key, d.name, members=sorted(d.members)[:kept]) for d in desired]
+    plan = plan_of(trimmed, actual, [])
+    assert len(only(plan).members_remove) == members - kept <= 10
+    assert plan.refusals == ()
+
+
+def test_over_ten_removals_and_over_the_fraction_is_still_refused():
+    desired, actual, _ = fleet(1, members=12)
+    trimmed = [dg(d.key, d.name, members=[]) for d in desired]
+    assert plan_of(trimmed, actual, []).refusals == (
+        "would remove 12 of 12 managed memberships (100% > 50%, the limit below 10 managed groups)",
+    )
+
+
+@pytest.mark.parametrize(("groups", "members"), [(4, 10), (10, 4)])
+def test_a_wipe_of_30_of_40_memberships_is_refused_at_any_size(groups: int, members: int):
+    desired, actual, managed = fleet(groups, members=members)
+    trimmed, left = [], 30
+    for d in desired:
+        cut = min(left, len(d.members))
+        left -= cut
+        trimmed.append(dg(d.key, d.name, members=sorted(d.members)[cut:]))
+    plan = plan_of(trimmed, actual, managed)
+    assert sum(len(c.members_remove) for c in plan.changes) == 30
+    assert plan.refusals[0].startswith("would remove 30 of 40 managed memberships (75% > ")
+
+
+def test_an_empty_spec_on_a_small_account_is_still_refused():
+    _, actual, managed = fleet(3, members=2)
+    assert plan_of([], actual, managed).refusals == (
+        "would archive 3 of 3 managed groups (100% > 50%, the limit below 10 managed groups)",
+    )
+
+
+def test_the_removal_floor_is_a_setting():
+    desired, actual, _ = fleet(1, members=3)
+    trimmed = [dg(d.key, d.name, members=[]) for d in desired]
+    plan = plan_of(trimmed, actual, [], Policy(min_member_removals=0))
+    assert plan.refusals == (
+        "would remove 3 of 3 managed memberships (100% > 50%, the limit below 10 managed groups)",
+    )
+    assert plan_of(trimmed, actual, [], Policy(min_member_removals=2)).refused
+    assert not plan_of(trimmed, actual, [], Policy(min_member_removals=3)).refused
+
+
 def test_adopted_groups_count_as_managed_for_the_limits():
     desired, actual, _ = fleet(10, members=4)
     emptied = [dg(d.key, d.name, members=[]) for d in desired]

@@ -178,14 +178,35 @@ def test_loading_leaves_the_garbage_collector_as_it_found_it(tmp_path: Path) -> 
         gc.enable()
 
 
-def test_yml_files_are_ignored_with_a_warning(tmp_path: Path) -> None:
-    write(tmp_path, "a.yaml", "groups: {}\n")
-    write(tmp_path, "b.yml", "groups: {x: {name: X}}\n")
-    spec = load_spec(tmp_path)
-    assert spec.groups == {}
-    assert [w.message for w in spec.warnings] == [
-        "ignored: only *.yaml files are read (rename it to .yaml)"
+def test_a_name_with_spaces_around_it_is_kept_with_a_warning(tmp_path: Path) -> None:
+    spec = load_spec(write(tmp_path, "spec.yaml", "groups:\n  a: {name: ' Chess  '}\n"))
+    assert spec.groups["a"].name == " Chess  "
+    assert [str(w) for w in spec.warnings] == [
+        "spec.yaml:2:13: groups.a.name: name ' Chess  ' starts or ends with spaces,"
+        " which members will see"
     ]
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("'\u3000'", "name is only spaces"),  # an ideographic space is a space too
+        ('"x\\u200fy"', "name has the right-to-left mark (U+200F) at character 2"),
+        ('"\\u2066x"', "name has the left-to-right isolate (U+2066) at character 1"),
+        ('"x\\u061c"', "name has the arabic letter mark (U+061C) at character 2"),
+        ('"a\\x85b"', "name has a control character (U+0085) at character 2"),
+        ('"a\\rb"', "name has a carriage return (U+000D) at character 2"),
+        ('"\\x7f"', "name has a control character (U+007F) at character 1"),
+    ],
+)
+def test_names_that_do_not_read_as_one_line_of_text_are_errors(
+    tmp_path: Path, name: str, message: str
+) -> None:
+    path = write(tmp_path, "spec.yaml", f"groups:\n  a:\n    name: {name}\n")
+    with pytest.raises(SpecError) as caught:
+        load_spec(path)
+    (issue,) = caught.value.issues
+    assert str(issue).startswith(f"spec.yaml:3:11: groups.a.name: {message}")
 
 
 def test_missing_path_is_an_error(tmp_path: Path) -> None:
@@ -201,13 +222,22 @@ def test_explicit_empty_groups_is_valid(tmp_path: Path) -> None:
 
 keys = st.from_regex(r"[a-z0-9][a-z0-9._-]{0,63}", fullmatch=True)
 any_text = st.text(st.characters(exclude_categories=("Cs",)), max_size=200)
+# Names a spec accepts: one line of visible text (no controls, separators, bidi controls).
+names = st.text(
+    st.characters(
+        exclude_categories=("Cs", "Cc", "Zl", "Zp"),
+        exclude_characters="\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069",
+    ),
+    min_size=1,
+    max_size=100,
+).filter(str.strip)
 usernames = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._\-éøß]{0,30}", fullmatch=True)
 groups_strategy = st.dictionaries(
     keys,
     st.builds(
         DesiredGroup,
         key=st.just(""),
-        name=st.text(st.characters(exclude_categories=("Cs",)), min_size=1, max_size=100),
+        name=names,
         description=st.one_of(st.just(UNSET), st.none(), any_text),
         avatar_url=st.one_of(st.just(UNSET), st.none(), any_text),
         members=st.one_of(st.none(), st.frozensets(usernames, max_size=20)),

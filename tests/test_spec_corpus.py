@@ -76,7 +76,10 @@ def test_oversized_file_is_rejected_before_parsing(tmp_path: Path) -> None:
     spec.write_text("groups: {}\n" + filler * (5 * 1024 + 1), encoding="utf-8")
     result = run_validate(config_for(tmp_path, spec))
     assert result.returncode == 1
-    assert "huge.yaml:1:1: file is over the 5 MiB limit" in result.stderr
+    assert (
+        "huge.yaml:1:1: file is over the 5 MiB limit: split the spec into a folder of smaller"
+        " *.yaml files" in result.stderr
+    )
     assert "Traceback" not in result.stderr
 
 

@@ -3,30 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 from groupsync.emulator import Emulator
+from helpers import groupsync as run_groupsync
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "tok-e5b1-NEVER-PRINT-ME"
 
 
 def groupsync(*args: str, token: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("ECAMPUS_TOKEN", "GROUPSYNC_CONFIG")}
-    if token is not None:
-        env["ECAMPUS_TOKEN"] = token
-    return subprocess.run(
-        [sys.executable, "-m", "groupsync", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env=env,
-        cwd=ROOT,
-    )
+    return run_groupsync(*args, token=token, cwd=ROOT)
 
 
 def setup(tmp_path: Path, spec: str, base_url: str = "https://api.ecampus.chat/v1") -> Path:

@@ -8,6 +8,7 @@ file:line, not be ignored. The token is looked up only when a command needs the 
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import logging
 import os
 import re
@@ -15,7 +16,6 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import httpx
-from apscheduler.triggers.cron import CronTrigger
 from pydantic import (
     AfterValidator,
     BeforeValidator,
@@ -29,6 +29,7 @@ from pydantic_core import PydanticCustomError
 
 from groupsync import plan
 from groupsync.errors import GroupsyncError
+from groupsync.schedule import cron_trigger
 from groupsync.secret import Secret
 from groupsync.spec import KEY_PATTERN
 from groupsync.strictmodel import StrictModel, issues_from
@@ -125,7 +126,7 @@ class ScheduleSettings(StrictModel):
     def _crontab(cls, value: str | None) -> str | None:
         if value is not None:
             try:
-                CronTrigger.from_crontab(value, timezone="UTC")
+                cron_trigger(value)  # the daemon's own parser: what passes here, runs there
             except ValueError as e:
                 message = f"{value!r} is not a cron expression: {e}"
                 raise PydanticCustomError("cron", message) from None
@@ -143,11 +144,51 @@ class PolicySettings(StrictModel):
 class SafetySettings(StrictModel):
     max_archive_fraction: float = Field(0.25, ge=0, le=1)
     max_member_removal_fraction: float = Field(0.25, ge=0, le=1)
+    min_member_removals: int = Field(10, ge=0)
     protected: list[Annotated[str, Field(pattern=KEY_PATTERN)]] = Field(default_factory=list)
 
 
 class LogSettings(StrictModel):
     format: Literal["text", "json"] = "text"
+
+
+# A DNS name (RFC 1123: letters, digits and hyphens, labels of 1..63) or a dotted IPv4 address.
+_HOSTNAME = re.compile(
+    r"(?=.{1,253}$)(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*"
+)
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """`host:port` or `[ipv6]:port` -> (host, port); raises ValueError saying what is wrong.
+
+    The one parser of `metrics.listen`: the config check and the metrics server both call it,
+    so what `validate` accepts is what the daemon binds. Port 0 binds a free port the system
+    picks (the daemon logs it; tests use it). No host is refused rather than guessed: `:9464`
+    means every interface to some tools and this machine only to others.
+    """
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port:
+        raise ValueError("no port (e.g. 127.0.0.1:9464)")
+    if not host:
+        raise ValueError(
+            f"no host: write 127.0.0.1:{port} (this machine only) or 0.0.0.0:{port} (every"
+            " interface)"
+        )
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"{host!r} in brackets is not an IPv6 address") from None
+    elif ":" in host:
+        raise ValueError("write an IPv6 address in brackets, e.g. [::1]:9464")
+    elif not _HOSTNAME.fullmatch(host):
+        raise ValueError(f"{host!r} is not a host name or an IP address")
+    if not (port.isascii() and port.isdigit()):
+        raise ValueError(f"port {port!r} is not a number")
+    if int(port) > 65535:
+        raise ValueError(f"port {port} is out of range (0..65535)")
+    return host, int(port)
 
 
 class MetricsSettings(StrictModel):
@@ -156,11 +197,12 @@ class MetricsSettings(StrictModel):
     @field_validator("listen")
     @classmethod
     def _host_port(cls, value: str | None) -> str | None:
-        if value is None:
-            return value
-        host, _, port = value.rpartition(":")
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise PydanticCustomError("listen", f"{value!r} is not host:port (e.g. 127.0.0.1:9464)")
+        if value is not None:
+            try:
+                parse_listen(value)
+            except ValueError as e:
+                message = f"{value!r} is not host:port: {e}"
+                raise PydanticCustomError("listen", message) from None
         return value
 
 
@@ -273,4 +315,5 @@ def policy_from(
         protected=frozenset(settings.safety.protected),
         max_archive_fraction=settings.safety.max_archive_fraction,
         max_member_removal_fraction=settings.safety.max_member_removal_fraction,
+        min_member_removals=settings.safety.min_member_removals,
     )

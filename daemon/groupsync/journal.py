@@ -32,6 +32,7 @@ from typing import Any
 
 from sqlite_utils import Database
 
+from groupsync.canonical import canonical_json
 from groupsync.errors import GroupsyncError
 from groupsync.outcomes import ChangeStatus, RunOutcome
 from groupsync.plan import Action, AppliedState, Change, ManagedGroup
@@ -134,7 +135,7 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 
 def _json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return canonical_json(value)
 
 
 def _applied_to_json(applied: AppliedState) -> str:

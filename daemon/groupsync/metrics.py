@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make
 from prometheus_client.exposition import ThreadingWSGIServer
 
 from groupsync.api import ClientStats
+from groupsync.config import parse_listen
 from groupsync.errors import GroupsyncError
 from groupsync.outcomes import ChangeStatus, RunOutcome
 from groupsync.plan import Cause, Change, Plan
@@ -155,17 +156,17 @@ class MetricsServer:
     """The HTTP endpoint for `metrics.listen` ("host:port", "[v6]:port"; port 0 picks one)."""
 
     def __init__(self, metrics: Metrics, listen: str) -> None:
-        host, port = parse_listen(listen)
-        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-
-        class Server(ThreadingWSGIServer):
-            address_family = family
-
         try:
+            host, port = parse_listen(listen)
+            family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+
+            class Server(ThreadingWSGIServer):
+                address_family = family
+
             self._httpd = make_server(
                 host, port, metrics.wsgi_app(), Server, handler_class=_QuietHandler
             )
-        except OSError as e:
+        except (ValueError, OSError) as e:
             raise GroupsyncError(f"metrics.listen {listen}: cannot listen: {e}") from e
         self.port: int = self._httpd.server_address[1]
         self._thread = threading.Thread(
@@ -177,10 +178,3 @@ class MetricsServer:
         self._httpd.shutdown()
         self._httpd.server_close()
         self._thread.join(timeout=5)
-
-
-def parse_listen(listen: str) -> tuple[str, int]:
-    host, sep, port = listen.rpartition(":")
-    if not sep or not port.isdigit():
-        raise GroupsyncError(f"metrics.listen {listen!r}: expected host:port")
-    return host.strip("[]") or "127.0.0.1", int(port)

@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from groupsync.canonical import canonical_json
 from groupsync.errors import GroupsyncError
 from groupsync.models import Group
 from groupsync.plan import Plan
@@ -36,7 +37,7 @@ def fingerprint(group: Group) -> str:
         sorted(group.members),
         group.archived_at,
     ]
-    return hashlib.sha256(json.dumps(state, separators=(",", ":")).encode()).hexdigest()
+    return hashlib.sha256(canonical_json(state).encode("utf-8")).hexdigest()
 
 
 def touched_fingerprints(plan: Plan, actual: dict[str, Group]) -> dict[str, str]:

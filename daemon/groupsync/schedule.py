@@ -58,23 +58,29 @@ def _expand_days(field: str) -> str:
 
 
 def cron_trigger(expr: str, *, jitter: timedelta = timedelta(0)) -> CronTrigger:
-    """A standard 5-field crontab line, evaluated in UTC."""
+    """A standard 5-field crontab line, evaluated in UTC.
+
+    The one cron parser: config validation runs it too, so whatever `validate` accepts the
+    daemon runs, and back. Raises ValueError saying what is wrong (the caller names the setting).
+    """
     fields = expr.split()
     if len(fields) != 5:
-        raise GroupsyncError(f"schedule.cron {expr!r}: expected 5 fields, got {len(fields)}")
+        raise ValueError(f"expected 5 fields (minute hour day month weekday), got {len(fields)}")
     minute, hour, day, month, weekday = fields
-    try:
-        return CronTrigger(
-            minute=minute,
-            hour=hour,
-            day=day,
-            month=month,
-            day_of_week=weekday if weekday == "*" else _expand_days(weekday),
-            timezone=UTC,
-            jitter=int(jitter.total_seconds()) or None,
-        )
-    except ValueError as e:
-        raise GroupsyncError(f"schedule.cron {expr!r}: {e}") from e
+    trigger = CronTrigger(
+        minute=minute,
+        hour=hour,
+        day=day,
+        month=month,
+        day_of_week=weekday if weekday == "*" else _expand_days(weekday),
+        timezone=UTC,
+        jitter=int(jitter.total_seconds()) or None,
+    )
+    # Five fields name no year, so a line that fires neither now nor later never fires at all
+    # ("0 0 30 2 *"): the daemon would wait for ever.
+    if trigger.get_next_fire_time(None, datetime.now(UTC)) is None:
+        raise ValueError("it never fires (no such date)")
+    return trigger
 
 
 def make_trigger(
@@ -82,7 +88,10 @@ def make_trigger(
 ) -> BaseTrigger:
     """`cron` wins when both are given; the config loader is expected to refuse that anyway."""
     if cron:
-        return cron_trigger(cron, jitter=jitter)
+        try:
+            return cron_trigger(cron, jitter=jitter)
+        except ValueError as e:
+            raise GroupsyncError(f"schedule.cron {cron!r}: {e}") from None
     if every is None or every <= timedelta(0):
         raise GroupsyncError("schedule: set either every or cron")
     return IntervalTrigger(

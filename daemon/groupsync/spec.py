@@ -8,16 +8,22 @@ Warnings (harmless but probably unintended, e.g. a username listed twice) never 
 
 from __future__ import annotations
 
+import errno
 import hashlib
-import json
+import os
+import re
+import stat
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import Field, StringConstraints, ValidationError
+from pydantic import AfterValidator, Field, StringConstraints, ValidationError
+from pydantic_core import PydanticCustomError
 
+from groupsync.canonical import canonical_json
 from groupsync.errors import GroupsyncError
 from groupsync.gcpause import paused_gc
 from groupsync.models import UNSET, _Unset
@@ -50,6 +56,16 @@ KEY_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 MEMBER_PATTERN = r"^@?[^\s@]\S*$"
 
 SpecIssue = Issue  # one error or warning: location, path inside the document, message
+
+_TOO_BIG = ": split the spec into a folder of smaller *.yaml files (a folder's files are merged)"
+
+# Characters a group name must not hold: controls (Unicode category Cc) and the line and
+# paragraph separators break the one line a chat list shows; the bidirectional controls
+# (Unicode's Bidi_Control set) reorder what members read, so that a name can pass for another.
+_NOT_IN_NAMES = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u2028\u2029\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]"
+)
+_SPOKEN = {"\t": "a tab", "\n": "a line break", "\r": "a carriage return"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,9 +116,35 @@ def _no_default(schema: dict[str, Any]) -> None:
     schema.pop("default", None)
 
 
+def _name_error(name: str) -> str | None:
+    """Why `name` cannot be a group name (blank, or holding a character from above), or None."""
+    if not name.strip():
+        return "name is only spaces"
+    bad = _NOT_IN_NAMES.search(name)
+    if bad is None:
+        return None
+    char = bad.group()
+    known = unicodedata.name(char, "")
+    what = _SPOKEN.get(char) or (f"the {known.lower()}" if known else "a control character")
+    return (
+        f"name has {what} (U+{ord(char):04X}) at character {bad.start() + 1}: "
+        "a group name is one line of visible text"
+    )
+
+
+def _plain_name(name: str) -> str:
+    error = _name_error(name)
+    if error is not None:
+        raise PydanticCustomError("group_name", error)
+    return name
+
+
 class GroupModel(StrictModel):
-    name: Annotated[str, StringConstraints(min_length=1, max_length=MAX_NAME)] = Field(
-        description="The group's name as members see it (1..100 characters)."
+    name: Annotated[
+        str, StringConstraints(min_length=1, max_length=MAX_NAME), AfterValidator(_plain_name)
+    ] = Field(
+        description="The group's name as members see it: 1..100 characters on one line, not"
+        " only spaces, no control or bidirectional-control characters."
     )
     description: str | None = Field(
         None, description="Omitted: left alone. null: cleared.", json_schema_extra=_no_default
@@ -187,7 +229,7 @@ class _Loader:
 
     def add_file(self, path: Path, display: str, *, sets_only_ok: bool) -> None:
         try:
-            doc = load_file(path, display)
+            doc = load_file(path, display, too_big=_TOO_BIG)
         except YamlError as e:
             self.errors.extend(e.issues)
             return
@@ -295,9 +337,13 @@ class _Loader:
             if len(members) > MAX_MEMBERS:
                 message = f"{len(members)} members, the limit is {MAX_MEMBERS}"
                 self.errors.append(entry.doc.issue(members_path, message))
+        name = raw.get("name", "")
+        if isinstance(name, str) and name != name.strip() and _name_error(name) is None:
+            message = f"name {name!r} starts or ends with spaces, which members will see"
+            self.warnings.append(entry.doc.issue((*entry.path, "name"), message))
         group = DesiredGroup(
             key=key,
-            name=raw.get("name", ""),
+            name=name,
             description=raw.get("description", UNSET),
             avatar_url=raw.get("avatar_url", UNSET),
             members=members,
@@ -338,28 +384,74 @@ class _Loader:
         )
 
 
+SPEC_SUFFIXES = (".yaml", ".yml")
+"""What a spec folder reads, in any case (`Rooms.YAML` too): a spec file the loader skipped
+would look like groups removed from the spec, and be archived."""
+
+
+def _cannot_read(path: Path, error: OSError) -> str:
+    """Why `path` cannot be opened, in words: broken links and loops are the usual surprises."""
+    if error.errno == errno.ELOOP:
+        return "is a symbolic link loop"
+    if error.errno == errno.ENOENT and path.is_symlink():
+        return f"is a broken symbolic link (its target {os.readlink(path)!r} does not exist)"
+    if error.errno == errno.ENOENT:
+        return "does not exist"
+    return f"cannot be read: {error.strerror}"
+
+
 def _spec_files(path: Path, loader: _Loader) -> list[tuple[Path, str]]:
-    """The files of a spec: one file, or the *.yaml of a directory in name order."""
-    root = path.resolve()
-    display = root.name
-    if not root.exists():
-        loader.errors.append(Issue(None, "", f"spec path {str(path)!r} does not exist"))
+    """The files of a spec: one file, or the *.yaml and *.yml of a folder in name order.
+
+    Every folder entry with such a name must be a readable file: a broken link, a loop, a
+    subfolder or a FIFO named `x.yaml` is an error, never skipped, because a spec read in part
+    plans the archiving of every group in the part it missed. Dot-files are not read (editors
+    keep locks and swap files there: Emacs' `.#x.yaml` is a broken link by design).
+    """
+    root = Path(os.path.realpath(path))
+    try:
+        mode = root.stat().st_mode
+    except OSError as e:
+        loader.errors.append(Issue(None, "", f"spec path {str(path)!r} {_cannot_read(path, e)}"))
         return []
-    if root.is_file():
-        return [(root, display)]
+    if stat.S_ISREG(mode):
+        return [(root, root.name)]
+    if not stat.S_ISDIR(mode):
+        message = f"spec path {str(path)!r} is neither a file nor a folder"
+        loader.errors.append(Issue(None, "", message))
+        return []
+    try:
+        names = sorted(entry.name for entry in os.scandir(root))
+    except OSError as e:
+        loader.errors.append(Issue(None, "", f"spec folder {str(path)!r} {_cannot_read(root, e)}"))
+        return []
     files = []
-    for child in sorted(root.iterdir()):
-        if child.name.startswith(".") or not child.is_file():
+    for name in names:
+        if name.startswith(".") or not name.lower().endswith(SPEC_SUFFIXES):
             continue
-        shown = f"{display}/{child.name}"
-        if child.suffix == ".yaml":
+        child, shown = root / name, f"{root.name}/{name}"
+        problem = _not_a_file(child)
+        if problem is None:
             files.append((child, shown))
-        elif child.suffix == ".yml":
-            message = "ignored: only *.yaml files are read (rename it to .yaml)"
-            loader.warnings.append(Issue(Location(shown, 1, 1), "", message))
-    if not files:
-        loader.errors.append(Issue(None, "", f"spec directory {str(path)!r} has no *.yaml files"))
+        else:
+            loader.errors.append(Issue(None, "", f"{shown} {problem}"))
+    if not files and not loader.errors:
+        message = f"spec folder {str(path)!r} has no *.yaml files (nor *.yml)"
+        loader.errors.append(Issue(None, "", message))
     return files
+
+
+def _not_a_file(path: Path) -> str | None:
+    """Why `path` is not a regular file that can be read, or None."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as e:
+        return _cannot_read(path, e)
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "is a folder: a spec folder's subfolders are not read (rename it)"
+    return "is not a regular file"
 
 
 def load_spec(path: Path) -> Spec:
@@ -415,8 +507,7 @@ def _canonical(group: DesiredGroup) -> dict[str, Any]:
 def digest(groups: Mapping[str, DesiredGroup]) -> str:
     """SHA-256 of the canonical JSON: the same desired state always gives the same digest."""
     data = {key: _canonical(groups[key]) for key in sorted(groups)}
-    text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return hashlib.sha256(canonical_json(data).encode("utf-8")).hexdigest()
 
 
 class _Dumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # type: ignore[misc]

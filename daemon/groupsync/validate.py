@@ -1,9 +1,9 @@
 """`groupsync validate`: check config and spec before anything touches the API.
 
-Warnings (a username listed twice, an unused member set, an ignored .yml file) are printed but
-do not fail plain `validate`: they never change what groupsync would do. `--strict` makes them
-fail too, for CI that wants a clean spec. `--online` also asks the API (one paginated contact
-list, read-only) whether every username exists, which offline checks cannot know.
+Warnings (a username listed twice, an unused member set) are printed but do not fail plain
+`validate`: they never change what groupsync would do. `--strict` makes them fail too, for CI
+that wants a clean spec. `--online` also asks the API (one paginated contact list, read-only)
+whether every username exists, which offline checks cannot know.
 """
 
 from __future__ import annotations

@@ -64,8 +64,10 @@ class Issue:
 
     @property
     def sort_key(self) -> tuple[int, str, int, int]:
+        """By place; issues with none (a file that cannot be read) last, by message: each
+        message starts with the file's name, so they come in name order too."""
         loc = self.location
-        return (0, loc.file, loc.line, loc.column) if loc else (1, "", 0, 0)
+        return (0, loc.file, loc.line, loc.column) if loc else (1, self.message, 0, 0)
 
 
 class YamlError(Exception):
@@ -117,15 +119,17 @@ def _location(file: str, mark: yaml.Mark | None) -> Location:
     return Location(file, mark.line + 1, mark.column + 1)
 
 
-def read_text(path: Path, display: str) -> str:
-    """Bytes -> text, refusing oversized files and non-UTF-8 bytes with their position."""
+def read_text(path: Path, display: str, *, too_big: str = "") -> str:
+    """Bytes -> text, refusing oversized files and non-UTF-8 bytes with their position.
+
+    `too_big` is appended to the size error: what to do instead, in the caller's terms."""
     try:
         with path.open("rb") as fh:
             raw = fh.read(MAX_BYTES + 1)
     except OSError as e:
-        raise YamlError([Issue(None, "", f"{display}: cannot read: {e.strerror}")]) from None
+        raise YamlError([Issue(None, "", f"{display} cannot be read: {e.strerror}")]) from None
     if len(raw) > MAX_BYTES:
-        message = f"file is over the {MAX_BYTES // (1024 * 1024)} MiB limit"
+        message = f"file is over the {MAX_BYTES // (1024 * 1024)} MiB limit{too_big}"
         raise YamlError([Issue(Location(display, 1, 1), "", message)])
     try:
         text = raw.decode("utf-8")
@@ -181,17 +185,9 @@ class _Composer(Composer, _Parser, SafeConstructor, Resolver):
         of quoted scalars or collections, peeking at each event before taking it): it runs once
         per value, so it dominates load time."""
         kind = event.__class__
-        anchor = event.anchor
         if kind is yaml.AliasEvent:
-            if anchor not in self.anchors:
-                raise ComposerError(
-                    None, None, f"found undefined alias {anchor!r}", event.start_mark
-                )
-            # A shallow copy carries the alias's own position but shares the children: no expansion.
-            clone = copy.copy(self.anchors[anchor])
-            clone.start_mark, clone.end_mark = event.start_mark, event.end_mark
-            clone.via_alias = True
-            return clone
+            return self._alias(event)
+        anchor = event.anchor
         tag = event.tag
         if tag is not None:
             message = f"YAML tags are not allowed (found {tag!r})"
@@ -219,7 +215,12 @@ class _Composer(Composer, _Parser, SafeConstructor, Resolver):
             if anchor is not None:
                 self.anchors[anchor] = node
             return node
-        sequence = kind is yaml.SequenceStartEvent
+        return self._collection(event, tag)
+
+    def _collection(self, event: yaml.Event, tag: str | None) -> yaml.Node:
+        """A sequence or mapping node and, recursively, its children."""
+        sequence = event.__class__ is yaml.SequenceStartEvent
+        anchor = event.anchor
         if tag is None or tag == "!":
             tag = self.DEFAULT_SEQUENCE_TAG if sequence else self.DEFAULT_MAPPING_TAG
         node_class = yaml.SequenceNode if sequence else yaml.MappingNode
@@ -237,6 +238,18 @@ class _Composer(Composer, _Parser, SafeConstructor, Resolver):
         self.depth -= 1
         node.end_mark = event.end_mark
         return node
+
+    def _alias(self, event: yaml.AliasEvent) -> yaml.Node:
+        """A shallow copy of the anchored node: it carries the alias's own position but shares
+        the children, so nothing is expanded here."""
+        if event.anchor not in self.anchors:
+            raise ComposerError(
+                None, None, f"found undefined alias {event.anchor!r}", event.start_mark
+            )
+        clone = copy.copy(self.anchors[event.anchor])
+        clone.start_mark, clone.end_mark = event.start_mark, event.end_mark
+        clone.via_alias = True
+        return clone
 
 
 class _AliasBomb(Exception):
@@ -346,5 +359,5 @@ def parse(text: str, file: str) -> Document:
     return doc
 
 
-def load_file(path: Path, display: str) -> Document:
-    return parse(read_text(path, display), display)
+def load_file(path: Path, display: str, *, too_big: str = "") -> Document:
+    return parse(read_text(path, display, too_big=too_big), display)

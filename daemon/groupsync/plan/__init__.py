@@ -1,0 +1,51 @@
+"""Pure: desired x actual x journal state -> Plan. No I/O, no clock, no network.
+
+The plan is what a reviewer approves (by checksum) and what the daemon applies, so it must be a
+function of its inputs only: the same inputs give the same plan, byte for byte. One module per
+step, each pure:
+
+    identity   which existing group each desired key is (journal, pinned id, name)
+    usernames  which usernames need the contacts list, and what is wrong with a member list
+    diff       the change each key needs, with its cause (spec or drift)
+    safety     the limits that refuse a plan changing too much at once
+    compute    compute_plan, running the steps in that order
+    model      the values: Change, Plan, Policy, ... and the checksum (see there)
+"""
+
+from groupsync.canonical import canonical_json
+from groupsync.plan.compute import compute_plan
+from groupsync.plan.model import (
+    FIELDS,
+    Action,
+    AppliedState,
+    Cause,
+    Change,
+    FieldChange,
+    GroupError,
+    ManagedGroup,
+    Plan,
+    Policy,
+    plan_checksum,
+    plan_json,
+)
+from groupsync.plan.safety import MIN_MANAGED_FOR_FRACTIONS
+from groupsync.plan.usernames import usernames_to_verify
+
+__all__ = [
+    "FIELDS",
+    "MIN_MANAGED_FOR_FRACTIONS",
+    "Action",
+    "AppliedState",
+    "Cause",
+    "Change",
+    "FieldChange",
+    "GroupError",
+    "ManagedGroup",
+    "Plan",
+    "Policy",
+    "canonical_json",
+    "compute_plan",
+    "plan_checksum",
+    "plan_json",
+    "usernames_to_verify",
+]

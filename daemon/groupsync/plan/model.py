@@ -1,0 +1,203 @@
+"""The plan's values: what a change is, what a plan holds, and how its checksum is made.
+
+Checksum: SHA-256 (hex) of the canonical JSON (`canonical_json`: sorted keys, no whitespace,
+UTF-8) of `{"changes": [...], "errors": [...]}` as `Plan.to_dict` writes them. Refusals and
+`managed_count` are left out on purpose: `--force` empties the refusals, and a plan reviewed
+without `--force` must keep its checksum when it is then applied with `--force --checksum X`.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from groupsync.canonical import canonical_json
+
+FIELDS: tuple[Literal["name", "description", "avatar_url"], ...] = (
+    "name",
+    "description",
+    "avatar_url",
+)
+
+
+class Action(enum.StrEnum):
+    CREATE = "create"
+    ADOPT = "adopt"
+    UPDATE = "update"
+    RESTORE = "restore"
+    ARCHIVE = "archive"
+    DELETE = "delete"
+    FORGET = "forget"
+
+
+class Cause(enum.StrEnum):
+    SPEC = "spec"  # the spec changed since the last apply (or the key is new)
+    DRIFT = "drift"  # the group was changed outside groupsync
+
+
+@dataclass(frozen=True, slots=True)
+class AppliedState:
+    """What groupsync last made a group look like; the journal keeps it to tell drift from spec."""
+
+    name: str
+    description: str | None
+    avatar_url: str | None
+    members: frozenset[str] | None  # None: membership not managed
+    archived: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ManagedGroup:
+    key: str
+    group_id: str
+    applied: AppliedState | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    on_removed: Literal["archive", "ignore", "delete"] = "archive"
+    allow_delete: bool = False
+    force: bool = False
+    protected: frozenset[str] = frozenset()
+    max_archive_fraction: float = 0.25
+    max_member_removal_fraction: float = 0.25
+    min_member_removals: int = 10  # removing this many memberships is never refused
+
+
+@dataclass(frozen=True, slots=True)
+class FieldChange:
+    field: Literal["name", "description", "avatar_url"]
+    old: str | None
+    new: str | None
+    cause: Cause
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"field": self.field, "old": self.old, "new": self.new, "cause": self.cause.value}
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One group's change; applied as one API write (a create may need a second to archive).
+
+    `set_archived`: True archives, False restores, None leaves it. `members` is the full desired
+    list whenever membership changes (PUT contacts replaces the whole list). A create carries
+    every value to send as `fields` (old None) and `members`, so a saved plan is self-contained.
+    """
+
+    key: str
+    action: Action
+    cause: Cause
+    name: str
+    group_id: str | None = None  # None only for create
+    fields: tuple[FieldChange, ...] = ()
+    members_add: tuple[str, ...] = ()  # sorted
+    members_remove: tuple[str, ...] = ()  # sorted
+    members_cause: Cause | None = None
+    members: tuple[str, ...] | None = None  # sorted full list to send, when membership changes
+    set_archived: bool | None = None
+    note: str = ""
+    archived_cause: Cause | None = None  # set with set_archived
+
+    @property
+    def writes(self) -> bool:
+        """False for journal-only changes (a forget, an adoption needing no edit): the account
+        itself does not change, so `plan --detailed-exitcode` does not count them."""
+        if self.action is Action.FORGET:
+            return False
+        edits = self.fields or self.members is not None or self.set_archived is not None
+        return self.action is not Action.ADOPT or bool(edits)
+
+    @property
+    def phase(self) -> int:
+        """-1 forgets, 0 creates/restores, 1 updates and additions, 2 removals, 3 archives/deletes.
+
+        Forgets touch only the journal and go first, alone: a key renamed in the spec hands its
+        group to the new key (forget the old mapping, then adopt), and the journal maps a group
+        to one key at a time.
+        """
+        if self.action is Action.FORGET:
+            return -1
+        if self.action in (Action.ARCHIVE, Action.DELETE) or self.set_archived:
+            return 3
+        if self.action in (Action.CREATE, Action.RESTORE) or self.set_archived is False:
+            return 0
+        return 2 if self.members_remove else 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "action": self.action.value,
+            "cause": self.cause.value,
+            "name": self.name,
+            "group_id": self.group_id,
+            "phase": self.phase,
+            "fields": [f.to_dict() for f in self.fields],
+            "members_add": list(self.members_add),
+            "members_remove": list(self.members_remove),
+            "members_cause": None if self.members_cause is None else self.members_cause.value,
+            "members": None if self.members is None else list(self.members),
+            "set_archived": self.set_archived,
+            "archived_cause": None if self.archived_cause is None else self.archived_cause.value,
+            "note": self.note,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class GroupError:
+    key: str
+    message: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"key": self.key, "message": self.message}
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    changes: tuple[Change, ...]  # ordered by (phase, key)
+    errors: tuple[GroupError, ...] = ()
+    refusals: tuple[str, ...] = ()  # safety limits exceeded (empty when forced or within limits)
+    managed_count: int = 0  # keys the journal maps to a group id when the plan was made
+    checksum: str = field(default="")
+
+    def __post_init__(self) -> None:
+        # A plan built by hand (tests, tools) still gets the checksum apply --checksum compares.
+        if not self.checksum:
+            object.__setattr__(self, "checksum", plan_checksum(self.changes, self.errors))
+
+    @property
+    def refused(self) -> bool:
+        return bool(self.refusals)
+
+    @property
+    def empty(self) -> bool:
+        return not self.changes and not self.errors
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Changes per action (every action present, zeros included) plus `errors`."""
+        counts = dict.fromkeys((a.value for a in Action), 0)
+        for change in self.changes:
+            counts[change.action.value] += 1
+        counts["errors"] = len(self.errors)
+        return counts
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "changes": [c.to_dict() for c in self.changes],
+            "errors": [e.to_dict() for e in self.errors],
+            "refusals": list(self.refusals),
+            "managed_count": self.managed_count,
+            "checksum": self.checksum,
+        }
+
+
+def plan_checksum(changes: Iterable[Change], errors: Iterable[GroupError]) -> str:
+    body = {"changes": [c.to_dict() for c in changes], "errors": [e.to_dict() for e in errors]}
+    return hashlib.sha256(canonical_json(body).encode("utf-8")).hexdigest()
+
+
+def plan_json(plan: Plan) -> str:
+    return canonical_json(plan.to_dict())
