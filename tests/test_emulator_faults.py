@@ -179,6 +179,7 @@ def test_ambiguous_mode_random_mixes_both(emulator: Emulator, emulator_http: htt
         {"ambiguous_mode": "sometimes"},
         {"post_status": 202},
         {"delete_status": 404},
+        {"echo_auth": "cookie"},
     ],
 )
 def test_faults_validate(bad: dict) -> None:
@@ -188,6 +189,19 @@ def test_faults_validate(bad: dict) -> None:
     with pytest.raises(ValueError):
         faults.update(seed=9, **bad)
     assert faults == Faults()  # all or nothing
+
+
+def test_echo_auth_on_writes_only_leaves_reads_alone(
+    emulator: Emulator, emulator_http: httpx.Client
+) -> None:
+    with admin(emulator) as a:
+        r = a.put("/faults", json={"echo_auth": "type", "echo_auth_writes_only": True})
+        assert r.status_code == 200
+    assert emulator_http.get("/groups").status_code == 200
+    refused = emulator_http.post("/groups", json={"name": "Chess"})
+    assert refused.status_code == 400
+    assert refused.json() == {"type": "Bearer test-token", "message": "bad"}
+    assert emulator.state.groups() == []
 
 
 def test_faults_never_apply_to_admin(emulator: Emulator) -> None:

@@ -478,26 +478,29 @@ class Client:
         return cls(message, **kwargs)
 
     def _error_body(self, response: httpx.Response) -> tuple[str | None, str]:
-        """The documented `{type, message}`, or a short clean snippet of whatever came instead."""
+        """The documented `{type, message}`, or a short clean snippet of whatever came instead.
+
+        Every field is redacted before it is cut: a proxy's debug page or a careless server may
+        echo the Authorization header anywhere, and a cut token still gives most of it away.
+        """
         try:
             body = response.json()
         except ValueError:
             body = None
         if isinstance(body, dict) and isinstance(body.get("message"), str):
             error_type = body.get("type")
-            return (error_type if isinstance(error_type, str) else None), self._redact(
-                body["message"]
+            return (
+                self._clean(error_type) if isinstance(error_type, str) else None,
+                self._clean(body["message"]),
             )
-        text = " ".join(response.text.split())
-        if len(text) > _SNIPPET_CHARS:
-            text = text[:_SNIPPET_CHARS] + "…"
-        kind = response.headers.get("Content-Type", "unknown content type").split(";")[0]
-        return None, self._redact(f"unexpected {kind} answer: {text!r}" if text else "empty answer")
+        kind = self._clean(response.headers.get("Content-Type", "unknown content type"))
+        text = self._clean(response.text)
+        return None, f"unexpected {kind.split(';')[0]} answer: {text!r}" if text else "empty answer"
 
-    def _redact(self, text: str) -> str:
-        # A proxy's debug page may echo request headers: never let the token reach an exception.
-        token = self._token.reveal()
-        return text.replace(token, "**********") if token else text
+    def _clean(self, text: str) -> str:
+        """Server text fit for an error: redacted, on one line, at most `_SNIPPET_CHARS` long."""
+        text = " ".join(self._token.redact(text).split())
+        return text[:_SNIPPET_CHARS] + "…" if len(text) > _SNIPPET_CHARS else text
 
 
 @functools.cache

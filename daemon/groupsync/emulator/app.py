@@ -18,17 +18,16 @@ from urllib.parse import parse_qsl
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Match, Route
 from starlette.types import Message, Receive, Scope, Send
 
 from groupsync.emulator.counters import DROPPED, RequestCounters
-from groupsync.emulator.faults import Faults
+from groupsync.emulator.faults import WRITES, Faults
 from groupsync.emulator.state import ApiFailure, EmulatorState
 from groupsync.secret import Secret
 
 MAX_NAME = 100
-_WRITES = frozenset({"POST", "PUT", "DELETE", "PATCH"})
 _INT = re.compile(r"[0-9]+")
 
 
@@ -37,6 +36,23 @@ def _error(
 ) -> JSONResponse:
     type_ = type_ or ("api_error" if status >= 500 else "invalid_request")
     return JSONResponse({"type": type_, "message": message}, status_code=status, headers=headers)
+
+
+def _echo(mode: str, authorization: str) -> Response:
+    """A 400 that repeats the Authorization header, the way careless servers and proxies do."""
+    if mode == "type":
+        return JSONResponse({"type": authorization, "message": "bad"}, status_code=400)
+    if mode == "message":
+        message = f"malformed header: Authorization: {authorization}"
+        return JSONResponse({"type": "invalid_request", "message": message}, status_code=400)
+    # A proxy's page, long, with the header's token starting at character 185: a client that
+    # cuts the page at 200 characters before redacting it keeps 15 characters of the token.
+    head = "<html><head><title>400 Bad Request</title></head><body><h1>400 Bad Request</h1>"
+    head += "<p>Request Header Or Cookie Too Large</p><pre>"
+    label = "Authorization: "
+    head = head.ljust(185 - len(label + "Bearer "), ".") + label
+    tail = "</pre><hr><p>" + "nginx " * 300 + "</p></body></html>"
+    return HTMLResponse(head + authorization + tail, status_code=400)
 
 
 def _bearer_ok(header: str | None, token: Secret) -> bool:
@@ -211,7 +227,8 @@ class EmulatorApp:
         faults = self.faults
         if faults.latency_s:
             await asyncio.sleep(faults.latency_s)
-        if not _bearer_ok(Request(scope).headers.get("authorization"), self.token):
+        authorization = Request(scope).headers.get("authorization")
+        if not _bearer_ok(authorization, self.token):
             await _error(401, "missing or invalid bearer token")(scope, receive, send)
             return
         limited, retry_after = faults.rate_limit()
@@ -223,7 +240,11 @@ class EmulatorApp:
         if code is not None:
             await _error(code, "injected server error")(scope, receive, send)
             return
-        garble = faults.ambiguous() if scope["method"] in _WRITES else None
+        echo = faults.echo(scope["method"])
+        if echo is not None:
+            await _echo(echo, authorization or "")(scope, receive, send)
+            return
+        garble = faults.ambiguous() if scope["method"] in WRITES else None
         if garble is None:
             await self.routes(scope, receive, send)
             return

@@ -14,6 +14,8 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 AMBIGUOUS_MODES = ("random", "503", "drop")
+ECHO_MODES = ("type", "message", "html")
+WRITES = frozenset({"POST", "PUT", "DELETE", "PATCH"})
 
 
 @dataclass
@@ -29,6 +31,10 @@ class Faults:
     post_status: int = 201
     delete_status: int = 204
     seed: int | None = None
+    # A server or proxy that echoes the request's Authorization header in its 400 answers:
+    # in the error's "type", in its "message", or deep in an HTML page.
+    echo_auth: str | None = None
+    echo_auth_writes_only: bool = False
 
     def __post_init__(self) -> None:
         self.validate()
@@ -55,6 +61,8 @@ class Faults:
             raise ValueError("post_status must be 200 or 201")
         if self.delete_status not in (200, 204):
             raise ValueError("delete_status must be 200 or 204")
+        if self.echo_auth is not None and self.echo_auth not in ECHO_MODES:
+            raise ValueError(f"echo_auth must be null or one of {', '.join(ECHO_MODES)}")
 
     def update(self, **changes: Any) -> None:
         """Apply several settings at once, all or nothing (the admin endpoint's entry point)."""
@@ -85,6 +93,12 @@ class Faults:
         if self.error_fraction and self._rng.random() < self.error_fraction:
             return self._rng.choice((500, 502, 503))
         return None
+
+    def echo(self, method: str) -> str | None:
+        """How to echo this request's Authorization header in a 400 answer, or None."""
+        if self.echo_auth_writes_only and method not in WRITES:
+            return None
+        return self.echo_auth
 
     def ambiguous(self) -> str | None:
         """For a write: "503" or "drop" to garble the answer after the commit, or None."""
