@@ -11,7 +11,7 @@ import asyncio
 import hmac
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -272,18 +272,18 @@ class EmulatorApp:
         body = self.state.list_groups_json(
             archived=_archived(request), limit=limit, after=after, before=before
         )
-        return Response(body, media_type="application/json")
+        return self._list_answer(body, after, self.state.retrieve_group)
 
     async def create_group(self, request: Request) -> Response:
         fields = _group_fields(await _body(request), creating=True)
-        return JSONResponse(self.state.create_group(fields), status_code=self.faults.post_status)
+        return self._answer(self.state.create_group(fields), self.faults.post_status)
 
     async def get_group(self, request: Request) -> Response:
-        return JSONResponse(self.state.retrieve_group(request.path_params["id"]))
+        return self._answer(self.state.retrieve_group(request.path_params["id"]))
 
     async def update_group(self, request: Request) -> Response:
         fields = _group_fields(await _body(request), creating=False)
-        return JSONResponse(self.state.update_group(request.path_params["id"], fields))
+        return self._answer(self.state.update_group(request.path_params["id"], fields))
 
     async def delete_group(self, request: Request) -> Response:
         deleted = self.state.delete_group(request.path_params["id"])
@@ -294,10 +294,25 @@ class EmulatorApp:
     async def list_contacts(self, request: Request) -> Response:
         limit, after, before = _page(request)
         body = self.state.list_contacts_json(limit=limit, after=after, before=before)
+        return self._list_answer(body, after, self.state.retrieve_contact)
+
+    def _list_answer(
+        self, body: str, after: str | None, retrieve: Callable[[str], dict[str, Any]]
+    ) -> Response:
+        faults = self.faults
+        if faults.override_fields or faults.duplicate_ids:
+            page = json.loads(body)
+            if faults.duplicate_ids and after is not None:
+                page["data"].insert(0, retrieve(after))
+            page["data"] = [faults.override(item) for item in page["data"]]
+            body = json.dumps(page)
         return Response(body, media_type="application/json")
 
+    def _answer(self, obj: dict[str, Any], status: int = 200) -> Response:
+        return JSONResponse(self.faults.override(obj), status_code=status)
+
     async def get_contact(self, request: Request) -> Response:
-        return JSONResponse(self.state.retrieve_contact(request.path_params["id"]))
+        return self._answer(self.state.retrieve_contact(request.path_params["id"]))
 
     async def post_message(self, request: Request) -> Response:
         body = await _body(request)
