@@ -579,7 +579,7 @@ class _Listing(Generic[Item]):
             return self._add(body)
         except Malformed as exc:
             raise MalformedAnswer(
-                str(exc), method="GET", path=self._endpoint, page=self._pages, status=200
+                str(exc), method="GET", path=self._endpoint, page=self._pages
             ) from None
 
     def _add(self, body: Any) -> bool:
