@@ -51,3 +51,13 @@ def emulator_config(folder: Path, base_url: str, spec: Path) -> Path:
     }
     config.write_text(yaml.safe_dump(settings), encoding="utf-8")
     return config
+
+
+def token_pieces(data: str | bytes, token: str, size: int = 8) -> list[str]:
+    """Every `size`-character piece of `token` found in `data`: any one is a leak."""
+    text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
+    return sorted({token[i : i + size] for i in range(len(token) - size + 1)} & _grams(text, size))
+
+
+def _grams(text: str, size: int) -> set[str]:
+    return {text[i : i + size] for i in range(len(text) - size + 1)}

@@ -2,7 +2,8 @@
 
 Everything the emulator can do is tested against it in test_api.py; these cover the rest of what
 ecampus-api.md allows a server to do: 409, an HTML proxy page, Retry-After as an HTTP date, a
-repeated cursor, a list failing at a chosen page, a POST timing out after it was sent.
+page repeated whole, an empty page promising more, a list failing at a chosen page, a POST
+timing out after it was sent.
 """
 
 from __future__ import annotations
@@ -19,10 +20,10 @@ import pytest
 from groupsync import __version__
 from groupsync.api import (
     AmbiguousWrite,
-    ApiError,
     Client,
     Conflict,
     InvalidRequest,
+    MalformedAnswer,
     RateLimited,
     ServerError,
     call_trace,
@@ -159,7 +160,7 @@ async def test_retry_after_longer_than_the_budget_gives_up_at_once() -> None:
 
 
 @pytest.mark.anyio
-async def test_a_repeated_cursor_stops_the_listing() -> None:
+async def test_a_repeated_page_stops_the_listing_at_its_first_repeated_id() -> None:
     calls: list[httpx.Request] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -167,10 +168,26 @@ async def test_a_repeated_cursor_stops_the_listing() -> None:
         return httpx.Response(200, json={"has_more": True, "data": [group("a"), group("b")]})
 
     async with make_client(handler, Recorder()) as client:
-        with pytest.raises(ApiError, match="cursor"):
+        with pytest.raises(
+            MalformedAnswer, match=r'page 2: data\[0\]\.id: "a" was already on page 1'
+        ):
             await client.list_groups(archived=False)
     assert len(calls) == 2
     assert calls[1].url.params["starting_after"] == "b"
+
+
+@pytest.mark.anyio
+async def test_more_promised_on_an_empty_page_stops_the_listing() -> None:
+    calls: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        return httpx.Response(200, json={"has_more": True, "data": []})
+
+    async with make_client(handler, Recorder()) as client:
+        with pytest.raises(MalformedAnswer, match="page 1: has_more: true on an empty page"):
+            await client.list_contacts()
+    assert len(calls) == 1
 
 
 @pytest.mark.anyio

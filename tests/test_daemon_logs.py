@@ -7,13 +7,14 @@ import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TextIO
+from typing import Literal, TextIO
 
 import pytest
 
 from groupsync.logs import log_change, setup_logging, under_journald
 from groupsync.plan import Action, Cause, Change, FieldChange
 from groupsync.secret import Secret
+from helpers import token_pieces
 
 
 @pytest.fixture
@@ -118,6 +119,22 @@ def test_a_secret_logged_by_mistake_stays_hidden(log_file: TextIO) -> None:
     )
     text = "\n".join(lines(log_file))
     assert "hunter2" not in text and "x1" not in text
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_a_secret_echoed_into_a_message_or_traceback_is_masked(
+    log_file: TextIO, fmt: Literal["text", "json"]
+) -> None:
+    secret = Secret("sk-live-9f8e7d6c5b4a3210")
+    echoed = secret.reveal()
+    setup_logging(fmt, stream=log_file, environ={})
+    try:
+        raise ValueError(f"Illegal header value b'Bearer {echoed[:12]}'")
+    except ValueError:
+        logging.getLogger("groupsync.test").exception("server said %s", echoed[3:])
+    text = "\n".join(lines(log_file))
+    assert "server said" in text and "Illegal header value" in text
+    assert token_pieces(text, echoed) == []
 
 
 def test_one_line_per_change_with_what_changed(log_file: TextIO) -> None:

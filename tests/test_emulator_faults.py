@@ -179,6 +179,9 @@ def test_ambiguous_mode_random_mixes_both(emulator: Emulator, emulator_http: htt
         {"ambiguous_mode": "sometimes"},
         {"post_status": 202},
         {"delete_status": 404},
+        {"echo_auth": "cookie"},
+        {"override_fields": ["name"]},
+        {"override_ids": "g1"},
     ],
 )
 def test_faults_validate(bad: dict) -> None:
@@ -188,6 +191,52 @@ def test_faults_validate(bad: dict) -> None:
     with pytest.raises(ValueError):
         faults.update(seed=9, **bad)
     assert faults == Faults()  # all or nothing
+
+
+def test_echo_auth_on_writes_only_leaves_reads_alone(
+    emulator: Emulator, emulator_http: httpx.Client
+) -> None:
+    with admin(emulator) as a:
+        r = a.put("/faults", json={"echo_auth": "type", "echo_auth_writes_only": True})
+        assert r.status_code == 200
+    assert emulator_http.get("/groups").status_code == 200
+    refused = emulator_http.post("/groups", json={"name": "Chess"})
+    assert refused.status_code == 400
+    assert refused.json() == {"type": "Bearer test-token", "message": "bad"}
+    assert emulator.state.groups() == []
+
+
+def test_override_fields_garble_the_targeted_objects_in_every_answer(
+    emulator: Emulator, emulator_http: httpx.Client
+) -> None:
+    target = emulator.state.add_group("Target")["id"]
+    other = emulator.state.add_group("Other")["id"]
+    emulator.faults.update(override_fields={"archived_at": "yesterday"}, override_ids=[target])
+    listed = {g["id"]: g for g in emulator_http.get("/groups").json()["data"]}
+    assert listed[target]["archived_at"] == "yesterday"
+    assert listed[other]["archived_at"] is None
+    assert emulator_http.get(f"/groups/{target}").json()["archived_at"] == "yesterday"
+    assert emulator.state.retrieve_group(target)["archived_at"] is None  # the answer only
+
+    emulator.faults.update(override_fields={"name": 42}, override_ids=None)
+    created = emulator_http.post("/groups", json={"name": "New"})
+    assert created.status_code == 201 and created.json()["name"] == 42
+    assert {g["name"] for g in emulator.state.groups()} == {"Target", "Other", "New"}
+
+
+@pytest.mark.parametrize("path", ["/groups", "/contacts"])
+def test_duplicate_ids_repeat_the_cursor_item_on_the_next_page(
+    emulator: Emulator, emulator_http: httpx.Client, path: str
+) -> None:
+    for i in range(5):
+        emulator.state.add_group(f"G{i}", members=[f"user{i}"])
+    emulator.faults.duplicate_ids = True
+    first = emulator_http.get(path, params={"limit": 3}).json()
+    cursor = first["data"][-1]["id"]
+    second = emulator_http.get(path, params={"limit": 3, "starting_after": cursor}).json()
+    ids = [item["id"] for item in second["data"]]
+    assert ids[0] == cursor and len(ids) == 3 and len(set(ids)) == 3
+    assert second["data"][0] == first["data"][-1]
 
 
 def test_faults_never_apply_to_admin(emulator: Emulator) -> None:

@@ -18,6 +18,8 @@ import pytest
 from groupsync.errors import GroupsyncError
 from groupsync.journal import SCHEMA_VERSION, Journal, JournalError, JournalLocked
 from groupsync.plan import Action, AppliedState, Cause, Change, FieldChange
+from groupsync.secret import Secret
+from helpers import token_pieces
 
 ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
@@ -101,6 +103,21 @@ def test_a_change_is_pending_until_settled_and_history_tells_it(journal: Journal
     assert row["members_added"] == ["hector"] and row["members_removed"] == ["zed"]
     assert row["duration_ms"] >= 0 and row["note"] == "gave up"
     assert "update cs101" in row["summary"] and "HTTP 503" in row["summary"]
+
+
+def test_error_texts_are_masked_of_every_secret_the_process_holds(tmp_path: Path) -> None:
+    secret = Secret("sk-live-9f8e7d6c5b4a3210")
+    echoed = f"HTTP 400 Bearer {secret.reveal()}: bad"
+    with Journal.open(tmp_path / "groupsync.db") as journal:
+        run = journal.start_run(trigger="manual", mode="apply", spec_digest="d1")
+        change = journal.begin_change(run, _update())
+        journal.settle_change(change, status="failed", error=echoed, note=echoed)
+        journal.finish_run(run, outcome="failed", counts={}, error=echoed)
+        history = json.dumps(journal.history())
+    assert "HTTP 400 Bearer **********: bad" in history
+    for name in ("groupsync.db", "groupsync.db-wal"):
+        if (tmp_path / name).exists():
+            assert token_pieces((tmp_path / name).read_bytes(), secret.reveal()) == []
 
 
 def test_history_is_newest_first_limited_and_filtered_by_key(journal: Journal) -> None:

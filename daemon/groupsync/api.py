@@ -20,12 +20,13 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC
-from typing import Any, TypeVar
-from urllib.parse import quote
+from typing import Any, Generic, TypeVar
+from urllib.parse import quote, urlencode
 
 import httpx
 
 from groupsync import __version__
+from groupsync.contract import Contract, Malformed
 from groupsync.errors import GroupsyncError
 from groupsync.models import UNSET, Contact, Group, _Unset
 from groupsync.secret import Secret
@@ -33,6 +34,7 @@ from groupsync.secret import Secret
 logger = logging.getLogger("groupsync.api")
 
 T = TypeVar("T")
+Item = TypeVar("Item", Group, Contact)
 
 PAGE_SIZE = 100
 # 100,000 groups (the documented maximum) is 1,000 pages: ten times that is a broken server.
@@ -109,6 +111,22 @@ class AmbiguousWrite(ApiError):
 
     def _describe(self) -> str:
         return f"{super()._describe()}; the write may have been applied"
+
+
+class MalformedAnswer(ApiError):
+    """A 2xx answer off the API contract: planning on it would change the wrong groups."""
+
+    def __init__(self, message: str, *, page: int | None = None, **kwargs: Any) -> None:
+        self.page = page
+        super().__init__(message, **kwargs)
+
+    def _describe(self) -> str:
+        page = f" page {self.page}" if self.page is not None else ""
+        return f"{self.method} {self.path}{page}: {self.message}"
+
+
+class MalformedWrite(AmbiguousWrite, MalformedAnswer):
+    """A create answered with an object off the contract: it happened, but made what is unknown."""
 
 
 class ReadOnlyViolation(GroupsyncError):
@@ -274,11 +292,16 @@ class Client:
     async def aclose(self) -> None:
         await self._http.aclose()
 
+    @functools.cached_property
+    def _contract(self) -> Contract:
+        """Reads answers; values its errors quote are redacted with this client's token."""
+        return Contract(self._token.redact)
+
     # --- reads -------------------------------------------------------------------------------
 
     async def list_groups(self, *, archived: bool) -> list[Group]:
         params = {"archived": "true"} if archived else {}
-        return await self._list("/groups", params, Group.from_api)
+        return await self._list("/groups", params, self._contract.group)
 
     async def list_all_groups(self) -> list[Group]:
         """Both lists, read concurrently: the API never lists archived and active ones together."""
@@ -295,10 +318,10 @@ class Client:
         return list(by_id.values())
 
     async def list_contacts(self) -> list[Contact]:
-        return await self._list("/contacts", {}, Contact.from_api)
+        return await self._list("/contacts", {}, self._contract.contact)
 
     async def get_group(self, group_id: str) -> Group:
-        return await self._request("GET", _group_path(group_id), parse=Group.from_api)
+        return await self._request("GET", _group_path(group_id), parse=self._contract.group)
 
     # --- writes ------------------------------------------------------------------------------
 
@@ -315,7 +338,7 @@ class Client:
             body["description"] = description
         if avatar_url is not None:
             body["avatar_url"] = avatar_url
-        return await self._request("POST", "/groups", json=body, parse=Group.from_api)
+        return await self._request("POST", "/groups", json=body, parse=self._contract.group)
 
     async def update_group(
         self,
@@ -339,39 +362,32 @@ class Client:
             body["contacts"] = _contacts(members)
         if not isinstance(archived, _Unset):
             body["archived_at"] = int(time.time()) if archived else None
-        return await self._request("PUT", _group_path(group_id), json=body, parse=Group.from_api)
+        return await self._request(
+            "PUT", _group_path(group_id), json=body, parse=self._contract.group
+        )
 
     async def delete_group(self, group_id: str) -> None:
         await self._request("DELETE", _group_path(group_id), parse=None)
 
     async def post_message(self, conversation_id: str, text: str) -> dict[str, Any]:
         body = {"conversation_id": conversation_id, "message": text}
-        return await self._request("POST", "/messages", json=body, parse=_mapping)
+        return await self._request("POST", "/messages", json=body, parse=self._contract.message)
 
     # --- the one place requests are sent ------------------------------------------------------
 
     async def _list(
-        self, path: str, params: Mapping[str, str], parse_item: Callable[[Any], T]
-    ) -> list[T]:
-        """Every page or an error: a short list would read as "groups vanished" and be recreated."""
+        self, path: str, params: Mapping[str, str], read_item: Callable[[Any], Item]
+    ) -> list[Item]:
+        """Every page or an error: a short list would read as "groups vanished" and be recreated,
+        and a malformed or repeated item as a group to change or to create."""
         query: dict[str, Any] = {"limit": PAGE_SIZE, **params}
-        items: list[T] = []
-        seen: set[str] = set()
+        endpoint = f"{path}?{urlencode(params)}" if params else path
+        listing = _Listing(endpoint, self._contract, read_item)
         for _ in range(_MAX_PAGES):
-            data, has_more = await self._request("GET", path, params=query, parse=_page)
-            items.extend(_parse(parse_item, item, "GET", path) for item in data)
+            has_more = await self._request("GET", path, params=query, parse=listing.add)
             if not has_more:
-                return items
-            cursor = data[-1].get("id") if data and isinstance(data[-1], dict) else None
-            if not isinstance(cursor, str) or cursor in seen:
-                raise ApiError(
-                    f"a page with has_more but no new cursor ({cursor!r}): not looping",
-                    status=200,
-                    method="GET",
-                    path=path,
-                )
-            seen.add(cursor)
-            query["starting_after"] = cursor
+                return listing.items
+            query["starting_after"] = listing.items[-1].id
         raise ApiError(f"gave up after {_MAX_PAGES} pages", status=200, method="GET", path=path)
 
     async def _request(
@@ -478,26 +494,29 @@ class Client:
         return cls(message, **kwargs)
 
     def _error_body(self, response: httpx.Response) -> tuple[str | None, str]:
-        """The documented `{type, message}`, or a short clean snippet of whatever came instead."""
+        """The documented `{type, message}`, or a short clean snippet of whatever came instead.
+
+        Every field is redacted before it is cut: a proxy's debug page or a careless server may
+        echo the Authorization header anywhere, and a cut token still gives most of it away.
+        """
         try:
             body = response.json()
         except ValueError:
             body = None
         if isinstance(body, dict) and isinstance(body.get("message"), str):
             error_type = body.get("type")
-            return (error_type if isinstance(error_type, str) else None), self._redact(
-                body["message"]
+            return (
+                self._clean(error_type) if isinstance(error_type, str) else None,
+                self._clean(body["message"]),
             )
-        text = " ".join(response.text.split())
-        if len(text) > _SNIPPET_CHARS:
-            text = text[:_SNIPPET_CHARS] + "…"
-        kind = response.headers.get("Content-Type", "unknown content type").split(";")[0]
-        return None, self._redact(f"unexpected {kind} answer: {text!r}" if text else "empty answer")
+        kind = self._clean(response.headers.get("Content-Type", "unknown content type"))
+        text = self._clean(response.text)
+        return None, f"unexpected {kind.split(';')[0]} answer: {text!r}" if text else "empty answer"
 
-    def _redact(self, text: str) -> str:
-        # A proxy's debug page may echo request headers: never let the token reach an exception.
-        token = self._token.reveal()
-        return text.replace(token, "**********") if token else text
+    def _clean(self, text: str) -> str:
+        """Server text fit for an error: redacted, on one line, at most `_SNIPPET_CHARS` long."""
+        text = " ".join(self._token.redact(text).split())
+        return text[:_SNIPPET_CHARS] + "…" if len(text) > _SNIPPET_CHARS else text
 
 
 @functools.cache
@@ -535,23 +554,49 @@ def _json(response: httpx.Response, method: str, path: str, attempt: int) -> Any
 def _parse(parse: Callable[[Any], T], payload: Any, method: str, path: str) -> T:
     try:
         return parse(payload)
-    except (KeyError, TypeError, ValueError) as exc:
-        cls = AmbiguousWrite if method == "POST" else ApiError
-        raise cls(
-            f"the answer does not match the API contract ({type(exc).__name__}: {exc})",
-            method=method,
-            path=path,
-        ) from exc
+    except Malformed as exc:
+        # A create that answered 2xx did happen; without a readable group the caller must re-read.
+        cls = MalformedWrite if method == "POST" else MalformedAnswer
+        raise cls(str(exc), method=method, path=path) from None
 
 
-def _page(body: Any) -> tuple[list[Any], bool]:
-    data, has_more = body["data"], body["has_more"]
-    if not isinstance(data, list) or not isinstance(has_more, bool):
-        raise TypeError("a page needs a list `data` and a boolean `has_more`")
-    return data, has_more
+class _Listing(Generic[Item]):
+    """One list read page by page: every item checked and every id seen once, so the plan never
+    works from a garbled or doubled account."""
 
+    def __init__(self, endpoint: str, contract: Contract, read_item: Callable[[Any], Item]) -> None:
+        self.items: list[Item] = []
+        self._endpoint = endpoint
+        self._contract = contract
+        self._read_item = read_item
+        self._pages = 0
+        self._first_seen: dict[str, tuple[int, int]] = {}  # id -> (page, index)
 
-def _mapping(body: Any) -> dict[str, Any]:
-    if not isinstance(body, dict):
-        raise TypeError("expected a JSON object")
-    return body
+    def add(self, body: Any) -> bool:
+        """Read one page's answer into `items`; whether the server says more follow."""
+        self._pages += 1
+        try:
+            return self._add(body)
+        except Malformed as exc:
+            raise MalformedAnswer(
+                str(exc), method="GET", path=self._endpoint, page=self._pages
+            ) from None
+
+    def _add(self, body: Any) -> bool:
+        data, has_more = self._contract.page(body)
+        for i, raw in enumerate(data):
+            try:
+                item = self._read_item(raw)
+            except Malformed as exc:
+                raise exc.within(f"data[{i}]") from None
+            first = self._first_seen.setdefault(item.id, (self._pages, i))
+            if first != (self._pages, i):
+                raise Malformed(
+                    f"data[{i}].id",
+                    f"{self._contract.shown(item.id)} was already on page {first[0]}"
+                    f" (data[{first[1]}]): a list names each object once",
+                )
+            self.items.append(item)
+        if has_more and not data:
+            raise Malformed("has_more", "true on an empty page: no cursor to go on from")
+        return has_more

@@ -37,6 +37,7 @@ from groupsync.errors import GroupsyncError
 from groupsync.outcomes import ChangeStatus, RunOutcome
 from groupsync.plan import Action, AppliedState, Change, ManagedGroup
 from groupsync.render import show_members, show_value
+from groupsync.secret import redact_secrets
 
 # "gsyn": marks the file as a groupsync journal for `file(1)` and for the open-time check.
 APPLICATION_ID = 0x6773796E
@@ -136,6 +137,12 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 def _json(value: Any) -> str:
     return canonical_json(value)
+
+
+def _masked(text: str | None) -> str | None:
+    """Free text from errors, with every secret the process holds masked: the API client redacts
+    what servers send, and this catches whatever else an error may have picked up."""
+    return None if text is None else redact_secrets(text)
 
 
 def _applied_to_json(applied: AppliedState) -> str:
@@ -276,7 +283,7 @@ class Journal:
             self._db.execute(
                 "UPDATE runs SET finished_at = ?, outcome = ?, counts = ?, error = ?,"
                 " plan_checksum = coalesce(?, plan_checksum) WHERE id = ?",
-                (now_iso(), outcome, _json(counts), error, plan_checksum, run_id),
+                (now_iso(), outcome, _json(counts), _masked(error), plan_checksum, run_id),
             )
 
     # --- changes -----------------------------------------------------------------------------
@@ -348,9 +355,9 @@ class Journal:
                     "group_id": group_id,
                     "attempts": attempts,
                     "http_status": http_status,
-                    "error": error,
+                    "error": _masked(error),
                     "finished": now_iso(),
-                    "note": note,
+                    "note": _masked(note),
                     "id": change_id,
                 },
             )

@@ -1,5 +1,8 @@
 """Logging for a process that runs unattended: text or JSON lines on stderr, journald-aware.
 
+Every line is masked of the secrets the process holds (`redact_secrets`), tracebacks included:
+an exception's text can carry what a server or a library echoed.
+
 Under systemd, stderr goes to journald, which stamps every line itself and reads a `<N>`
 syslog priority prefix (SyslogLevelPrefix=, on by default): there, lines carry the prefix and no
 timestamp. Elsewhere (a terminal, a file, a container log) they carry an ISO-8601 UTC timestamp.
@@ -16,6 +19,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal, TextIO
 
 from groupsync.outcomes import ChangeStatus
+from groupsync.secret import redact_secrets
 
 if TYPE_CHECKING:
     from groupsync.plan import Change
@@ -74,6 +78,7 @@ class TextFormatter(logging.Formatter):
         if record.exc_info:
             # One record stays one journald entry: indent the traceback instead of new lines.
             line = f"{line}\n{self.formatException(record.exc_info)}".replace("\n", "\n    ")
+        line = redact_secrets(line)
         if self.journald:
             return f"<{_PRIORITY.get(record.levelno, 3)}>{line}"
         return f"{_timestamp(record)} {line}"
@@ -93,7 +98,7 @@ class JsonFormatter(logging.Formatter):
         out |= _extras(record)
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
-        line = json.dumps(out, default=str, ensure_ascii=False)
+        line = redact_secrets(json.dumps(out, default=str, ensure_ascii=False))
         return f"<{_PRIORITY.get(record.levelno, 3)}>{line}" if self.journald else line
 
 

@@ -1,11 +1,11 @@
-"""Values shared by every layer: what the API returns, and the "leave it alone" marker."""
+"""Values shared by every layer: what the API returns (read by `contract`), and the "leave it
+alone" marker."""
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 
 
 class _Unset(enum.Enum):
@@ -25,10 +25,6 @@ class Contact:
     username: str
     display_name: str | None = None
 
-    @classmethod
-    def from_api(cls, data: Mapping[str, Any]) -> Contact:
-        return cls(id=data["id"], username=data["username"], display_name=data.get("display_name"))
-
 
 @dataclass(frozen=True, slots=True)
 class Group:
@@ -46,16 +42,3 @@ class Group:
     @property
     def archived(self) -> bool:
         return self.archived_at is not None
-
-    @classmethod
-    def from_api(cls, data: Mapping[str, Any]) -> Group:
-        return cls(
-            id=data["id"],
-            name=data["name"],
-            description=data.get("description"),
-            avatar_url=data.get("avatar_url"),
-            members=frozenset(c["username"] for c in data.get("contacts") or ()),
-            archived_at=data.get("archived_at"),
-            created_at=data.get("created_at") or 0,
-            conversation_id=data.get("conversation_id"),
-        )

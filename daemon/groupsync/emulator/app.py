@@ -11,24 +11,23 @@ import asyncio
 import hmac
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Match, Route
 from starlette.types import Message, Receive, Scope, Send
 
 from groupsync.emulator.counters import DROPPED, RequestCounters
-from groupsync.emulator.faults import Faults
+from groupsync.emulator.faults import WRITES, Faults
 from groupsync.emulator.state import ApiFailure, EmulatorState
 from groupsync.secret import Secret
 
 MAX_NAME = 100
-_WRITES = frozenset({"POST", "PUT", "DELETE", "PATCH"})
 _INT = re.compile(r"[0-9]+")
 
 
@@ -37,6 +36,23 @@ def _error(
 ) -> JSONResponse:
     type_ = type_ or ("api_error" if status >= 500 else "invalid_request")
     return JSONResponse({"type": type_, "message": message}, status_code=status, headers=headers)
+
+
+def _echo(mode: str, authorization: str) -> Response:
+    """A 400 that repeats the Authorization header, the way careless servers and proxies do."""
+    if mode == "type":
+        return JSONResponse({"type": authorization, "message": "bad"}, status_code=400)
+    if mode == "message":
+        message = f"malformed header: Authorization: {authorization}"
+        return JSONResponse({"type": "invalid_request", "message": message}, status_code=400)
+    # A proxy's page, long, with the header's token starting at character 185: a client that
+    # cuts the page at 200 characters before redacting it keeps 15 characters of the token.
+    head = "<html><head><title>400 Bad Request</title></head><body><h1>400 Bad Request</h1>"
+    head += "<p>Request Header Or Cookie Too Large</p><pre>"
+    label = "Authorization: "
+    head = head.ljust(185 - len(label + "Bearer "), ".") + label
+    tail = "</pre><hr><p>" + "nginx " * 300 + "</p></body></html>"
+    return HTMLResponse(head + authorization + tail, status_code=400)
 
 
 def _bearer_ok(header: str | None, token: Secret) -> bool:
@@ -211,7 +227,8 @@ class EmulatorApp:
         faults = self.faults
         if faults.latency_s:
             await asyncio.sleep(faults.latency_s)
-        if not _bearer_ok(Request(scope).headers.get("authorization"), self.token):
+        authorization = Request(scope).headers.get("authorization")
+        if not _bearer_ok(authorization, self.token):
             await _error(401, "missing or invalid bearer token")(scope, receive, send)
             return
         limited, retry_after = faults.rate_limit()
@@ -223,7 +240,11 @@ class EmulatorApp:
         if code is not None:
             await _error(code, "injected server error")(scope, receive, send)
             return
-        garble = faults.ambiguous() if scope["method"] in _WRITES else None
+        echo = faults.echo(scope["method"])
+        if echo is not None:
+            await _echo(echo, authorization or "")(scope, receive, send)
+            return
+        garble = faults.ambiguous() if scope["method"] in WRITES else None
         if garble is None:
             await self.routes(scope, receive, send)
             return
@@ -251,18 +272,18 @@ class EmulatorApp:
         body = self.state.list_groups_json(
             archived=_archived(request), limit=limit, after=after, before=before
         )
-        return Response(body, media_type="application/json")
+        return self._list_answer(body, after, self.state.retrieve_group)
 
     async def create_group(self, request: Request) -> Response:
         fields = _group_fields(await _body(request), creating=True)
-        return JSONResponse(self.state.create_group(fields), status_code=self.faults.post_status)
+        return self._answer(self.state.create_group(fields), self.faults.post_status)
 
     async def get_group(self, request: Request) -> Response:
-        return JSONResponse(self.state.retrieve_group(request.path_params["id"]))
+        return self._answer(self.state.retrieve_group(request.path_params["id"]))
 
     async def update_group(self, request: Request) -> Response:
         fields = _group_fields(await _body(request), creating=False)
-        return JSONResponse(self.state.update_group(request.path_params["id"], fields))
+        return self._answer(self.state.update_group(request.path_params["id"], fields))
 
     async def delete_group(self, request: Request) -> Response:
         deleted = self.state.delete_group(request.path_params["id"])
@@ -273,10 +294,25 @@ class EmulatorApp:
     async def list_contacts(self, request: Request) -> Response:
         limit, after, before = _page(request)
         body = self.state.list_contacts_json(limit=limit, after=after, before=before)
+        return self._list_answer(body, after, self.state.retrieve_contact)
+
+    def _list_answer(
+        self, body: str, after: str | None, retrieve: Callable[[str], dict[str, Any]]
+    ) -> Response:
+        faults = self.faults
+        if faults.override_fields or faults.duplicate_ids:
+            page = json.loads(body)
+            if faults.duplicate_ids and after is not None:
+                page["data"].insert(0, retrieve(after))
+            page["data"] = [faults.override(item) for item in page["data"]]
+            body = json.dumps(page)
         return Response(body, media_type="application/json")
 
+    def _answer(self, obj: dict[str, Any], status: int = 200) -> Response:
+        return JSONResponse(self.faults.override(obj), status_code=status)
+
     async def get_contact(self, request: Request) -> Response:
-        return JSONResponse(self.state.retrieve_contact(request.path_params["id"]))
+        return self._answer(self.state.retrieve_contact(request.path_params["id"]))
 
     async def post_message(self, request: Request) -> Response:
         body = await _body(request)

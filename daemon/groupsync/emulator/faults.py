@@ -10,10 +10,12 @@ import math
 import random
 import threading
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 AMBIGUOUS_MODES = ("random", "503", "drop")
+ECHO_MODES = ("type", "message", "html")
+WRITES = frozenset({"POST", "PUT", "DELETE", "PATCH"})
 
 
 @dataclass
@@ -29,6 +31,17 @@ class Faults:
     post_status: int = 201
     delete_status: int = 204
     seed: int | None = None
+    # A server or proxy that echoes the request's Authorization header in its 400 answers:
+    # in the error's "type", in its "message", or deep in an HTML page.
+    echo_auth: str | None = None
+    echo_auth_writes_only: bool = False
+    # Answers off the contract: `override_fields` set on every group or contact object answered
+    # whose id is in `override_ids` (every one when None), and, with `duplicate_ids`, every list
+    # page after the first starting again with the item its cursor names, as offset paging
+    # does when items are inserted meanwhile.
+    override_fields: dict[str, Any] = field(default_factory=dict)
+    override_ids: list[str] | None = None
+    duplicate_ids: bool = False
 
     def __post_init__(self) -> None:
         self.validate()
@@ -55,6 +68,15 @@ class Faults:
             raise ValueError("post_status must be 200 or 201")
         if self.delete_status not in (200, 204):
             raise ValueError("delete_status must be 200 or 204")
+        if self.echo_auth is not None and self.echo_auth not in ECHO_MODES:
+            raise ValueError(f"echo_auth must be null or one of {', '.join(ECHO_MODES)}")
+        if not isinstance(self.override_fields, dict):
+            raise ValueError("override_fields must be an object of field: value")
+        if self.override_ids is not None and not (
+            isinstance(self.override_ids, list)
+            and all(isinstance(i, str) for i in self.override_ids)
+        ):
+            raise ValueError("override_ids must be a list of ids (or null for every item)")
 
     def update(self, **changes: Any) -> None:
         """Apply several settings at once, all or nothing (the admin endpoint's entry point)."""
@@ -85,6 +107,20 @@ class Faults:
         if self.error_fraction and self._rng.random() < self.error_fraction:
             return self._rng.choice((500, 502, 503))
         return None
+
+    def echo(self, method: str) -> str | None:
+        """How to echo this request's Authorization header in a 400 answer, or None."""
+        if self.echo_auth_writes_only and method not in WRITES:
+            return None
+        return self.echo_auth
+
+    def override(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """`obj`, an object about to be answered, with `override_fields` set if it is targeted."""
+        if self.override_fields and (
+            self.override_ids is None or obj.get("id") in self.override_ids
+        ):
+            obj.update(self.override_fields)
+        return obj
 
     def ambiguous(self) -> str | None:
         """For a write: "503" or "drop" to garble the answer after the commit, or None."""
