@@ -111,6 +111,7 @@ def schema(config_path: Path | None) -> None:
     help="SQLite file that keeps the state across restarts (default: memory only).",
 )
 @click.option("--latency-ms", type=float, default=0, help="Delay every API request.")
+@click.option("--drip-ms", type=float, default=0, help="Send answers a byte at a time, N ms apart.")
 @click.option("--rate-limit", type=float, default=None, help="Answer 429 past N requests/second.")
 @click.option("--error-rate", type=float, default=0, help="Fraction of requests answered 5xx.")
 @click.option(
@@ -131,6 +132,7 @@ def emulator(
     seed: Path | None,
     state_path: Path | None,
     latency_ms: float,
+    drip_ms: float,
     rate_limit: float | None,
     error_rate: float,
     ambiguous_rate: float,
@@ -143,6 +145,7 @@ def emulator(
     try:
         faults = Faults(
             latency_s=latency_ms / 1000,
+            drip_s=drip_ms / 1000,
             rate_limit_per_s=rate_limit,
             error_fraction=error_rate,
             ambiguous_fraction=ambiguous_rate,
