@@ -35,8 +35,10 @@ logger = logging.getLogger("groupsync.api")
 T = TypeVar("T")
 
 PAGE_SIZE = 100
-# 100,000 groups (the documented maximum) is 1,000 pages: ten times that is a broken server.
-_MAX_PAGES = 10_000
+MAX_PAGES = 1_100
+"""Pages one list may take: an account holds at most 100,000 groups (ecampus-api.md), 1,000
+pages of 100, plus 10%. The contract sets no limit on contacts; they get the same cap. A server
+still saying has_more past it is broken, and reading on would take hours at the rate limit."""
 _SNIPPET_CHARS = 200
 _IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE"})
 _READ_ONLY = frozenset({"GET", "HEAD"})
@@ -204,9 +206,10 @@ class Client:
     """The eCampus API, as groupsync needs it.
 
     Extra knobs beyond the shared interface: `backoff_base_s`/`backoff_max_s` shape the retry
-    backoff, `max_attempts` bounds retries by count as `retry_budget_s` bounds them by time, and
-    `sleep` is how retries wait (tests pass a recorder). A `transport` passed in brings its own
-    connection limits: httpx ignores `limits=` next to `transport=`.
+    backoff, `max_attempts` bounds retries by count as `retry_budget_s` bounds them by time,
+    `max_pages` caps one list, and `sleep` is how retries wait (tests pass a recorder). A
+    `transport` passed in brings its own connection limits: httpx ignores `limits=` next to
+    `transport=`.
     """
 
     def __init__(
@@ -223,12 +226,13 @@ class Client:
         backoff_base_s: float = 0.5,
         backoff_max_s: float = 30,
         max_attempts: int = 8,
+        max_pages: int = MAX_PAGES,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         stats: ClientStats | None = None,
     ) -> None:
-        if max_concurrency < 1 or max_requests_per_s <= 0 or max_attempts < 1:
+        if max_concurrency < 1 or max_requests_per_s <= 0 or max_attempts < 1 or max_pages < 1:
             raise ValueError(
-                "max_concurrency, max_requests_per_s and max_attempts must be positive"
+                "max_concurrency, max_requests_per_s, max_attempts and max_pages must be positive"
             )
         self.base_url = base_url
         self._read_only = read_only
@@ -238,6 +242,7 @@ class Client:
         self._backoff_base_s = backoff_base_s
         self._backoff_max_s = backoff_max_s
         self._max_attempts = max_attempts
+        self._max_pages = max_pages
         self._sleep = sleep
         self._in_flight = asyncio.Semaphore(max_concurrency)
         self._bucket = _TokenBucket(max_requests_per_s, burst=max(1.0, max_requests_per_s / 5))
@@ -357,7 +362,7 @@ class Client:
         query: dict[str, Any] = {"limit": PAGE_SIZE, **params}
         items: list[T] = []
         seen: set[str] = set()
-        for _ in range(_MAX_PAGES):
+        for _ in range(self._max_pages):
             data, has_more = await self._request("GET", path, params=query, parse=_page)
             items.extend(_parse(parse_item, item, "GET", path) for item in data)
             if not has_more:
@@ -372,7 +377,14 @@ class Client:
                 )
             seen.add(cursor)
             query["starting_after"] = cursor
-        raise ApiError(f"gave up after {_MAX_PAGES} pages", status=200, method="GET", path=path)
+        raise ApiError(
+            f"stopped after {self._max_pages} pages ({len(items)} items), all saying has_more:"
+            f" that is past what an account's limits allow (100,000 groups at {PAGE_SIZE} a page,"
+            " plus 10%), so the server's paging looks broken and the list is not used",
+            status=200,
+            method="GET",
+            path=path,
+        )
 
     async def _request(
         self,
