@@ -10,10 +10,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import httpx
 import pytest
 
 from groupsync import api
-from groupsync.api import ApiError, Client
+from groupsync.api import AmbiguousWrite, ApiError, Client, ServerError
 from groupsync.emulator import Emulator
 from groupsync.secret import Secret
 
@@ -21,6 +22,53 @@ from groupsync.secret import Secret
 def connect(emulator: Emulator, **kwargs: Any) -> Client:
     options: dict[str, Any] = {"max_requests_per_s": 1000, "backoff_base_s": 0.01, **kwargs}
     return Client(emulator.base_url, Secret("test-token"), **options)
+
+
+# --- drip: the whole request has one deadline ----------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_a_dripping_answer_times_out_at_timeout_s_and_the_retries_end(
+    emulator: Emulator,
+) -> None:
+    # 28 bytes 50 ms apart: 1.4 s per answer, yet never 0.3 s without a byte, so a per-read
+    # timeout of 0.3 s would wait for all of it; the whole-request deadline ends it at 0.3 s.
+    emulator.faults.drip_s = 0.05
+    timeout_s, budget_s = 0.3, 0.8
+    started = time.monotonic()
+    async with connect(emulator, timeout_s=timeout_s, retry_budget_s=budget_s) as client:
+        with pytest.raises(ServerError) as caught:
+            await client.list_groups(archived=False)
+    elapsed = time.monotonic() - started
+
+    error = caught.value
+    assert "timed out after 0.3 s (api.timeout_s)" in str(error)
+    assert str(error).count("no answer") == 1
+    assert error.attempts >= 2  # retried like any transport error of a read
+    # Bounded by the budget plus one attempt's deadline (and some slack for a loaded machine).
+    assert elapsed < budget_s + timeout_s + 0.5
+    assert elapsed >= error.attempts * timeout_s
+    assert emulator.count("GET", "/v1/groups") == error.attempts
+
+
+@pytest.mark.anyio
+async def test_a_dripping_create_is_ambiguous_and_not_repeated(emulator: Emulator) -> None:
+    emulator.faults.drip_s = 0.05
+    async with connect(emulator, timeout_s=0.3) as client:
+        with pytest.raises(AmbiguousWrite) as caught:
+            await client.create_group(name="Plaza Hotel")
+
+    # The request was sent, so the deadline is a read timeout: apply re-reads before retrying.
+    assert isinstance(caught.value.__cause__, httpx.ReadTimeout)
+    assert emulator.count("POST", "/v1/groups") == 1
+    assert [g["name"] for g in emulator.state.groups()] == ["Plaza Hotel"]
+
+
+@pytest.mark.anyio
+async def test_a_slow_but_complete_answer_within_the_deadline_is_kept(emulator: Emulator) -> None:
+    emulator.faults.drip_s = 0.005  # 28 bytes in about 0.15 s
+    async with connect(emulator, timeout_s=5) as client:
+        assert await client.list_groups(archived=False) == []
 
 
 # --- endless pages: the list has a cap ---------------------------------------------------------

@@ -1,0 +1,173 @@
+"""An API that cannot be reached, or is not the API: the client fails fast and says why in words.
+
+Every server here is real and on 127.0.0.1: a closed port, the emulator's plain-HTTP port
+spoken to in TLS, a TLS server with a self-signed certificate, a port that accepts but never
+answers. The one name lookup uses a label too long for DNS, which the resolver refuses without
+sending a query.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import ssl
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from groupsync.api import (
+    Client,
+    NotFound,
+    ServerError,
+    Unreachable,
+    WrongBaseUrl,
+)
+from groupsync.emulator import Emulator
+from groupsync.secret import Secret
+
+TOKEN = "test-token"
+# 64 characters: longer than a DNS label may be, so the lookup fails before any query is sent.
+NO_SUCH_HOST = "a" * 64 + ".invalid"
+
+
+def closed_port() -> int:
+    """A port that was free a moment ago: nobody listens there now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def client(base_url: str, token: Secret | str = TOKEN, **kwargs: Any) -> Client:
+    secret = token if isinstance(token, Secret) else Secret(token)
+    return Client(base_url, secret, max_requests_per_s=1000, **kwargs)
+
+
+async def failure_of(base_url: str, **kwargs: Any) -> tuple[Exception, float]:
+    """The error a group listing ends in, and how long it took (real retries and sleeps)."""
+    started = time.monotonic()
+    async with client(base_url, **kwargs) as c:
+        with pytest.raises(Exception) as caught:
+            await c.list_all_groups()
+    return caught.value, time.monotonic() - started
+
+
+@pytest.mark.anyio
+async def test_connection_refused_is_said_with_the_address_and_retried_briefly() -> None:
+    base_url = f"http://127.0.0.1:{closed_port()}/v1"
+    error, elapsed = await failure_of(base_url)
+
+    assert isinstance(error, Unreachable) and isinstance(error, ServerError)
+    assert str(error).startswith(f"cannot connect to {base_url}: connection refused (3 attempts;")
+    assert "api.base_url" in str(error) and "no answer" not in str(error)
+    assert error.attempts == 3
+    assert elapsed < 3  # 3 attempts and two jittered waits of at most 0.5 s and 1 s
+
+
+@pytest.mark.anyio
+async def test_a_name_that_does_not_resolve_is_said_so() -> None:
+    error, elapsed = await failure_of(f"http://{NO_SUCH_HOST}/v1")
+
+    assert isinstance(error, Unreachable)
+    assert "name not found" in str(error) and "host name in api.base_url" in str(error)
+    assert elapsed < 3
+
+
+@pytest.mark.anyio
+async def test_https_to_a_plain_http_port_says_so(emulator: Emulator) -> None:
+    base_url = f"https://127.0.0.1:{emulator.port}/v1"
+    error, elapsed = await failure_of(base_url)
+
+    assert isinstance(error, Unreachable)
+    assert str(error).startswith(f"cannot connect to {base_url}: the server does not speak TLS")
+    assert "use http:// in api.base_url" in str(error)
+    assert elapsed < 3
+    assert emulator.count() == 0  # nothing readable as HTTP ever reached it
+
+
+@pytest.fixture
+def self_signed_tls_port(tmp_path: Path) -> Iterator[int]:
+    """A TLS server on 127.0.0.1 whose certificate no CA signed; it only does handshakes."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("needs the openssl command to make a certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    ec_key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    files = ["-keyout", key, "-out", cert]
+    subprocess.run(
+        [openssl, "req", "-x509", *ec_key, "-days", "1", "-subj", "/CN=127.0.0.1", *files],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            conn.settimeout(5)
+            try:
+                with context.wrap_socket(conn, server_side=True):
+                    pass
+            except (OSError, ssl.SSLError):
+                pass  # the client hangs up once it has seen the certificate
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join(5)
+        listener.close()
+
+
+@pytest.mark.anyio
+async def test_an_untrusted_certificate_is_a_tls_error_in_words(self_signed_tls_port: int) -> None:
+    error, elapsed = await failure_of(f"https://127.0.0.1:{self_signed_tls_port}/v1")
+
+    assert isinstance(error, Unreachable)
+    assert "TLS certificate not accepted" in str(error) and "self-signed" in str(error)
+    assert elapsed < 3
+
+
+@pytest.mark.anyio
+async def test_a_server_that_accepts_but_never_answers_tls_is_a_connect_timeout() -> None:
+    # The kernel completes the TCP handshake for a listening socket nobody accepts from: the
+    # request never gets past the TLS handshake, so it is "cannot connect", not "no answer".
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        error, elapsed = await failure_of(
+            f"https://127.0.0.1:{silent.getsockname()[1]}/v1", timeout_s=0.3
+        )
+
+    assert isinstance(error, Unreachable)
+    assert "no connection within 0.3 s" in str(error)
+    assert elapsed < 3
+
+
+@pytest.mark.anyio
+async def test_a_404_on_a_list_says_the_base_url_looks_wrong(emulator: Emulator) -> None:
+    root = emulator.base_url.removesuffix("/v1")
+    error, _ = await failure_of(root)
+
+    assert isinstance(error, WrongBaseUrl)
+    assert f"api.base_url {root} looks wrong" in str(error) and "/v1" in str(error)
+    assert error.attempts == 1
+
+
+@pytest.mark.anyio
+async def test_a_404_on_one_group_is_still_not_found(emulator: Emulator) -> None:
+    async with client(emulator.base_url) as c:
+        with pytest.raises(NotFound):
+            await c.get_group("nope")
