@@ -28,6 +28,7 @@ from groupsync.api import (
     WrongBaseUrl,
 )
 from groupsync.emulator import Emulator
+from groupsync.errors import GroupsyncError
 from groupsync.secret import Secret
 
 TOKEN = "test-token"
@@ -171,3 +172,30 @@ async def test_a_404_on_one_group_is_still_not_found(emulator: Emulator) -> None
     async with client(emulator.base_url) as c:
         with pytest.raises(NotFound):
             await c.get_group("nope")
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("abc\ndef", "contains a newline"),
+        ("abc\r\ndef", "contains a newline"),
+        ("abc\rdef", "contains a carriage return"),
+        ("abc\x00def", "contains a control or non-ASCII character"),
+        ("abcédef", "contains a control or non-ASCII character"),
+        ("", "is empty"),
+    ],
+)
+async def test_a_token_unfit_for_a_header_is_refused_before_sending(
+    emulator: Emulator, value: str, problem: str
+) -> None:
+    token = Secret(value, source="api.token_file '/etc/groupsync/token'")
+    started = time.monotonic()
+    with pytest.raises(GroupsyncError) as caught:
+        client(emulator.base_url, token=token)
+
+    assert str(caught.value) == (
+        f"the API token {problem}, so it cannot be sent in an HTTP header:"
+        " check api.token_file '/etc/groupsync/token'"
+    )
+    assert time.monotonic() - started < 0.5 and emulator.count() == 0

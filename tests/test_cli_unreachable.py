@@ -102,6 +102,27 @@ def test_a_base_url_without_v1_is_said_to_look_wrong(emulator: Emulator, tmp_pat
     assert "Traceback" not in result.stderr
 
 
+def test_a_token_with_a_newline_is_refused_at_once_and_never_sent(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("s3cretA1\ns3cretB2\n")
+    token_file.chmod(0o600)
+    config = write_config(
+        tmp_path, {"base_url": emulator.base_url, "token_env": None, "token_file": str(token_file)}
+    )
+    result, elapsed = groupsync("plan", config=config)
+
+    print(f"plan with a newline in the token: exit {result.returncode} in {elapsed:.2f}s")
+    assert result.returncode == 1
+    assert "the API token contains a newline" in result.stderr
+    assert f"check api.token_file '{token_file}'" in result.stderr
+    output = result.stdout + result.stderr
+    assert "s3cretA1" not in output and "s3cretB2" not in output
+    assert emulator.count() == 0  # nothing was sent, so nothing was retried
+    assert elapsed < 5
+
+
 def test_the_daemon_logs_the_same_clear_message(tmp_path: Path) -> None:
     base_url = f"http://127.0.0.1:{closed_port()}/v1"
     result, elapsed = groupsync(

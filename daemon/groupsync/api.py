@@ -280,6 +280,7 @@ class Client:
             raise ValueError(
                 "max_concurrency, max_requests_per_s, max_attempts and max_pages must be positive"
             )
+        _check_token(token)
         self.base_url = base_url
         self._read_only = read_only
         self.stats = stats if stats is not None else ClientStats()
@@ -605,6 +606,26 @@ def _tls_context() -> ssl.SSLContext:
     """One verifying TLS context per process: building one loads the CA bundle, ~0.1 s of
     blocked event loop, and a reconcile opens a client for reading and another for writing."""
     return httpx.create_ssl_context()
+
+
+def _check_token(token: Secret) -> None:
+    """Refuse a token that cannot go into an HTTP header before anything is sent: httpx would
+    fail on every attempt, and the retries would only hide the cause behind a transport error."""
+    value = token.reveal()
+    problem = None
+    if not value:
+        problem = "is empty"
+    elif "\n" in value:
+        problem = "contains a newline"
+    elif "\r" in value:
+        problem = "contains a carriage return"
+    elif any(not 0x20 <= ord(char) < 0x7F and char != "\t" for char in value):
+        problem = "contains a control or non-ASCII character"
+    if problem is not None:
+        where = token.source or "where the token comes from"
+        raise GroupsyncError(
+            f"the API token {problem}, so it cannot be sent in an HTTP header: check {where}"
+        )
 
 
 def _connect_cause(exc: httpx.TransportError, timeout_s: float) -> tuple[str, str]:

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 
 class Secret:
-    """Holds a token; repr() and str() hide it, so an f-string or a log call cannot leak it."""
+    """Holds a token; repr() and str() hide it, so an f-string or a log call cannot leak it.
 
-    __slots__ = ("_value",)
+    `source` says where the value came from (e.g. "api.token_file '/etc/token'"), so an error
+    about the value can point at what to fix without showing it.
+    """
 
-    def __init__(self, value: str) -> None:
+    __slots__ = ("_value", "source")
+
+    def __init__(self, value: str, *, source: str | None = None) -> None:
         self._value = value
+        self.source = source
 
     def reveal(self) -> str:
         return self._value
