@@ -8,6 +8,7 @@ sending a query.
 
 from __future__ import annotations
 
+import io
 import shutil
 import socket
 import ssl
@@ -25,11 +26,14 @@ from groupsync.api import (
     NotFound,
     ServerError,
     Unreachable,
+    Wait,
     WrongBaseUrl,
+    wait_listener,
 )
 from groupsync.emulator import Emulator
 from groupsync.errors import GroupsyncError
 from groupsync.secret import Secret
+from groupsync.waitline import WaitLine, on_terminal, render
 
 TOKEN = "test-token"
 # 64 characters: longer than a DNS label may be, so the lookup fails before any query is sent.
@@ -199,3 +203,86 @@ async def test_a_token_unfit_for_a_header_is_refused_before_sending(
         " check api.token_file '/etc/groupsync/token'"
     )
     assert time.monotonic() - started < 0.5 and emulator.count() == 0
+
+
+# --- waiting on retries: the hook and the status line --------------------------------------
+
+
+@pytest.mark.anyio
+async def test_each_retry_wait_is_reported_then_the_call_is_done(emulator: Emulator) -> None:
+    emulator.faults.update(error_fraction=1.0, seed=1)
+    events: list[tuple[str, object, Wait | None]] = []
+
+    class Listener:
+        def waiting(self, call: object, wait: Wait) -> None:
+            events.append(("waiting", call, wait))
+
+        def done(self, call: object) -> None:
+            events.append(("done", call, None))
+
+    with wait_listener(Listener()):
+        async with client(emulator.base_url, backoff_base_s=0.01, max_attempts=3) as c:
+            with pytest.raises(ServerError):
+                await c.list_groups(archived=False)
+            emulator.faults.error_fraction = 0.0
+            await c.list_groups(archived=False)  # no retry: only its end is reported
+
+    assert [kind for kind, _, _ in events] == ["waiting", "waiting", "done", "done"]
+    calls = [call for _, call, _ in events]
+    assert calls[0] is calls[1] is calls[2] and calls[3] is not calls[0]
+    waits = [w for _, _, w in events if w is not None]
+    assert [w.attempt for w in waits] == [2, 3]
+    assert all(w.reason in ("HTTP 500", "HTTP 502", "HTTP 503") for w in waits)
+    assert all((w.method, w.path) == ("GET", "/groups") for w in waits)
+    assert 0 <= waits[0].waited_s <= waits[1].waited_s
+
+
+def wait(waited_s: float, delay_s: float, attempt: int = 3) -> Wait:
+    return Wait("GET", "/groups", "HTTP 503", attempt, delay_s, waited_s)
+
+
+def test_the_status_line_shows_only_past_two_seconds_and_is_erased() -> None:
+    stream = io.StringIO()
+    line = WaitLine(stream)
+    line.waiting("a", wait(0.2, 0.5))
+    assert stream.getvalue() == ""  # a short blip shows nothing
+
+    line.waiting("a", wait(1.9, 4.1))
+    assert stream.getvalue() == ("\r\x1b[Kwaiting for the eCampus API: HTTP 503, retry 3 in 4.1 s…")
+    line.waiting("b", wait(2.5, 1.0, attempt=2))
+    line.done("a")  # "b" still waits: the line stays
+    assert not stream.getvalue().endswith("\r\x1b[K")
+    line.done("b")
+    assert stream.getvalue().endswith("retry 2 in 1.0 s…\r\x1b[K")
+
+
+def test_render_reads_as_one_sentence() -> None:
+    assert render(wait(3, 4.06)) == "waiting for the eCampus API: HTTP 503, retry 3 in 4.1 s…"
+
+
+class Stream(io.StringIO):
+    def __init__(self, tty: bool) -> None:
+        super().__init__()
+        self.tty = tty
+
+    def isatty(self) -> bool:
+        return self.tty
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("tty", [True, False])
+async def test_a_long_wait_is_drawn_on_a_terminal_only(emulator: Emulator, tty: bool) -> None:
+    emulator.faults.rate_limit_per_s = 0.25  # one request, then 429 with Retry-After: 4
+
+    async def lift_limit(delay: float) -> None:
+        emulator.faults.rate_limit_per_s = None
+
+    stream = Stream(tty)
+    with on_terminal(stream):
+        async with client(emulator.base_url, sleep=lift_limit) as c:
+            await c.list_groups(archived=False)
+            await c.list_groups(archived=False)
+
+    assert emulator.count(status=429) == 1
+    drawn = "\r\x1b[Kwaiting for the eCampus API: HTTP 429, retry 2 in 4.0 s…\r\x1b[K"
+    assert stream.getvalue() == (drawn if tty else "")

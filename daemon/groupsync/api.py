@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -193,6 +193,42 @@ def call_trace() -> Iterator[CallTrace]:
         yield trace
     finally:
         _trace.reset(token)
+
+
+@dataclass(frozen=True, slots=True)
+class Wait:
+    """A call about to sleep before its next attempt: what a status line tells the user."""
+
+    method: str
+    path: str
+    reason: str  # "HTTP 503", "connection refused", ...
+    attempt: int  # the attempt that follows the wait
+    delay_s: float
+    waited_s: float  # since the call's first attempt began
+
+
+class WaitListener(Protocol):
+    """Told when a call starts waiting on a retry, and when any call is over, either way."""
+
+    def waiting(self, call: object, wait: Wait) -> None: ...
+
+    def done(self, call: object) -> None: ...
+
+
+_wait_listener: contextvars.ContextVar[WaitListener | None] = contextvars.ContextVar(
+    "wait_listener", default=None
+)
+
+
+@contextmanager
+def wait_listener(listener: WaitListener) -> Iterator[None]:
+    """Report the retry waits of every call made in this block (and tasks it starts) to
+    `listener`: a command shows them, the daemon does not need to."""
+    token = _wait_listener.set(listener)
+    try:
+        yield
+    finally:
+        _wait_listener.reset(token)
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
@@ -443,10 +479,31 @@ class Client:
         params: Mapping[str, Any] | None = None,
         json: Any = None,
     ) -> T:
-        """Send with retries: idempotent calls retry 429/5xx/connection errors; a POST only when
-        the server provably did nothing (429, or the connection never opened)."""
+        """The read-only guard, then the retries, each wait told to the `wait_listener` if set."""
         if self.read_only and method not in _READ_ONLY:
             raise ReadOnlyViolation(f"read-only client refused {method} {path}: nothing was sent")
+        listener = _wait_listener.get()
+        if listener is None:
+            return await self._send_with_retries(method, path, parse, params, json, on_wait=None)
+        call = object()  # this call's identity for the listener
+        try:
+            on_wait = functools.partial(listener.waiting, call)
+            return await self._send_with_retries(method, path, parse, params, json, on_wait=on_wait)
+        finally:
+            listener.done(call)
+
+    async def _send_with_retries(
+        self,
+        method: str,
+        path: str,
+        parse: Callable[[Any], T] | None,
+        params: Mapping[str, Any] | None,
+        json: Any,
+        *,
+        on_wait: Callable[[Wait], None] | None,
+    ) -> T:
+        """Idempotent calls retry 429/5xx/connection errors; a POST only when the server
+        provably did nothing (429, or the connection never opened)."""
         idempotent = method in _IDEMPOTENT
         trace = _trace.get()
         started = time.monotonic()
@@ -477,6 +534,9 @@ class Client:
                 raise failure
             self.stats.retries += 1
             logger.debug("%s %s: retrying in %.2fs (%s)", method, path, delay, failure.message)
+            if on_wait is not None:
+                reason = failure.message if failure.status is None else f"HTTP {failure.status}"
+                on_wait(Wait(method, path, reason, attempt + 1, delay, waited_s))
             await self._sleep(delay)
         raise AssertionError("unreachable: the loop returns or raises")
 

@@ -40,8 +40,13 @@ config_option = click.option(
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="groupsync")
-def cli() -> None:
+@click.pass_context
+def cli(ctx: click.Context) -> None:
     """Keep eCampus chat groups the way a YAML spec in git says they should be."""
+    from groupsync.waitline import on_terminal
+
+    if ctx.invoked_subcommand != "run":  # the daemon logs; a status line would cut into it
+        ctx.with_resource(on_terminal(sys.stderr))
 
 
 @cli.command()
