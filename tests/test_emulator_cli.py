@@ -102,3 +102,13 @@ def test_cli_port_in_use_is_a_clean_error(capsys: pytest.CaptureFixture) -> None
             main(["emulator", "--port", str(busy.getsockname()[1])])
     assert e.value.code == 1
     assert "cannot listen" in capsys.readouterr().err
+
+
+def test_cli_drip_flag_sets_the_fault() -> None:
+    with emulator_process("--drip-ms", "20", "--admin-token", "adm") as (line, _):
+        admin_url = line.split()[3].removesuffix("/v1") + "/_admin/faults"
+        faults = httpx.get(admin_url, headers={"Authorization": "Bearer adm"}, verify=False)
+        assert faults.json()["drip_s"] == 0.02
+    with pytest.raises(SystemExit) as e:
+        main(["emulator", "--drip-ms", "-1"])
+    assert e.value.code == 64

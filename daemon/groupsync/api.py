@@ -13,6 +13,7 @@ import functools
 import logging
 import math
 import random
+import socket
 import ssl
 import time
 from collections import Counter
@@ -20,7 +21,7 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 from urllib.parse import quote, urlencode
 
 import httpx
@@ -37,13 +38,29 @@ T = TypeVar("T")
 Item = TypeVar("Item", Group, Contact)
 
 PAGE_SIZE = 100
-# 100,000 groups (the documented maximum) is 1,000 pages: ten times that is a broken server.
-_MAX_PAGES = 10_000
+MAX_PAGES = 1_100
+"""Pages one list may take: an account holds at most 100,000 groups (ecampus-api.md), 1,000
+pages of 100, plus 10%. The contract sets no limit on contacts; they get the same cap. A server
+still saying has_more past it is broken, and reading on would take hours at the rate limit."""
+# A connection that fails (refused, unknown host, TLS) is usually a wrong address or a stopped
+# API, which no retry fixes: retrying it for the whole budget only keeps a user waiting. A call
+# still retries it within its first attempts and seconds, to ride out a restart or a flapping
+# balancer; past that the error goes up, and the daemon tries again on its next tick.
+_CONNECT_ATTEMPTS = 3
+_CONNECT_WINDOW_S = 5.0
 _SNIPPET_CHARS = 200
 _IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE"})
 _READ_ONLY = frozenset({"GET", "HEAD"})
 # Raised before any byte of the request left: retrying cannot duplicate a write.
 _UNSENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+_CONNECT_FAILED = (httpx.ConnectError, httpx.ConnectTimeout)
+_NAME_NOT_FOUND = frozenset({socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME)})
+# Paths that exist on any eCampus API: a 404 there means the base URL points elsewhere.
+_COLLECTIONS = frozenset({"/groups", "/contacts", "/messages"})
+# OpenSSL's words for "the peer answered, but not in TLS" (they vary by OpenSSL version).
+_NOT_TLS = frozenset(
+    {"WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG", "UNKNOWN_PROTOCOL"}
+)
 
 
 class ApiError(GroupsyncError):
@@ -129,6 +146,33 @@ class MalformedWrite(AmbiguousWrite, MalformedAnswer):
     """A create answered with an object off the contract: it happened, but made what is unknown."""
 
 
+class Unreachable(ServerError):
+    """No connection to the API at all: said with the address and the cause, as a user reads it."""
+
+    def __init__(self, message: str, *, base_url: str, hint: str, **kwargs: Any) -> None:
+        self.base_url = base_url
+        self.hint = hint
+        super().__init__(message, **kwargs)
+
+    def _describe(self) -> str:
+        tries = f"{self.attempts} attempts; " if self.attempts > 1 else ""
+        return f"cannot connect to {self.base_url}: {self.message} ({tries}{self.hint})"
+
+
+class WrongBaseUrl(ApiError):
+    """A 404 on a path every eCampus API has: the configured address is not the API's."""
+
+    def __init__(self, message: str, *, base_url: str, **kwargs: Any) -> None:
+        self.base_url = base_url
+        super().__init__(message, **kwargs)
+
+    def _describe(self) -> str:
+        return (
+            f"{self.method} {self.path} answered HTTP 404: api.base_url {self.base_url} looks"
+            " wrong (the eCampus API's address ends in /v1, e.g. https://api.ecampus.chat/v1)"
+        )
+
+
 class ReadOnlyViolation(GroupsyncError):
     """A dry run tried to write: a bug, caught before anything was sent."""
 
@@ -167,6 +211,42 @@ def call_trace() -> Iterator[CallTrace]:
         yield trace
     finally:
         _trace.reset(token)
+
+
+@dataclass(frozen=True, slots=True)
+class Wait:
+    """A call about to sleep before its next attempt: what a status line tells the user."""
+
+    method: str
+    path: str
+    reason: str  # "HTTP 503", "connection refused", ...
+    attempt: int  # the attempt that follows the wait
+    delay_s: float
+    waited_s: float  # since the call's first attempt began
+
+
+class WaitListener(Protocol):
+    """Told when a call starts waiting on a retry, and when any call is over, either way."""
+
+    def waiting(self, call: object, wait: Wait) -> None: ...
+
+    def done(self, call: object) -> None: ...
+
+
+_wait_listener: contextvars.ContextVar[WaitListener | None] = contextvars.ContextVar(
+    "wait_listener", default=None
+)
+
+
+@contextmanager
+def wait_listener(listener: WaitListener) -> Iterator[None]:
+    """Report the retry waits of every call made in this block (and tasks it starts) to
+    `listener`: a command shows them, the daemon does not need to."""
+    token = _wait_listener.set(listener)
+    try:
+        yield
+    finally:
+        _wait_listener.reset(token)
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
@@ -221,10 +301,15 @@ class _BearerAuth(httpx.Auth):
 class Client:
     """The eCampus API, as groupsync needs it.
 
+    `timeout_s` is each attempt's whole deadline, from connecting to the answer's last byte, so
+    a server that trickles bytes cannot hold a call longer. Retries stop at `max_attempts` or
+    when the next wait would pass `retry_budget_s`, so one call takes at most `retry_budget_s`
+    plus one attempt's `timeout_s` (plus waits for a concurrency slot or the rate limit).
+
     Extra knobs beyond the shared interface: `backoff_base_s`/`backoff_max_s` shape the retry
-    backoff, `max_attempts` bounds retries by count as `retry_budget_s` bounds them by time, and
-    `sleep` is how retries wait (tests pass a recorder). A `transport` passed in brings its own
-    connection limits: httpx ignores `limits=` next to `transport=`.
+    backoff, `max_pages` caps one list, and `sleep` is how retries wait (tests pass a recorder).
+    A `transport` passed in brings its own connection limits: httpx ignores `limits=` next to
+    `transport=`.
     """
 
     def __init__(
@@ -241,21 +326,25 @@ class Client:
         backoff_base_s: float = 0.5,
         backoff_max_s: float = 30,
         max_attempts: int = 8,
+        max_pages: int = MAX_PAGES,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         stats: ClientStats | None = None,
     ) -> None:
-        if max_concurrency < 1 or max_requests_per_s <= 0 or max_attempts < 1:
+        if max_concurrency < 1 or max_requests_per_s <= 0 or max_attempts < 1 or max_pages < 1:
             raise ValueError(
-                "max_concurrency, max_requests_per_s and max_attempts must be positive"
+                "max_concurrency, max_requests_per_s, max_attempts and max_pages must be positive"
             )
+        _check_token(token)
         self.base_url = base_url
         self._read_only = read_only
         self.stats = stats if stats is not None else ClientStats()
         self._token = token
+        self._timeout_s = timeout_s
         self._retry_budget_s = retry_budget_s
         self._backoff_base_s = backoff_base_s
         self._backoff_max_s = backoff_max_s
         self._max_attempts = max_attempts
+        self._max_pages = max_pages
         self._sleep = sleep
         self._in_flight = asyncio.Semaphore(max_concurrency)
         self._bucket = _TokenBucket(max_requests_per_s, burst=max(1.0, max_requests_per_s / 5))
@@ -383,12 +472,20 @@ class Client:
         query: dict[str, Any] = {"limit": PAGE_SIZE, **params}
         endpoint = f"{path}?{urlencode(params)}" if params else path
         listing = _Listing(endpoint, self._contract, read_item)
-        for _ in range(_MAX_PAGES):
+        for _ in range(self._max_pages):
             has_more = await self._request("GET", path, params=query, parse=listing.add)
             if not has_more:
                 return listing.items
             query["starting_after"] = listing.items[-1].id
-        raise ApiError(f"gave up after {_MAX_PAGES} pages", status=200, method="GET", path=path)
+        raise ApiError(
+            f"stopped after {self._max_pages} pages ({len(listing.items)} items), all saying"
+            f" has_more: that is past what an account's limits allow (100,000 groups at"
+            f" {PAGE_SIZE} a page, plus 10%), so the server's paging looks broken and the list"
+            " is not used",
+            status=200,
+            method="GET",
+            path=path,
+        )
 
     async def _request(
         self,
@@ -399,10 +496,31 @@ class Client:
         params: Mapping[str, Any] | None = None,
         json: Any = None,
     ) -> T:
-        """Send with retries: idempotent calls retry 429/5xx/connection errors; a POST only when
-        the server provably did nothing (429, or the connection never opened)."""
+        """The read-only guard, then the retries, each wait told to the `wait_listener` if set."""
         if self.read_only and method not in _READ_ONLY:
             raise ReadOnlyViolation(f"read-only client refused {method} {path}: nothing was sent")
+        listener = _wait_listener.get()
+        if listener is None:
+            return await self._send_with_retries(method, path, parse, params, json, on_wait=None)
+        call = object()  # this call's identity for the listener
+        try:
+            on_wait = functools.partial(listener.waiting, call)
+            return await self._send_with_retries(method, path, parse, params, json, on_wait=on_wait)
+        finally:
+            listener.done(call)
+
+    async def _send_with_retries(
+        self,
+        method: str,
+        path: str,
+        parse: Callable[[Any], T] | None,
+        params: Mapping[str, Any] | None,
+        json: Any,
+        *,
+        on_wait: Callable[[Wait], None] | None,
+    ) -> T:
+        """Idempotent calls retry 429/5xx/connection errors; a POST only when the server
+        provably did nothing (429, or the connection never opened)."""
         idempotent = method in _IDEMPOTENT
         trace = _trace.get()
         started = time.monotonic()
@@ -414,14 +532,7 @@ class Client:
             except httpx.TransportError as exc:
                 if trace is not None:
                     trace.status = None
-                kind = ServerError if idempotent or isinstance(exc, _UNSENT) else AmbiguousWrite
-                failure: ApiError = kind(
-                    f"no answer from the eCampus API ({type(exc).__name__})",
-                    attempts=attempt,
-                    method=method,
-                    path=path,
-                )
-                failure.__cause__ = exc
+                failure = self._transport_error(exc, method, path, attempt, idempotent)
                 retry_after = None
             else:
                 if trace is not None:
@@ -435,14 +546,41 @@ class Client:
             if not isinstance(failure, (ServerError, RateLimited)):
                 raise failure
             delay = retry_after if retry_after is not None else self._backoff(attempt)
-            if attempt == self._max_attempts or (
-                time.monotonic() - started + delay > self._retry_budget_s
-            ):
+            waited_s = time.monotonic() - started
+            if self._gives_up(failure, attempt, waited_s + delay):
                 raise failure
             self.stats.retries += 1
             logger.debug("%s %s: retrying in %.2fs (%s)", method, path, delay, failure.message)
+            if on_wait is not None:
+                reason = failure.message if failure.status is None else f"HTTP {failure.status}"
+                on_wait(Wait(method, path, reason, attempt + 1, delay, waited_s))
             await self._sleep(delay)
         raise AssertionError("unreachable: the loop returns or raises")
+
+    def _gives_up(self, failure: ApiError, attempt: int, waited_s: float) -> bool:
+        """Whether to stop instead of waiting until `waited_s` into the call for another try."""
+        if attempt >= self._max_attempts or waited_s > self._retry_budget_s:
+            return True
+        # See _CONNECT_ATTEMPTS: a connection failure earns only a short retry.
+        return isinstance(failure, Unreachable) and (
+            attempt >= _CONNECT_ATTEMPTS or waited_s > _CONNECT_WINDOW_S
+        )
+
+    def _transport_error(
+        self, exc: httpx.TransportError, method: str, path: str, attempt: int, idempotent: bool
+    ) -> ApiError:
+        where: dict[str, Any] = {"attempts": attempt, "method": method, "path": path}
+        if isinstance(exc, _CONNECT_FAILED):
+            cause, hint = _connect_cause(exc, self._timeout_s)
+            failure: ApiError = Unreachable(cause, base_url=self.base_url, hint=hint, **where)
+        else:
+            kind = ServerError if idempotent or isinstance(exc, _UNSENT) else AmbiguousWrite
+            if isinstance(exc, httpx.TimeoutException):
+                failure = kind(f"timed out after {self._timeout_s:g} s (api.timeout_s)", **where)
+            else:
+                failure = kind(f"the connection broke ({type(exc).__name__})", **where)
+        failure.__cause__ = exc
+        return failure
 
     async def _send_once(
         self, method: str, path: str, params: Mapping[str, Any] | None, json: Any
@@ -452,7 +590,7 @@ class Client:
             self.stats.requests += 1
             started = time.monotonic()
             try:
-                response = await self._http.request(method, path, params=params, json=json)
+                response = await self._send_by_deadline(method, path, params, json)
             except httpx.TransportError as exc:
                 self.stats.transport_errors += 1
                 self.stats.by_method_status[method, type(exc).__name__] += 1
@@ -464,6 +602,28 @@ class Client:
         elapsed = time.monotonic() - started
         logger.debug("%s %s -> %d in %.3fs", method, path, response.status_code, elapsed)
         return response
+
+    async def _send_by_deadline(
+        self, method: str, path: str, params: Mapping[str, Any] | None, json: Any
+    ) -> httpx.Response:
+        """One attempt, ended at `timeout_s` whatever phase it is in: httpx's own timeouts
+        bound each socket read, which a server sending a byte at a time never trips."""
+        sent = False
+
+        async def watch(event: str, info: Mapping[str, Any]) -> None:
+            nonlocal sent
+            sent = sent or event.endswith(".send_request_headers.started")
+
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                return await self._http.request(
+                    method, path, params=params, json=json, extensions={"trace": watch}
+                )
+        except TimeoutError as exc:
+            # Cancelled by the deadline, which httpx sees only as a cancellation: say which
+            # phase it was, since a request not yet sent cannot have changed anything.
+            kind = httpx.ReadTimeout if sent else httpx.ConnectTimeout
+            raise kind(f"no complete answer within {self._timeout_s:g} s") from exc
 
     def _backoff(self, attempt: int) -> float:
         """Exponential backoff with full jitter: spreads retries of many callers apart."""
@@ -488,6 +648,8 @@ class Client:
             return RateLimited(message, retry_after=retry_after, **kwargs)
         if status >= 500:
             return (ServerError if idempotent else AmbiguousWrite)(message, **kwargs)
+        if status == 404 and path in _COLLECTIONS:
+            return WrongBaseUrl(message, base_url=self.base_url, **kwargs)
         cls = {401: AuthError, 404: NotFound, 409: Conflict}.get(status)
         if cls is None:
             cls = InvalidRequest if 400 <= status < 500 else ApiError
@@ -524,6 +686,59 @@ def _tls_context() -> ssl.SSLContext:
     """One verifying TLS context per process: building one loads the CA bundle, ~0.1 s of
     blocked event loop, and a reconcile opens a client for reading and another for writing."""
     return httpx.create_ssl_context()
+
+
+def _check_token(token: Secret) -> None:
+    """Refuse a token that cannot go into an HTTP header before anything is sent: httpx would
+    fail on every attempt, and the retries would only hide the cause behind a transport error."""
+    value = token.reveal()
+    problem = None
+    if not value:
+        problem = "is empty"
+    elif "\n" in value:
+        problem = "contains a newline"
+    elif "\r" in value:
+        problem = "contains a carriage return"
+    elif any(not 0x20 <= ord(char) < 0x7F and char != "\t" for char in value):
+        problem = "contains a control or non-ASCII character"
+    if problem is not None:
+        where = token.source or "where the token comes from"
+        raise GroupsyncError(
+            f"the API token {problem}, so it cannot be sent in an HTTP header: check {where}"
+        )
+
+
+def _connect_cause(exc: httpx.TransportError, timeout_s: float) -> tuple[str, str]:
+    """(what went wrong, what to check) in a user's words, from the OS or TLS error that httpx
+    wraps: "ConnectError" alone does not tell a wrong port from a wrong host."""
+    if isinstance(exc, httpx.ConnectTimeout):
+        return f"no connection within {timeout_s:g} s", "is the host up and reachable?"
+    root = _root_cause(exc)
+    if isinstance(root, ssl.SSLCertVerificationError):
+        return f"TLS certificate not accepted: {root.verify_message}", "is api.base_url right?"
+    if isinstance(root, ssl.SSLError):
+        if root.reason in _NOT_TLS:
+            return "the server does not speak TLS here", "use http:// in api.base_url?"
+        return f"TLS handshake failed ({root.reason or root})", "is api.base_url right?"
+    if isinstance(root, socket.gaierror):
+        if root.errno in _NAME_NOT_FOUND:
+            return "name not found", "is the host name in api.base_url right?"
+        return f"name lookup failed ({root.strerror})", "is the network up?"
+    if isinstance(root, ConnectionRefusedError):
+        return "connection refused", "is api.base_url right, and the API up?"
+    if isinstance(root, OSError) and root.strerror:
+        return root.strerror[0].lower() + root.strerror[1:], "is the network up?"
+    return str(exc) or type(exc).__name__, "is api.base_url right?"
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    """The innermost exception httpx and httpcore wrapped (bounded: chains may loop)."""
+    for _ in range(10):
+        inner = exc.__cause__ or exc.__context__
+        if inner is None:
+            break
+        exc = inner
+    return exc
 
 
 def _group_path(group_id: str) -> str:

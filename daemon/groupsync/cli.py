@@ -35,7 +35,8 @@ config_option = click.option(
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="groupsync")
-def cli() -> None:
+@click.pass_context
+def cli(ctx: click.Context) -> None:
     """Keep eCampus chat groups the way a YAML spec in git says they should be.
 
     \b
@@ -43,6 +44,10 @@ def cli() -> None:
       groupsync demo           # the whole story on a built-in emulator, no account needed
       groupsync plan --help    # every command has its own help and examples
     """
+    from groupsync.waitline import on_terminal
+
+    if ctx.invoked_subcommand != "run":  # the daemon logs; a status line would cut into it
+        ctx.with_resource(on_terminal(sys.stderr))
 
 
 @cli.command()
@@ -122,6 +127,7 @@ def schema(config_path: Path | None) -> None:
     help="SQLite file that keeps the state across restarts (default: memory only).",
 )
 @click.option("--latency-ms", type=float, default=0, help="Delay every API request.")
+@click.option("--drip-ms", type=float, default=0, help="Send answers a byte at a time, N ms apart.")
 @click.option("--rate-limit", type=float, default=None, help="Answer 429 past N requests/second.")
 @click.option("--error-rate", type=float, default=0, help="Fraction of requests answered 5xx.")
 @click.option(
@@ -142,6 +148,7 @@ def emulator(
     seed: Path | None,
     state_path: Path | None,
     latency_ms: float,
+    drip_ms: float,
     rate_limit: float | None,
     error_rate: float,
     ambiguous_rate: float,
@@ -160,6 +167,7 @@ def emulator(
     try:
         faults = Faults(
             latency_s=latency_ms / 1000,
+            drip_s=drip_ms / 1000,
             rate_limit_per_s=rate_limit,
             error_fraction=error_rate,
             ambiguous_fraction=ambiguous_rate,

@@ -278,7 +278,7 @@ def resolve_token(settings: Settings) -> Secret:
     """
     api = settings.api
     if api.token_env and os.environ.get(api.token_env, "").strip():
-        return Secret(os.environ[api.token_env].strip())
+        return Secret(os.environ[api.token_env].strip(), source=f"${api.token_env}")
     if api.token_file is not None:
         return _read_token(api.token_file, "api.token_file")
     credentials = os.environ.get("CREDENTIALS_DIRECTORY")
@@ -302,7 +302,7 @@ def _read_token(path: Path, source: str) -> Secret:
         raise GroupsyncError(f"the API token file {str(path)!r} ({source}) is empty")
     if mode & 0o077 and source == "api.token_file":
         log.warning("API token file %s is readable by other users: chmod 600 it", path)
-    return Secret(text)
+    return Secret(text, source=f"{source} {str(path)!r}")
 
 
 def policy_from(

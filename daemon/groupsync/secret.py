@@ -21,14 +21,19 @@ _alive: weakref.WeakValueDictionary[int, Secret] = weakref.WeakValueDictionary()
 
 
 class Secret:
-    """Holds a token; repr() and str() hide it, so an f-string or a log call cannot leak it."""
+    """Holds a token; repr() and str() hide it, so an f-string or a log call cannot leak it.
 
-    __slots__ = ("__weakref__", "_pieces", "_run_chars", "_value")
+    `source` says where the value came from (e.g. "api.token_file '/etc/token'"), so an error
+    about the value can point at what to fix without showing it.
+    """
 
-    def __init__(self, value: str) -> None:
+    __slots__ = ("__weakref__", "_pieces", "_run_chars", "_value", "source")
+
+    def __init__(self, value: str, *, source: str | None = None) -> None:
         self._value = value
         self._pieces: re.Pattern[str] | None = None
         self._run_chars = (_TOKEN_CHARS | set(value)) - set(string.whitespace)
+        self.source = source
         _alive[id(self)] = self
 
     def reveal(self) -> str:

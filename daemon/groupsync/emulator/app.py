@@ -22,6 +22,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Match, Route
 from starlette.types import Message, Receive, Scope, Send
 
+from groupsync.emulator import endless
 from groupsync.emulator.counters import DROPPED, RequestCounters
 from groupsync.emulator.faults import WRITES, Faults
 from groupsync.emulator.state import ApiFailure, EmulatorState
@@ -218,6 +219,8 @@ class EmulatorApp:
             return
         self.counters.started()
         recorder = _Recorder(send, self.counters, scope["method"], self._template(scope))
+        if self.faults.drip_s:
+            recorder.forward = _dripping(send, self.faults.drip_s)
         try:
             await self._gateway(scope, receive, recorder)
         finally:
@@ -269,6 +272,9 @@ class EmulatorApp:
 
     async def list_groups(self, request: Request) -> Response:
         limit, after, before = _page(request)
+        if self.faults.endless_pages:
+            body = endless.page_json("groups", limit, after, archived=_archived(request))
+            return Response(body, media_type="application/json")
         body = self.state.list_groups_json(
             archived=_archived(request), limit=limit, after=after, before=before
         )
@@ -293,6 +299,10 @@ class EmulatorApp:
 
     async def list_contacts(self, request: Request) -> Response:
         limit, after, before = _page(request)
+        if self.faults.endless_pages:
+            return Response(
+                endless.page_json("contacts", limit, after), media_type="application/json"
+            )
         body = self.state.list_contacts_json(limit=limit, after=after, before=before)
         return self._list_answer(body, after, self.state.retrieve_contact)
 
@@ -357,7 +367,8 @@ class _Recorder:
     so a test that asserts counts right after a call never races the server."""
 
     def __init__(self, send: Send, counters: RequestCounters, method: str, path: str) -> None:
-        self.inner = send
+        self.inner = send  # the server's own: dropping the connection needs it
+        self.forward = send  # where the answer goes (a drip fault slows it down)
         self._counters = counters
         self._method = method
         self._path = path
@@ -371,7 +382,7 @@ class _Recorder:
     async def __call__(self, message: Message) -> None:
         if message["type"] == "http.response.start":
             self.record(message["status"])
-        await self.inner(message)
+        await self.forward(message)
 
 
 class _Buffer:
@@ -389,6 +400,26 @@ class _Buffer:
     async def replay(self, send: Send) -> None:
         for message in self.messages:
             await send(message)
+
+
+def _dripping(send: Send, pause_s: float) -> Send:
+    """`send`, but each body goes out one byte at a time, `pause_s` apart, until the client
+    hangs up (uvicorn's per-request cycle, which `send` is bound to, knows when it has)."""
+    cycle = getattr(send, "__self__", None)
+
+    async def drip(message: Message) -> None:
+        if message["type"] != "http.response.body":
+            await send(message)
+            return
+        body = message.get("body", b"")
+        for i in range(len(body)):
+            if getattr(cycle, "disconnected", False):
+                return
+            await send({"type": message["type"], "body": body[i : i + 1], "more_body": True})
+            await asyncio.sleep(pause_s)
+        await send({**message, "body": b""})
+
+    return drip
 
 
 async def _drop_connection(send: Send) -> None:

@@ -23,6 +23,11 @@ class Faults:
     """Knobs read on every /v1 request; change them at run time (Python or /_admin/faults)."""
 
     latency_s: float = 0.0
+    drip_s: float = 0.0
+    """Send each answer's body one byte at a time, this far apart: a server that is never
+    silent for long, yet never done (0: off)."""
+    endless_pages: bool = False
+    """List endpoints answer `has_more: true` for ever, each page with new ids."""
     rate_limit_per_s: float | None = None
     retry_after_missing_fraction: float = 0.0
     error_fraction: float = 0.0
@@ -60,6 +65,10 @@ class Faults:
                 raise ValueError(f"{name} must be between 0 and 1")
         if self.latency_s < 0:
             raise ValueError("latency_s must be >= 0")
+        if self.drip_s < 0:
+            raise ValueError("drip_s must be >= 0")
+        if not isinstance(self.endless_pages, bool):
+            raise ValueError("endless_pages must be true or false")
         if self.rate_limit_per_s is not None and self.rate_limit_per_s <= 0:
             raise ValueError("rate_limit_per_s must be > 0 (or None for no limit)")
         if self.ambiguous_mode not in AMBIGUOUS_MODES:
