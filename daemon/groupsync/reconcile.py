@@ -196,6 +196,7 @@ async def reconcile(
     """
     started = time.monotonic()
     commit, dirty = spec_source if spec_source is not None else git_info(settings.spec.path)
+    journal.ensure_still_held()  # one writer: a replaced journal is never written to
     run_id = journal.start_run(
         trigger=trigger,
         mode="apply",
