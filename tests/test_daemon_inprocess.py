@@ -15,10 +15,10 @@ import pytest
 from groupsync.config import load_settings
 from groupsync.daemon import Daemon, Loaded, load_all
 from groupsync.emulator import Emulator
-from groupsync.journal import Journal
 from groupsync.sdnotify import Notifier
 from groupsync.secret import Secret
 from groupsync.spec import load_spec
+from groupsync.writer import JournalSeat
 from helpers import git
 
 pytestmark = pytest.mark.anyio
@@ -51,23 +51,25 @@ def contacts(emulator: Emulator) -> Emulator:
 
 
 @pytest.fixture
-def journal(tmp_path: Path) -> Iterator[Journal]:
-    with Journal.open(tmp_path / "journal.db") as j:
-        yield j
+def seat(tmp_path: Path) -> Iterator[JournalSeat]:
+    """The journal the daemon holds, open and locked as `groupsync run` holds it."""
+    seat = JournalSeat.take(tmp_path / "journal.db")
+    yield seat
+    seat.release()
 
 
-def make_daemon(config: Path, journal: Journal, token: str = "test-token") -> Daemon:
+def make_daemon(config: Path, seat: JournalSeat, token: str = "test-token") -> Daemon:
     settings = load_settings(config)
     loaded = Loaded(settings, load_spec(settings.spec.path), Secret(token))
-    return Daemon(config, loaded, journal, notifier=Notifier({}))
+    return Daemon(config, loaded, seat, notifier=Notifier({}))
 
 
 async def test_outages_back_off_and_a_success_resets(
-    tmp_path: Path, contacts: Emulator, journal: Journal
+    tmp_path: Path, contacts: Emulator, seat: JournalSeat
 ) -> None:
     spec = tmp_path / "spec.yaml"
     spec.write_text(SPEC)
-    daemon = make_daemon(write_config(tmp_path, contacts.base_url, spec), journal, "wrong")
+    daemon = make_daemon(write_config(tmp_path, contacts.base_url, spec), seat, "wrong")
     outcomes = []
     for _ in range(12):
         report = await daemon.tick()
@@ -98,13 +100,13 @@ async def test_outages_back_off_and_a_success_resets(
 
 
 async def test_memory_stays_flat_over_many_runs(
-    tmp_path: Path, contacts: Emulator, journal: Journal
+    tmp_path: Path, contacts: Emulator, seat: JournalSeat
 ) -> None:
     """Counts live objects (cheap, unlike tracemalloc): a run that leaves anything behind
     (a report, a plan, a client, a task) shows up as growth proportional to the runs."""
     spec = tmp_path / "spec.yaml"
     spec.write_text(SPEC)
-    daemon = make_daemon(write_config(tmp_path, contacts.base_url, spec), journal)
+    daemon = make_daemon(write_config(tmp_path, contacts.base_url, spec), seat)
     chess_id = ""
 
     async def runs(count: int) -> int:
@@ -128,7 +130,7 @@ async def test_memory_stays_flat_over_many_runs(
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
 async def test_git_pull_before_each_run_keeps_the_last_good_spec(
-    tmp_path: Path, contacts: Emulator, journal: Journal, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, contacts: Emulator, seat: JournalSeat, caplog: pytest.LogCaptureFixture
 ) -> None:
     origin, work, clone = tmp_path / "origin.git", tmp_path / "work", tmp_path / "clone"
     git(tmp_path, "init", "--bare", "-b", "main", str(origin))
@@ -139,7 +141,7 @@ async def test_git_pull_before_each_run_keeps_the_last_good_spec(
     git(work, "push", str(origin), "main")
     git(tmp_path, "clone", str(origin), str(clone))
     config = write_config(tmp_path, contacts.base_url, clone / "groups.yaml", git_pull=True)
-    daemon = make_daemon(config, journal)
+    daemon = make_daemon(config, seat)
     assert (await daemon.reconcile_now()).outcome == "applied"  # type: ignore[union-attr]
 
     # A merged change is pulled and applied by the next run, which records its commit.

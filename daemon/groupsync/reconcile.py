@@ -240,7 +240,7 @@ async def reconcile(
             plan_checksum=report.plan.checksum if report.plan else None,
         )
         level = logging.INFO if report.exit_code == ExitCode.OK else logging.ERROR
-        log.log(level, "run %s %s in %.2fs", run_id, report.summary(), report.duration_s)
+        log.log(level, "run %s %s (took %.2fs)", run_id, report.summary(), report.duration_s)
     return report
 
 
