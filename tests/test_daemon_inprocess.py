@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import shutil
 import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
@@ -15,6 +17,7 @@ import pytest
 from groupsync.config import load_settings
 from groupsync.daemon import Daemon, Loaded, load_all
 from groupsync.emulator import Emulator
+from groupsync.reloader import Reloader
 from groupsync.sdnotify import Notifier
 from groupsync.secret import Secret
 from groupsync.spec import load_spec
@@ -185,3 +188,29 @@ def test_load_all_refuses_a_bad_spec_with_file_and_line(tmp_path: Path) -> None:
     config = write_config(tmp_path, "http://127.0.0.1:9/v1", spec)
     with pytest.raises(Exception, match=r"spec\.yaml:3"):
         load_all(config)
+
+
+async def test_reload_requests_during_a_load_fold_into_one_more() -> None:
+    release = threading.Event()
+    loaded: list[int] = []
+
+    def load() -> int:
+        assert release.wait(10)
+        return len(loaded)
+
+    reloader: Reloader[int] = Reloader(load, loaded.append, pytest.fail, min_gap_s=0.05)
+    reloader.request()
+    for _ in range(100):  # until the first load is under way
+        if reloader.loads:
+            break
+        await asyncio.sleep(0.01)
+    for _ in range(49):
+        reloader.request()
+    release.set()
+    for _ in range(200):  # bounded: 2 loads and a 0.05 s gap take well under a second
+        if len(loaded) == 2 and reloader.loads == 2:
+            break
+        await asyncio.sleep(0.01)
+    assert loaded == [0, 1]
+    assert reloader.loads == 2
+    await reloader.close()

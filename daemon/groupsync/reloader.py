@@ -3,7 +3,8 @@
 Loading config and spec takes a while (a big spec, `git` for its commit). Done on the event loop
 once per signal, a burst of SIGHUPs would queue loads back to back and hold SIGTERM up behind
 them. So a request that arrives while a load is running or queued only marks one more load as
-wanted, and loading happens in a thread, leaving the loop free to handle signals.
+wanted, loads start at most once per `min_gap_s` (the first at once), and loading happens in a
+thread, leaving the loop free to handle signals.
 """
 
 from __future__ import annotations
@@ -20,7 +21,11 @@ T = TypeVar("T")
 
 class Reloader(Generic[T]):
     """Calls `load` in a thread and hands its result to `adopt` (or its GroupsyncError to
-    `refused`); at most one load runs and one waits. `starting` is called before each load."""
+    `refused`); at most one load runs and one waits. `starting` is called before each load.
+
+    A burst of requests costs two loads: the first at once, the second (which sees every file
+    as of the last request) one gap later.
+    """
 
     def __init__(
         self,
@@ -29,12 +34,15 @@ class Reloader(Generic[T]):
         refused: Callable[[GroupsyncError], None],
         *,
         starting: Callable[[], object] = lambda: None,
+        min_gap_s: float = 1.0,
     ) -> None:
         self._load = load
         self._adopt = adopt
         self._refused = refused
         self._starting = starting
+        self._min_gap_s = min_gap_s
         self._wanted = False
+        self._last_start: float | None = None  # loop time
         self._task: asyncio.Task[None] | None = None
         self.loads = 0  # loads started: what a burst of requests cost
 
@@ -45,8 +53,12 @@ class Reloader(Generic[T]):
             self._task = asyncio.get_running_loop().create_task(self._drain())
 
     async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
         while self._wanted:
+            if self._last_start is not None:
+                await asyncio.sleep(max(0.0, self._last_start + self._min_gap_s - loop.time()))
             self._wanted = False
+            self._last_start = loop.time()
             self.loads += 1
             self._starting()
             try:
