@@ -168,6 +168,9 @@ async def test_an_outage_is_survived_backed_off_within_the_cap_and_then_converge
 
     messages = [r.getMessage() for r in caplog.records]
     assert not any("tick(s)" in m for m in messages)
+    # A run retrying through the outage outlasts ticks: the first skip is news, the rest warn.
+    busy = [r.levelno for r in caplog.records if "the previous run is still going" in r.message]
+    assert busy[:3] == [logging.INFO, logging.WARNING, logging.WARNING]
     if not long_outage:
         return
     # The client's own words for the dead API, once per run line: what the CLI prints too.
