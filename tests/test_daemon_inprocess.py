@@ -17,6 +17,8 @@ import pytest
 from groupsync.config import load_settings
 from groupsync.daemon import Daemon, Loaded, load_all
 from groupsync.emulator import Emulator
+from groupsync.outcomes import RunOutcome
+from groupsync.reconcile import RunReport
 from groupsync.reloader import Reloader
 from groupsync.sdnotify import Notifier
 from groupsync.secret import Secret
@@ -214,3 +216,23 @@ async def test_reload_requests_during_a_load_fold_into_one_more() -> None:
     assert loaded == [0, 1]
     assert reloader.loads == 2
     await reloader.close()
+
+
+async def test_a_run_ended_by_its_deadline_backs_off_like_an_error(
+    tmp_path: Path, contacts: Emulator, seat: JournalSeat, caplog: pytest.LogCaptureFixture
+) -> None:
+    """reconcile ends a run past its deadline as `interrupted`: a slow API, so back off."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(SPEC)
+    daemon = make_daemon(write_config(tmp_path, contacts.base_url, spec), seat)
+    caplog.set_level(logging.INFO)
+    report = RunReport(run_id=None, outcome=RunOutcome.INTERRUPTED, error="past its deadline")
+    daemon._after_run(report)
+    daemon._after_run(report)
+    assert daemon.backoff.failures == 2
+    assert daemon.backoff.to_skip == 1
+    assert not daemon.metrics.health()[0]
+    assert "2 failed runs in a row; next attempt after skipping 1" in caplog.text
+    assert (await daemon.tick()) is None  # skipped by the backoff
+    assert (await daemon.tick()).outcome == "applied"  # type: ignore[union-attr]
+    assert daemon.backoff.failures == 0

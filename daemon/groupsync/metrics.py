@@ -185,8 +185,12 @@ class MetricsServer:
         except OSError as e:
             raise GroupsyncError(f"metrics.listen {listen}: cannot listen: {e}") from e
         self.port: int = self._httpd.server_address[1]
+        # shutdown() waits for the next poll: the default 0.5 s would hold every stop up.
         self._thread = threading.Thread(
-            target=self._httpd.serve_forever, name="groupsync-metrics", daemon=True
+            target=self._httpd.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="groupsync-metrics",
+            daemon=True,
         )
         self._thread.start()
 
