@@ -1,4 +1,4 @@
-"""SIGHUP handling: reloads run one at a time, off the event loop, and a burst folds into one.
+"""SIGHUP handling: reloads run one at a time, off the event loop, and a burst costs two.
 
 Loading config and spec takes a while (a big spec, `git` for its commit). Done on the event loop
 once per signal, a burst of SIGHUPs would queue loads back to back and hold SIGTERM up behind
