@@ -21,6 +21,7 @@ import pytest
 from groupsync.config import load_settings
 from groupsync.daemon import Daemon, Loaded
 from groupsync.emulator import Emulator
+from groupsync.liveness import Liveness
 from groupsync.sdnotify import Notifier
 from groupsync.secret import Secret
 from groupsync.spec import load_spec
@@ -114,3 +115,19 @@ async def test_the_watchdog_is_withheld_while_a_run_does_not_finish(
     assert any(
         "runs are not finishing" in m.get("STATUS", "") for _, m in notes
     )  # systemctl status says why
+
+
+def test_a_long_run_that_keeps_settling_changes_is_not_stalled() -> None:
+    now = [0.0]
+    liveness = Liveness(10, clock=lambda: now[0])
+    assert liveness.stalled() is None
+    liveness.started()
+    for _ in range(100):  # 100 changes, one every 5 s: 500 s in all
+        now[0] += 5
+        liveness.progressed()
+        assert liveness.stalled() is None
+    now[0] += 11
+    why = liveness.stalled()
+    assert why is not None and "runs are not finishing" in why and "511s" in why
+    liveness.finished()
+    assert liveness.stalled() is None and liveness.in_flight_s() == 0

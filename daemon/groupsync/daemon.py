@@ -50,8 +50,9 @@ log = logging.getLogger("groupsync.daemon")
 DRAIN_TIMEOUT_S = 30.0  # SIGTERM: how long the run in flight may take to finish
 CANCEL_TIMEOUT_S = 5.0  # then: how long a cancelled run may take to settle its journal rows
 GIT_PULL_TIMEOUT_S = 20.0  # below the drain timeout: a pull in a thread cannot be cancelled
-# The watchdog allows a run at least this long (a big first apply is slow, and reconcile's own
-# run deadline ends a run that is too slow), and at least a few schedule periods.
+# The watchdog allows a run this long without settling a change, and at least a few schedule
+# periods: well past reconcile's own run deadline for a plan's reads (60 s and up), so it acts
+# only when that deadline did not end the run.
 MIN_STALL_S = 600.0
 JOB_ID = "reconcile"
 
@@ -85,7 +86,7 @@ def log_problems(headline: str, exc: GroupsyncError) -> None:
 
 
 def stall_limit_s(settings: Settings, period: timedelta) -> float:
-    """How long a run may be in flight before the daemon counts itself wedged."""
+    """How long a run may go without settling a change before the daemon counts itself wedged."""
     few_periods = 3 * period.total_seconds() + settings.schedule.jitter.total_seconds()
     return max(MIN_STALL_S, few_periods)
 
@@ -376,6 +377,7 @@ class Daemon:
     def _on_change(self, change: Change, status: ChangeStatus) -> None:
         log_change(change, status)
         self.metrics.observe_change(change, status)
+        self.liveness.progressed()
 
     def _after_run(self, report: RunReport) -> None:
         self._last = report

@@ -2,8 +2,8 @@
 
 Pinging from the event loop alone proves only that the loop turns. A run wedged on a server that
 drips one byte at a time leaves the loop healthy while nothing gets done, so the watchdog is
-pinged only while no run has been in flight for longer than the limit: past it, systemd's
-WatchdogSec= restarts the daemon, and /healthz says why.
+pinged only while no run has been in flight, settling nothing, for longer than the limit:
+past it, systemd's WatchdogSec= restarts the daemon, and /healthz says why.
 """
 
 from __future__ import annotations
@@ -19,30 +19,44 @@ log = logging.getLogger("groupsync.daemon")
 
 
 class Liveness:
-    """When the run in flight started, and whether that is too long ago."""
+    """When the run in flight started and last settled a change, and whether that is too long ago.
+
+    A long apply that keeps settling changes (a first apply of thousands of groups) is alive
+    however long it takes; a run that settles nothing for longer than the limit is not.
+    """
 
     def __init__(self, limit_s: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.limit_s = limit_s
         self._clock = clock
-        self._since: float | None = None
+        self._started: float | None = None
+        self._progress: float | None = None
 
     def started(self) -> None:
-        self._since = self._clock()
+        self._started = self._progress = self._clock()
+
+    def progressed(self) -> None:
+        """A change of the run in flight settled."""
+        if self._started is not None:
+            self._progress = self._clock()
 
     def finished(self) -> None:
-        self._since = None
+        self._started = self._progress = None
 
     def in_flight_s(self) -> float:
         """How long the run in flight has been going; 0 when none is."""
-        return 0.0 if self._since is None else self._clock() - self._since
+        return 0.0 if self._started is None else self._clock() - self._started
 
     def stalled(self) -> str | None:
         """Why runs are not finishing, or None while they are."""
-        age = self.in_flight_s()
-        if age <= self.limit_s:
+        if self._progress is None:
             return None
-        limit = self.limit_s
-        return f"a run has been going for {age:.0f}s (limit {limit:.0f}s): runs are not finishing"
+        idle = self._clock() - self._progress
+        if idle <= self.limit_s:
+            return None
+        return (
+            f"a run has been going for {self.in_flight_s():.0f}s, {idle:.0f}s without settling"
+            f" a change (limit {self.limit_s:.0f}s): runs are not finishing"
+        )
 
 
 async def keep_watchdog(notifier: Notifier, liveness: Liveness, interval_s: float) -> None:
