@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import shutil
 import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
@@ -15,10 +17,13 @@ import pytest
 from groupsync.config import load_settings
 from groupsync.daemon import Daemon, Loaded, load_all
 from groupsync.emulator import Emulator
-from groupsync.journal import Journal
+from groupsync.outcomes import RunOutcome
+from groupsync.reconcile import RunReport
+from groupsync.reloader import Reloader
 from groupsync.sdnotify import Notifier
 from groupsync.secret import Secret
 from groupsync.spec import load_spec
+from groupsync.writer import JournalSeat
 from helpers import git
 
 pytestmark = pytest.mark.anyio
@@ -51,23 +56,25 @@ def contacts(emulator: Emulator) -> Emulator:
 
 
 @pytest.fixture
-def journal(tmp_path: Path) -> Iterator[Journal]:
-    with Journal.open(tmp_path / "journal.db") as j:
-        yield j
+def seat(tmp_path: Path) -> Iterator[JournalSeat]:
+    """The journal the daemon holds, open and locked as `groupsync run` holds it."""
+    seat = JournalSeat.take(tmp_path / "journal.db")
+    yield seat
+    seat.release()
 
 
-def make_daemon(config: Path, journal: Journal, token: str = "test-token") -> Daemon:
+def make_daemon(config: Path, seat: JournalSeat, token: str = "test-token") -> Daemon:
     settings = load_settings(config)
     loaded = Loaded(settings, load_spec(settings.spec.path), Secret(token))
-    return Daemon(config, loaded, journal, notifier=Notifier({}))
+    return Daemon(config, loaded, seat, notifier=Notifier({}))
 
 
 async def test_outages_back_off_and_a_success_resets(
-    tmp_path: Path, contacts: Emulator, journal: Journal
+    tmp_path: Path, contacts: Emulator, seat: JournalSeat
 ) -> None:
     spec = tmp_path / "spec.yaml"
     spec.write_text(SPEC)
-    daemon = make_daemon(write_config(tmp_path, contacts.base_url, spec), journal, "wrong")
+    daemon = make_daemon(write_config(tmp_path, contacts.base_url, spec), seat, "wrong")
     outcomes = []
     for _ in range(12):
         report = await daemon.tick()
@@ -98,13 +105,13 @@ async def test_outages_back_off_and_a_success_resets(
 
 
 async def test_memory_stays_flat_over_many_runs(
-    tmp_path: Path, contacts: Emulator, journal: Journal
+    tmp_path: Path, contacts: Emulator, seat: JournalSeat
 ) -> None:
     """Counts live objects (cheap, unlike tracemalloc): a run that leaves anything behind
     (a report, a plan, a client, a task) shows up as growth proportional to the runs."""
     spec = tmp_path / "spec.yaml"
     spec.write_text(SPEC)
-    daemon = make_daemon(write_config(tmp_path, contacts.base_url, spec), journal)
+    daemon = make_daemon(write_config(tmp_path, contacts.base_url, spec), seat)
     chess_id = ""
 
     async def runs(count: int) -> int:
@@ -128,7 +135,7 @@ async def test_memory_stays_flat_over_many_runs(
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
 async def test_git_pull_before_each_run_keeps_the_last_good_spec(
-    tmp_path: Path, contacts: Emulator, journal: Journal, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, contacts: Emulator, seat: JournalSeat, caplog: pytest.LogCaptureFixture
 ) -> None:
     origin, work, clone = tmp_path / "origin.git", tmp_path / "work", tmp_path / "clone"
     git(tmp_path, "init", "--bare", "-b", "main", str(origin))
@@ -139,7 +146,7 @@ async def test_git_pull_before_each_run_keeps_the_last_good_spec(
     git(work, "push", str(origin), "main")
     git(tmp_path, "clone", str(origin), str(clone))
     config = write_config(tmp_path, contacts.base_url, clone / "groups.yaml", git_pull=True)
-    daemon = make_daemon(config, journal)
+    daemon = make_daemon(config, seat)
     assert (await daemon.reconcile_now()).outcome == "applied"  # type: ignore[union-attr]
 
     # A merged change is pulled and applied by the next run, which records its commit.
@@ -183,3 +190,49 @@ def test_load_all_refuses_a_bad_spec_with_file_and_line(tmp_path: Path) -> None:
     config = write_config(tmp_path, "http://127.0.0.1:9/v1", spec)
     with pytest.raises(Exception, match=r"spec\.yaml:3"):
         load_all(config)
+
+
+async def test_reload_requests_during_a_load_fold_into_one_more() -> None:
+    release = threading.Event()
+    loaded: list[int] = []
+
+    def load() -> int:
+        assert release.wait(10)
+        return len(loaded)
+
+    reloader: Reloader[int] = Reloader(load, loaded.append, pytest.fail, min_gap_s=0.05)
+    reloader.request()
+    for _ in range(100):  # until the first load is under way
+        if reloader.loads:
+            break
+        await asyncio.sleep(0.01)
+    for _ in range(49):
+        reloader.request()
+    release.set()
+    for _ in range(200):  # bounded: 2 loads and a 0.05 s gap take well under a second
+        if len(loaded) == 2 and reloader.loads == 2:
+            break
+        await asyncio.sleep(0.01)
+    assert loaded == [0, 1]
+    assert reloader.loads == 2
+    await reloader.close()
+
+
+async def test_a_run_ended_by_its_deadline_backs_off_like_an_error(
+    tmp_path: Path, contacts: Emulator, seat: JournalSeat, caplog: pytest.LogCaptureFixture
+) -> None:
+    """reconcile ends a run past its deadline as `interrupted`: a slow API, so back off."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(SPEC)
+    daemon = make_daemon(write_config(tmp_path, contacts.base_url, spec), seat)
+    caplog.set_level(logging.INFO)
+    report = RunReport(run_id=None, outcome=RunOutcome.INTERRUPTED, error="past its deadline")
+    daemon._after_run(report)
+    daemon._after_run(report)
+    assert daemon.backoff.failures == 2
+    assert daemon.backoff.to_skip == 1
+    assert not daemon.metrics.health()[0]
+    assert "2 failed runs in a row; next attempt after skipping 1" in caplog.text
+    assert (await daemon.tick()) is None  # skipped by the backoff
+    assert (await daemon.tick()).outcome == "applied"  # type: ignore[union-attr]
+    assert daemon.backoff.failures == 0

@@ -115,3 +115,15 @@ def test_a_busy_port_is_a_clear_error(served: tuple[Metrics, str]) -> None:
     _, base = served
     with pytest.raises(GroupsyncError, match="cannot listen"):
         MetricsServer(Metrics(max_age_s=1), base.removeprefix("http://"))
+
+
+def test_a_failing_check_makes_healthz_503_with_its_reason(served: tuple[Metrics, str]) -> None:
+    metrics, base = served
+    metrics.observe_run("noop", 0.1, None, "outcome=noop")
+    problem: list[str] = []
+    metrics.checks.append(lambda: problem[0] if problem else None)
+    assert httpx.get(f"{base}/healthz", timeout=5).status_code == 200
+    problem.append("journal state/journal.db was replaced and another process holds the new one")
+    r = httpx.get(f"{base}/healthz", timeout=5)
+    assert r.status_code == 503
+    assert "another process holds the new one" in r.text

@@ -87,3 +87,26 @@ def test_watchdog_interval_is_half_the_period_and_only_when_set(
     env: dict[str, str], expected: float | None
 ) -> None:
     assert Notifier(env).watchdog_interval_s == expected
+
+
+def test_a_manager_that_stops_reading_never_blocks_the_sender(
+    listener: tuple[socket.socket, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The queue of an unread datagram socket is short (net.unix.max_dgram_qlen, often 10):
+    a blocking send would then hang the daemon's event loop for good."""
+    sock, path = listener
+    n = Notifier({"NOTIFY_SOCKET": path})
+    started = time.monotonic()
+    sent = [n.status(f"line {i}") for i in range(200)]
+    assert time.monotonic() - started < 5
+    assert sent[0] and not sent[-1]
+    assert len([r for r in caplog.records if "sd_notify failed" in r.message]) == 1
+    sock.setblocking(False)
+    while True:  # the manager reads again: the next message gets through
+        try:
+            sock.recv(4096)
+        except BlockingIOError:
+            break
+    sock.settimeout(5)
+    assert n.status("back")
+    assert receive(sock) == {"STATUS": "back"}

@@ -381,6 +381,7 @@ async def apply_plan(
             continue
         phases.setdefault(change.phase, []).append(change)
     for phase in sorted(phases):
+        journal.ensure_still_held()  # one writer: stop before a phase if the journal was replaced
         await applier.run_phase(phases[phase], max(1, workers))
     return applier.result
 

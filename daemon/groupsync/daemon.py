@@ -1,51 +1,59 @@
 """`groupsync run`: reconcile at start, then on the schedule, until told to stop.
 
-How the pieces meet (see design.md, "Pitfalls already known"):
+How the pieces meet:
 - One thread, one event loop. The journal's SQLite connection, the scheduler, the signal
-  handlers and every reconcile live on it; only the metrics server and `git pull` use threads,
-  and neither touches the journal.
+  handlers and every reconcile live on it; only the metrics server, `git pull` and reload's
+  loading use threads, and none of them touches the journal.
 - Each reconcile runs in a task of its own (`_current`). The scheduler's job only starts it,
   so `AsyncIOScheduler.shutdown()` (which cancels running coroutine jobs) never cancels a
   reconcile: the daemon drains that one itself, with a deadline, before shutting it down.
-- Outages: a run that cannot use the API ends with outcome "error"; after k such runs in a row,
-  the next 2^(k-1)-1 ticks are skipped, capped at 15 minutes between attempts
-  (`schedule.ticks_to_skip`). A successful run or a reload resets it.
-- Reload (SIGHUP) loads config, spec and token anew; anything invalid keeps the running ones
-  and logs every problem at file:line.
+- The pieces with one job each: `JournalSeat` (one writer, even when the journal folder is
+  replaced), `Backoff` (ticks skipped after failed runs), `Reloader` (SIGHUP, coalesced, off
+  the loop), `SpecPuller` (git pull), `Liveness` (the watchdog is pinged while runs finish).
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import signal
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from groupsync.backoff import Backoff
 from groupsync.config import Settings, find_config, load_settings, resolve_token
 from groupsync.errors import GroupsyncError
-from groupsync.gitspec import GitPullError, git_info, git_pull
-from groupsync.journal import Journal
+from groupsync.gitspec import GitPullError, InvalidCommit, SpecPuller, git_info
+from groupsync.journal import Journal, JournalError
+from groupsync.liveness import Liveness, keep_watchdog
 from groupsync.logs import log_change, setup_logging
 from groupsync.metrics import Metrics, MetricsServer
 from groupsync.outcomes import ChangeStatus, ExitCode, Failure, RunOutcome
 from groupsync.plan import Change
 from groupsync.reconcile import RunReport, reconcile
-from groupsync.schedule import make_trigger, period_of, ticks_to_skip
+from groupsync.reloader import Reloader
+from groupsync.schedule import make_trigger, period_of
 from groupsync.sdnotify import Notifier
 from groupsync.secret import Secret
 from groupsync.spec import Spec, load_spec
+from groupsync.writer import JournalSeat
 
 log = logging.getLogger("groupsync.daemon")
 
 DRAIN_TIMEOUT_S = 30.0  # SIGTERM: how long the run in flight may take to finish
 CANCEL_TIMEOUT_S = 5.0  # then: how long a cancelled run may take to settle its journal rows
 GIT_PULL_TIMEOUT_S = 20.0  # below the drain timeout: a pull in a thread cannot be cancelled
+# The watchdog allows a run this long without settling a change, and at least a few schedule
+# periods: well past reconcile's own run deadline for a plan's reads (60 s and up), so it acts
+# only when that deadline did not end the run.
+MIN_STALL_S = 600.0
 JOB_ID = "reconcile"
 
 
@@ -77,34 +85,75 @@ def log_problems(headline: str, exc: GroupsyncError) -> None:
         log.error("%s: %s", headline, issue)
 
 
+def stall_limit_s(settings: Settings, period: timedelta) -> float:
+    """How long a run may go without settling a change before the daemon counts itself wedged."""
+    few_periods = 3 * period.total_seconds() + settings.schedule.jitter.total_seconds()
+    return max(MIN_STALL_S, few_periods)
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def _clock_time(when: datetime) -> str:
+    return when.strftime("%H:%M:%SZ")
+
+
+class State(enum.Enum):
+    SERVING = "serving"  # runs at start, on the schedule and after reloads
+    DRAINING = "draining"  # asked to stop: no new run; the one in flight may finish
+    INTERRUPTING = "interrupting"  # asked again: the run in flight is cancelled
+
+
 class Daemon:
     def __init__(
         self,
         config_path: Path,
         loaded: Loaded,
-        journal: Journal,
+        seat: JournalSeat,
         *,
         once: bool = False,
         notifier: Notifier | None = None,
+        stall_after_s: float | None = None,
     ) -> None:
         self.config_path = config_path
         self.loaded = loaded
-        self.journal = journal
+        self.seat = seat
         self.once = once
         self.notifier = notifier or Notifier()
+        self.state = State.SERVING
         schedule = loaded.settings.schedule
         self._trigger = make_trigger(schedule.every, schedule.cron, schedule.jitter)
         self._period = period_of(self._trigger)
+        self.backoff = Backoff(self._period)
+        self._stall_after_s = stall_after_s
+        self.liveness = Liveness(self._stall_limit_s(loaded.settings))
+        self.reloader: Reloader[Loaded] = Reloader(
+            lambda: load_all(self.config_path),
+            self._adopt,
+            self._reload_refused,
+            starting=self.notifier.reloading,
+        )
+        self._puller = SpecPuller(loaded.settings.spec.path, timeout_s=GIT_PULL_TIMEOUT_S)
         self.metrics = Metrics(max_age_s=self._health_age(loaded.settings))
+        self.metrics.checks += [seat.problem, self.liveness.stalled]
+        self.metrics.journal_writer.set_function(lambda: float(seat.holding))
+        self.metrics.run_in_flight.set_function(self.liveness.in_flight_s)
         self._stop = asyncio.Event()
-        self._stopping = False
-        self._signals = 0
         self._current: asyncio.Task[RunReport | None] | None = None
+        self._queued: str | None = None  # the trigger of a run wanted once the current one ends
+        self._busy_ticks = 0  # ticks skipped in a row because a run was still going
+        self._said: str | None = None  # the seat's problem, once logged
         self._last: RunReport | None = None
-        self._errors = 0  # runs in a row with outcome "error"
-        self._skip = 0  # scheduled ticks still to skip (backoff)
         self._scheduler: AsyncIOScheduler | None = None
         self._background: set[asyncio.Task[Any]] = set()
+
+    @property
+    def journal(self) -> Journal:
+        return self.seat.journal
+
+    def _stall_limit_s(self, settings: Settings) -> float:
+        return self._stall_after_s or stall_limit_s(settings, self._period)
 
     def _health_age(self, settings: Settings) -> float:
         """/healthz turns 503 after three periods without a successful run."""
@@ -129,7 +178,8 @@ class Daemon:
                 self._on_reload_signal if not self.once else lambda: log.info("--once: no reload"),
             )
             if self.notifier.watchdog_interval_s:
-                self._spawn(self._watchdog(self.notifier.watchdog_interval_s))
+                interval = self.notifier.watchdog_interval_s
+                self._spawn(keep_watchdog(self.notifier, self.liveness, interval))
             self.notifier.ready(status="config and spec loaded; first run starting")
             first = self._start_run("once" if self.once else "startup")
             if not self.once:
@@ -142,6 +192,7 @@ class Daemon:
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
+            await self.reloader.close()
             for task in list(self._background):
                 task.cancel()
             await asyncio.gather(*self._background, return_exceptions=True)
@@ -171,14 +222,16 @@ class Daemon:
         for and done, and the journal says what was interrupted. With --once the exit code is
         the run's, and an interrupted run is an error.
         """
-        self._stopping = True
+        if self.state is State.SERVING:
+            self.state = State.DRAINING
+        await self.reloader.close()
         interrupted = False
         task = self._current
         if task is not None and not task.done():
             done, _ = await asyncio.wait({task}, timeout=DRAIN_TIMEOUT_S)
             if not done:
                 log.warning("the run is still going after %.0fs: interrupting it", DRAIN_TIMEOUT_S)
-                task.cancel()
+                self._interrupt()
                 await asyncio.wait({task}, timeout=CANCEL_TIMEOUT_S)
             interrupted = task.cancelled()
         if self._scheduler is not None and self._scheduler.running:
@@ -187,9 +240,10 @@ class Daemon:
         if interrupted:
             self.metrics.runs.labels(RunOutcome.INTERRUPTED).inc()
             log.warning("the run in flight was interrupted; the journal records where")
-        pending = self.journal.pending_changes()
-        if pending:
-            log.warning("%d change(s) left pending; the next run settles them", len(pending))
+        if self.seat.holding:
+            pending = self.journal.pending_changes()
+            if pending:
+                log.warning("%d change(s) left pending; the next run settles them", len(pending))
         if self.once:
             report = self._last
             return ExitCode.ERROR if interrupted or report is None else report.exit_code
@@ -197,25 +251,23 @@ class Daemon:
         return ExitCode.OK
 
     def _on_stop_signal(self, sig: signal.Signals) -> None:
-        self._signals += 1
-        if self._signals == 1:
+        if self.state is State.SERVING:
+            self.state = State.DRAINING
             log.info(
                 "%s: finishing the run in flight (at most %.0fs), then exiting",
                 sig.name,
                 DRAIN_TIMEOUT_S,
             )
-            self._stopping = True
             self.notifier.stopping()
             self._stop.set()
-        elif self._current is not None and not self._current.done():
+        elif self._busy():
             log.warning("%s again: interrupting the run in flight now", sig.name)
-            self._current.cancel()
+            self._interrupt()
 
-    async def _watchdog(self, interval_s: float) -> None:
-        """Pinged from the loop itself: a stuck loop stops the pings and systemd restarts us."""
-        while True:
-            self.notifier.watchdog()
-            await asyncio.sleep(interval_s)
+    def _interrupt(self) -> None:
+        self.state = State.INTERRUPTING
+        if self._current is not None:
+            self._current.cancel()
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)
@@ -229,8 +281,18 @@ class Daemon:
         return self._current is not None and not self._current.done()
 
     def _start_run(self, trigger: str) -> asyncio.Task[RunReport | None]:
+        self._busy_ticks = 0
         self._current = asyncio.get_running_loop().create_task(self._run(trigger))
         return self._current
+
+    def _request_run(self, trigger: str) -> None:
+        """Start a run now, or as soon as the one in flight ends."""
+        if self.state is not State.SERVING:
+            return
+        if self._busy():
+            self._queued = trigger
+        else:
+            self._start_run(trigger)
 
     async def reconcile_now(self, trigger: str = "manual") -> RunReport | None:
         """One run, as a tick would start it but regardless of backoff (tests, benchmarks)."""
@@ -246,17 +308,23 @@ class Daemon:
 
     async def _tick(self) -> None:
         """The scheduler's job: start a run unless stopping, busy, or backing off."""
-        if self._stopping:
+        if self.state is not State.SERVING:
             return
         if self._busy():
-            log.info("tick skipped: the previous run is still going")
+            self._busy_ticks += 1
+            # The first is normal (a run longer than the period); more in a row are not.
+            level = logging.INFO if self._busy_ticks == 1 else logging.WARNING
+            log.log(
+                level,
+                "tick skipped: the previous run is still going (for %.0fs)",
+                self.liveness.in_flight_s(),
+            )
             return
-        if self._skip > 0:
-            self._skip -= 1
+        if self.backoff.skip_tick():
             log.info(
-                "tick skipped: backing off after %d failed run(s) (%d more to skip)",
-                self._errors,
-                self._skip,
+                "tick skipped: backing off after %s (%d more to skip)",
+                _plural(self.backoff.failures, "failed run"),
+                self.backoff.to_skip,
             )
             return
         # Not awaited: the run belongs to the daemon, which drains it at shutdown, so the
@@ -264,9 +332,28 @@ class Daemon:
         self._start_run("schedule")
 
     async def _run(self, trigger: str) -> RunReport | None:
+        if not self.seat.ready():
+            problem = self.seat.problem()
+            if problem != self._said:  # once per state, not at every tick
+                log.error("no run: %s", problem)
+                self.notifier.status(f"no run: {problem}")
+                self._said = problem
+            return None
+        self.liveness.started()
+        try:
+            report = await self._reconcile(trigger)
+        finally:
+            self.liveness.finished()
+        self._after_run(report)
+        queued, self._queued = self._queued, None
+        if queued is not None:
+            self._request_run(queued)
+        return report
+
+    async def _reconcile(self, trigger: str) -> RunReport:
         try:
             loaded = await self._pull() if self.loaded.settings.spec.git_pull else self.loaded
-            report = await reconcile(
+            return await reconcile(
                 loaded.settings,
                 loaded.spec,
                 loaded.token,
@@ -275,100 +362,111 @@ class Daemon:
                 on_progress=self._on_change,
                 spec_source=loaded.source,
             )
+        except JournalError as exc:  # the journal went away between the check and the run
+            return RunReport(
+                run_id=None, outcome=RunOutcome.ERROR, failure=Failure.JOURNAL, error=str(exc)
+            )
         except Exception as exc:
             # reconcile turns API and apply failures into outcomes; this is a bug, but the daemon
             # must outlive it and try again at the next tick.
             log.exception("run crashed")
-            report = RunReport(
+            return RunReport(
                 run_id=None, outcome=RunOutcome.ERROR, failure=Failure.BUG, error=f"crash: {exc!r}"
             )
-        self._after_run(report)
-        return report
 
     def _on_change(self, change: Change, status: ChangeStatus) -> None:
         log_change(change, status)
         self.metrics.observe_change(change, status)
+        self.liveness.progressed()
 
     def _after_run(self, report: RunReport) -> None:
         self._last = report
         self.metrics.observe_run(report.outcome, report.duration_s, report.plan, report.summary())
         self.metrics.observe_requests(report.api)
-        if report.outcome is RunOutcome.ERROR:
-            self._errors += 1
-            self._skip = ticks_to_skip(self._errors, self._period)
-            if report.failure is Failure.AUTH:
-                log.critical(
-                    "THE eCAMPUS API REFUSED THE TOKEN (401): nothing can be read or applied "
-                    "until it is replaced. Put a valid token where api.token_env, "
-                    "api.token_file or the ecampus-token credential points, then restart "
-                    "(systemctl restart groupsync: credentials are read at start; a token_file "
-                    "is also re-read on reload)."
-                )
-            if not self.once:
-                log.warning(
-                    "%d failed run(s) in a row: the next %d tick(s) are skipped",
-                    self._errors,
-                    self._skip,
-                )
+        if report.failure is Failure.JOURNAL:
+            self.seat.ready()  # a replaced journal is said at crit now, not at the next tick
+        # A run past its deadline is as much a sign of a failing API as an error.
+        if report.outcome in (RunOutcome.ERROR, RunOutcome.INTERRUPTED):
+            self._after_failure(report)
         else:
-            if self._errors:
-                log.info("the API is usable again after %d failed run(s)", self._errors)
-            self._errors = self._skip = 0
+            failures = self.backoff.reset()
+            if failures:
+                log.info("the API is usable again after %s", _plural(failures, "failed run"))
         if report.outcome is RunOutcome.REFUSED:
+            # The reasons are on the run's line, just above: said once.
             log.error(
                 "plan REFUSED by a safety limit, nothing applied (this repeats every run until "
-                "fixed): %s. Fix the spec, or apply it once by hand with `groupsync apply "
-                "--force` if the change is intended.",
-                report.error,
+                "fixed). Fix the spec, or apply it once by hand with `groupsync apply --force` "
+                "if the change is intended."
             )
-        self.metrics.consecutive_errors.set(self._errors)
+        self.metrics.consecutive_errors.set(self.backoff.failures)
         stamp = time.strftime("%H:%M:%SZ", time.gmtime())
         self.notifier.status(f"last run {stamp}: {report.summary()}")
 
+    def _after_failure(self, report: RunReport) -> None:
+        self.backoff.failed()
+        if report.failure is Failure.AUTH:
+            log.critical(
+                "THE eCAMPUS API REFUSED THE TOKEN (401): nothing can be read or applied "
+                "until it is replaced. Put a valid token where api.token_env, "
+                "api.token_file or the ecampus-token credential points, then restart "
+                "(systemctl restart groupsync: credentials are read at start; a token_file "
+                "is also re-read on reload)."
+            )
+        if not self.once:
+            log.warning(
+                "%s in a row; next attempt %s",
+                _plural(self.backoff.failures, "failed run"),
+                self._next_attempt(),
+            )
+
+    def _next_attempt(self) -> str:
+        """When the next run may start, in words: the backoff's skipped ticks included."""
+        job = self._scheduler.get_job(JOB_ID) if self._scheduler is not None else None
+        when: datetime | None = job.next_run_time if job is not None else None
+        skip = self.backoff.to_skip
+        for _ in range(skip):
+            if when is None:
+                break
+            when = self._trigger.get_next_fire_time(when, when + timedelta(microseconds=1))
+        at = f" ({_clock_time(when)})" if when is not None and not skip else ""
+        if not skip:
+            return f"at the next scheduled run{at}"
+        about = f"at {_clock_time(when)}, " if when is not None else ""
+        return f"{about}after skipping {_plural(skip, 'scheduled run')} (backoff)"
+
     async def _pull(self) -> Loaded:
         """git pull --ff-only, then reload the spec if the commit moved; on failure keep both."""
-        path = self.loaded.settings.spec.path
         try:
-            commit = await asyncio.to_thread(git_pull, path, timeout=GIT_PULL_TIMEOUT_S)
+            pulled = await self._puller.pull(self.loaded.source[0])
         except GitPullError as e:
             log.warning("%s; keeping the last good checkout", e)
             return self.loaded
-        if commit != self.loaded.source[0]:
-            try:
-                spec = load_spec(path)
-            except GroupsyncError as e:
-                # loaded.source stays behind, so this is logged again every run until fixed.
-                log_problems(f"spec at commit {commit} is invalid, keeping the last good one", e)
-                return self.loaded
-            log.info("spec updated to commit %s (%d groups)", commit, len(spec.groups))
-            self.loaded = replace(self.loaded, spec=spec, source=git_info(path))
+        except InvalidCommit as e:
+            # loaded.source stays behind, so this is logged again every run until fixed.
+            headline = f"spec at commit {e.commit} is invalid, keeping the last good one"
+            log_problems(headline, e.error)
+            return self.loaded
+        if pulled is not None:
+            spec, source = pulled
+            log.info("spec updated to commit %s (%d groups)", source[0], len(spec.groups))
+            self.loaded = replace(self.loaded, spec=spec, source=source)
         return self.loaded
 
     # --- reload ------------------------------------------------------------------------------
 
     def _on_reload_signal(self) -> None:
-        self._spawn(self._reload())
+        if self.state is State.SERVING:
+            self.reloader.request()
 
-    async def _reload(self) -> None:
-        if self._stopping:
-            return
-        self.notifier.reloading()
-        try:
-            new = load_all(self.config_path)
-        except GroupsyncError as e:
-            log_problems("reload refused, the running config and spec stay", e)
-            self.notifier.ready(status="reload refused (see the log); running the previous spec")
-            return
-        self._adopt(new)
-        log.info("reloaded: %d groups, spec digest %s", len(new.spec.groups), new.spec.digest[:12])
-        self.notifier.ready(status="reloaded; run starting")
-        if self._busy() and self._current is not None:
-            await asyncio.wait({self._current})
-        if not self._stopping and not self._busy():
-            self._start_run("reload")
+    def _reload_refused(self, exc: GroupsyncError) -> None:
+        log_problems("reload refused, the running config and spec stay", exc)
+        self.notifier.ready(status="reload refused (see the log); running the previous spec")
 
     def _adopt(self, new: Loaded) -> None:
-        """Switch to a good reload; what cannot change without a restart is said so."""
+        """Switch to a good reload, then run it; what cannot change without a restart is said so."""
+        if self.state is not State.SERVING:
+            return
         old = self.loaded.settings
         settings = new.settings
         if settings.journal.path != old.journal.path:
@@ -381,17 +479,25 @@ class Daemon:
         if settings.log.format != old.log.format:
             setup_logging(settings.log.format)
         if settings.schedule != old.schedule:
-            self._trigger = make_trigger(
-                settings.schedule.every, settings.schedule.cron, settings.schedule.jitter
-            )
-            self._period = period_of(self._trigger)
-            self.metrics.max_age_s = self._health_age(settings)
-            if self._scheduler is not None:
-                self._scheduler.reschedule_job(JOB_ID, trigger=self._trigger)
-                log.info("schedule: %s (UTC)", self._trigger)
+            self._reschedule(settings)
+        if settings.spec.path != old.spec.path:
+            self._puller = SpecPuller(settings.spec.path, timeout_s=GIT_PULL_TIMEOUT_S)
         # The operator acted (a new token, say): try again at the next tick.
-        self._errors = self._skip = 0
+        self.backoff.reset()
         self.loaded = new
+        log.info("reloaded: %d groups, spec digest %s", len(new.spec.groups), new.spec.digest[:12])
+        self.notifier.ready(status="reloaded; run starting")
+        self._request_run("reload")
+
+    def _reschedule(self, settings: Settings) -> None:
+        schedule = settings.schedule
+        self._trigger = make_trigger(schedule.every, schedule.cron, schedule.jitter)
+        self._period = self.backoff.period = period_of(self._trigger)
+        self.metrics.max_age_s = self._health_age(settings)
+        self.liveness.limit_s = self._stall_limit_s(settings)
+        if self._scheduler is not None:
+            self._scheduler.reschedule_job(JOB_ID, trigger=self._trigger)
+            log.info("schedule: %s (UTC)", self._trigger)
 
 
 def run(config_path: Path | None, *, once: bool = False) -> int:
@@ -403,17 +509,16 @@ def run(config_path: Path | None, *, once: bool = False) -> int:
     path = find_config(config_path)
     settings = load_settings(path)
     setup_logging(settings.log.format)
-    journal = Journal.open(settings.journal.path)
+    seat = JournalSeat.take(settings.journal.path)
     try:
-        with journal.writer_lock():
-            loaded = load_with(settings)
-            log.info(
-                "groupsync starting: config %s, spec %s (%d groups), journal %s",
-                path,
-                settings.spec.path,
-                len(loaded.spec.groups),
-                settings.journal.path,
-            )
-            return asyncio.run(Daemon(path, loaded, journal, once=once).serve())
+        loaded = load_with(settings)
+        log.info(
+            "groupsync starting: config %s, spec %s (%d groups), journal %s",
+            path,
+            settings.spec.path,
+            len(loaded.spec.groups),
+            settings.journal.path,
+        )
+        return asyncio.run(Daemon(path, loaded, seat, once=once).serve())
     finally:
-        journal.close()
+        seat.release()

@@ -7,6 +7,7 @@ journal or a scratch file elsewhere in the same work tree does not mark every ru
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import re
@@ -14,6 +15,7 @@ import subprocess
 from pathlib import Path
 
 from groupsync.errors import GroupsyncError
+from groupsync.spec import Spec, load_spec
 
 log = logging.getLogger(__name__)
 
@@ -22,8 +24,20 @@ PULL_TIMEOUT_S = 60.0
 _URL_CREDENTIALS = re.compile(r"(\w+://)[^/@\s]+@")
 
 
+Source = tuple[str | None, bool | None]  # (commit, dirty) of the spec's work tree
+
+
 class GitPullError(GroupsyncError):
     """The pull failed; the checkout is as it was, so the last good spec is still there."""
+
+
+class InvalidCommit(GroupsyncError):
+    """The pulled commit's spec does not load; `error` holds its problems, at file:line."""
+
+    def __init__(self, commit: str | None, error: GroupsyncError) -> None:
+        super().__init__(f"spec at commit {commit} is invalid: {error}")
+        self.commit = commit
+        self.error = error
 
 
 def _git(cwd: Path, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
@@ -49,7 +63,7 @@ def _folder(path: Path) -> Path:
     return path if path.is_dir() else path.parent
 
 
-def git_info(path: Path) -> tuple[str | None, bool | None]:
+def git_info(path: Path) -> Source:
     """(commit, dirty) of the work tree holding `path`; (None, None) outside git or without git."""
     cwd = _folder(path)
     try:
@@ -92,3 +106,30 @@ def git_pull(path: Path, *, timeout: float = PULL_TIMEOUT_S) -> str | None:
         why = why or f"exit status {r.returncode}"
         raise GitPullError(f"git pull --ff-only in {cwd} failed: {why}")
     return git_info(path)[0]
+
+
+class SpecPuller:
+    """`spec.git_pull`: fast-forward the checkout before a run, and load the spec if it moved.
+
+    Raises GitPullError or InvalidCommit, and the caller keeps the spec it has: the daemon
+    applies what was merged and loads, never half of it.
+    """
+
+    def __init__(self, path: Path, *, timeout_s: float = PULL_TIMEOUT_S) -> None:
+        self.path = path
+        self.timeout_s = timeout_s
+
+    async def pull(self, since: str | None) -> tuple[Spec, Source] | None:
+        """The spec and its source when the checkout moved past commit `since`; else None.
+
+        In threads: git and a big spec take a while, and the event loop must keep answering
+        signals meanwhile.
+        """
+        commit = await asyncio.to_thread(git_pull, self.path, timeout=self.timeout_s)
+        if commit == since:
+            return None
+        try:
+            spec = await asyncio.to_thread(load_spec, self.path)
+        except GroupsyncError as e:
+            raise InvalidCommit(commit, e) from e
+        return spec, await asyncio.to_thread(git_info, self.path)

@@ -51,6 +51,14 @@ class JournalError(GroupsyncError):
     """The journal file cannot be used (unreadable, foreign, or written by a newer groupsync)."""
 
 
+class JournalReplaced(JournalError):
+    """The journal or its lock file was deleted or replaced under this process.
+
+    Writing on would record changes in a file nobody reads, while the fresh lock lets a second
+    writer start on the new file: two writers planning the same new key create two groups.
+    """
+
+
 def now_iso() -> str:
     """One timestamp format everywhere: UTC, milliseconds, `Z`; sorts correctly as text."""
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
@@ -178,6 +186,8 @@ class Journal:
         self.path = path
         self._db = db
         self._lock = threading.RLock()
+        self._opened = _file_identity(path)  # what ensure_still_held compares the path with
+        self._lock_fd: int | None = None  # the writer lock's file, while it is held
 
     def __repr__(self) -> str:
         return f"<Journal {str(self.path)!r}>"
@@ -232,8 +242,7 @@ class Journal:
         flock, not a pid file: the kernel drops it when the holder dies (even by SIGKILL), so a
         crash never leaves a stale lock behind. The pid written inside is only for the message.
         """
-        lock_path = self.path.with_name(self.path.name + ".lock")
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -242,14 +251,43 @@ class Journal:
                 raise JournalLocked(
                     f"another groupsync apply/run holds {self.path} (pid {holder})"
                 ) from None
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            self._lock_fd = fd
             try:
+                # The lock file or the journal may have been replaced since they were opened:
+                # a lock on a deleted file keeps nobody out.
+                self.ensure_still_held()
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
                 yield
             finally:
+                self._lock_fd = None
                 os.ftruncate(fd, 0)
         finally:
             os.close(fd)  # releases the flock
+
+    @property
+    def _lock_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".lock")
+
+    def ensure_still_held(self) -> None:
+        """Raise JournalReplaced unless the journal's path, and its lock's while the lock is held,
+        still name the very files this process has open (same device and inode).
+
+        A writer calls it before each run and each write phase: a journal folder deleted and
+        recreated under it must stop it before its next write, not after.
+        """
+        gone = []
+        if self._opened is None or _file_identity(self.path) != self._opened:
+            gone.append(f"{self.path} is no longer the file this process opened")
+        if self._lock_fd is not None:
+            held = os.fstat(self._lock_fd)
+            if _file_identity(self._lock_path) != (held.st_dev, held.st_ino):
+                gone.append(f"{self._lock_path} is no longer the lock this process holds")
+        if gone:
+            raise JournalReplaced(
+                f"journal {self.path} was deleted or replaced under this process: "
+                + "; ".join(gone)
+            )
 
     # --- runs --------------------------------------------------------------------------------
 
@@ -433,6 +471,15 @@ class Journal:
                 ):
                     by_run[row["run_id"]].append(_change_dict(row))
         return [_run_dict(r, by_run[r["id"]]) for r in runs]
+
+
+def _file_identity(path: Path) -> tuple[int, int] | None:
+    """(st_dev, st_ino) of the file at `path` now; None when there is none."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def _check_identity(db: Database, path: Path) -> int:

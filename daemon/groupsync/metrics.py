@@ -91,7 +91,20 @@ class Metrics:
             "Runs in a row that could not reach or use the API (drives the backoff).",
             registry=r,
         )
+        self.journal_writer = Gauge(
+            "groupsync_journal_writer",
+            "1 while this daemon holds its journal and the journal's lock (it is the one writer).",
+            registry=r,
+        )
+        self.run_in_flight = Gauge(
+            "groupsync_run_in_flight_seconds",
+            "How long the run in flight has been going; 0 when none is.",
+            registry=r,
+        )
         self._health = Health(None, 0.0, "starting")
+        # Conditions that make the daemon unhealthy whatever its last run did (a lost journal,
+        # a run that does not finish); each says why, or None. Read from the server's thread.
+        self.checks: list[Callable[[], str | None]] = []
 
     def observe_run(
         self, outcome: RunOutcome, duration_s: float, plan: Plan | None, summary: str
@@ -116,7 +129,11 @@ class Metrics:
             self.api_requests.labels(method, status).inc(n)
 
     def health(self, now: float | None = None) -> tuple[bool, str]:
-        """Healthy while the last run succeeded and finished less than max_age_s ago."""
+        """Healthy while no check objects, and the last run succeeded less than max_age_s ago."""
+        for check in self.checks:
+            problem = check()
+            if problem:
+                return False, problem
         h = self._health
         now = time.time() if now is None else now
         if h.outcome is None:
@@ -169,8 +186,12 @@ class MetricsServer:
         except (ValueError, OSError) as e:
             raise GroupsyncError(f"metrics.listen {listen}: cannot listen: {e}") from e
         self.port: int = self._httpd.server_address[1]
+        # shutdown() waits for the next poll: the default 0.5 s would hold every stop up.
         self._thread = threading.Thread(
-            target=self._httpd.serve_forever, name="groupsync-metrics", daemon=True
+            target=self._httpd.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="groupsync-metrics",
+            daemon=True,
         )
         self._thread.start()
 

@@ -196,6 +196,7 @@ async def reconcile(
     """
     started = time.monotonic()
     commit, dirty = spec_source if spec_source is not None else git_info(settings.spec.path)
+    journal.ensure_still_held()  # one writer: a replaced journal is never written to
     run_id = journal.start_run(
         trigger=trigger,
         mode="apply",
@@ -239,7 +240,7 @@ async def reconcile(
             plan_checksum=report.plan.checksum if report.plan else None,
         )
         level = logging.INFO if report.exit_code == ExitCode.OK else logging.ERROR
-        log.log(level, "run %s %s in %.2fs", run_id, report.summary(), report.duration_s)
+        log.log(level, "run %s %s (took %.2fs)", run_id, report.summary(), report.duration_s)
     return report
 
 

@@ -26,22 +26,32 @@ class Notifier:
             b"\0" + address[1:].encode() if address.startswith("@") else address or None
         )
         self.watchdog_interval_s = _watchdog_interval(env)
+        self._failing = False
 
     @property
     def enabled(self) -> bool:
         return self._address is not None
 
     def notify(self, **fields: str | int) -> bool:
-        """Send KEY=value lines; never raises: a lost status line must not stop the daemon."""
+        """Send KEY=value lines; never raises and never blocks.
+
+        A lost status line must not stop the daemon, and it is sent from the event loop: a
+        manager that stops reading (its socket queue full) must not wedge the loop, so such a
+        message is dropped, and said once until a send gets through again.
+        """
         if self._address is None:
             return False
         message = "\n".join(f"{k.upper()}={_one_line(v)}" for k, v in fields.items())
+        flags = socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK
         try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            with socket.socket(socket.AF_UNIX, flags) as sock:
                 sock.sendto(message.encode(), self._address)
         except OSError as e:
-            log.warning("sd_notify failed: %s", e)
+            if not self._failing:
+                log.warning("sd_notify failed (dropped until it works again): %s", e)
+            self._failing = True
             return False
+        self._failing = False
         return True
 
     def ready(self, status: str | None = None) -> bool:

@@ -1,0 +1,57 @@
+"""What the daemon tests share: an emulator that can go away and come back, and free ports."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from pathlib import Path
+from typing import Any
+
+from groupsync.emulator import Emulator, Faults, serve_emulator
+
+TOKEN = "test-token"
+CONTACTS = ["ada", "bob", "carol", "dave", "erin"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class RestartableEmulator:
+    """The emulator with its state in a file, so it can go away and come back on the same port."""
+
+    def __init__(self, state_path: Path) -> None:
+        self.state_path = state_path
+        self.port = 0
+        self._stack: contextlib.ExitStack | None = None
+        self.emu: Emulator | None = None
+
+    def start(self, faults: Faults | None = None, token: str = TOKEN) -> Emulator:
+        fresh = self.port == 0
+        self._stack = contextlib.ExitStack()
+        self.emu = self._stack.enter_context(
+            serve_emulator(
+                token=token,
+                seed={"contacts": [{"username": u} for u in CONTACTS]} if fresh else None,
+                state_path=self.state_path,
+                faults=faults,
+                port=self.port,
+            )
+        )
+        self.port = self.emu.port
+        return self.emu
+
+    def stop(self) -> None:
+        if self._stack is not None:
+            self._stack.close()
+            self._stack = self.emu = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def by_name(self) -> dict[str, dict[str, Any]]:
+        assert self.emu is not None
+        return {g["name"]: g for g in self.emu.state.groups()}
