@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import click
 
-from groupsync import __version__
+from groupsync import __version__, private
 from groupsync.config import Settings, find_config, load_settings, resolve_token
 from groupsync.errors import GroupsyncError
 from groupsync.outcomes import ExitCode
@@ -194,7 +194,7 @@ def _render(plan: Plan, fmt: str, *, color: bool) -> str:
 
 def _write(path: Path, text: str) -> None:
     try:
-        path.write_text(text, encoding="utf-8")
+        private.write_text(path, text)
     except OSError as e:
         raise GroupsyncError(f"cannot write {path}: {e.strerror}") from None
 
