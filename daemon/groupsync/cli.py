@@ -342,21 +342,21 @@ def history(config_path: Path | None, limit: int, key: str | None, as_json: bool
     with Journal.open(settings.journal.path) as journal:
         runs = journal.history(limit=limit, key=key)
     if as_json:
-        click.echo(json.dumps(runs, indent=2, sort_keys=True))
+        click.echo(json.dumps([run.to_json() for run in runs], indent=2, sort_keys=True))
         return
     if not runs:
         click.echo("No runs recorded" + (f" for {key}." if key else "."))
     for run in runs:
-        commit = f" commit {run['spec_commit'][:10]}" if run.get("spec_commit") else ""
-        dirty = " (dirty)" if run.get("spec_dirty") else ""
+        commit = f" commit {run.spec_commit[:10]}" if run.spec_commit else ""
+        dirty = " (dirty)" if run.spec_dirty else ""
         click.echo(
-            f"run {run['id']}  {run['started_at']}  {run['trigger']} {run['mode']}"
-            f"  {run['outcome'] or 'unfinished'}{commit}{dirty}"
+            f"run {run.id}  {run.started_at}  {run.trigger} {run.mode}"
+            f"  {run.outcome or 'unfinished'}{commit}{dirty}"
         )
-        if run.get("error"):
-            click.echo(f"    error: {run['error']}")
-        for change in run["changes"]:
-            click.echo(f"    {change['summary']}")
+        if run.error:
+            click.echo(f"    error: {run.error}")
+        for change in run.changes:
+            click.echo(f"    {change.summary}")
 
 
 @cli.command()
