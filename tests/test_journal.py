@@ -436,6 +436,22 @@ def test_a_v2_journal_upgrades_to_v3_with_its_rows_intact(tmp_path: Path) -> Non
         conn.close()
 
 
+def test_a_changes_table_groupsync_did_not_make_is_not_upgraded(tmp_path: Path) -> None:
+    path = tmp_path / "odd.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(V1_SCHEMA.replace("status TEXT NOT NULL", "status TEXT"))
+    conn.close()
+    with pytest.raises(JournalError, match=r"odd.db: cannot upgrade it to v3: its changes table"):
+        Journal.open(path)
+    conn = sqlite3.connect(path)
+    try:  # v2 committed, v3 rolled back whole: the table and its rows are as they were
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert conn.execute("SELECT count(*) FROM changes").fetchone()[0] == 1
+        assert "changes_v3" not in {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+    finally:
+        conn.close()
+
+
 def test_the_status_check_takes_every_change_status_and_nothing_else(journal: Journal) -> None:
     run = journal.start_run(trigger="manual", mode="apply", spec_digest="d")
     change = journal.begin_change(run, _update())

@@ -33,7 +33,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from groupsync import private
 from groupsync.errors import GroupsyncError
@@ -52,6 +52,8 @@ __all__ = [
     "now_iso",
     "parse_iso",
 ]
+
+T = TypeVar("T")
 
 
 class JournalLocked(GroupsyncError):
@@ -162,49 +164,38 @@ def _columns(record: ChangeRecord | RunRecord) -> dict[str, Any]:
     return {f.name: getattr(record, f.name) for f in fields(record)}
 
 
-def _optional_bool(value: int | None) -> bool | None:
-    return None if value is None else bool(value)
+def _optional(convert: Any, value: Any) -> Any:
+    return None if value is None else convert(value)
+
+
+def _record(cls: type[T], row: sqlite3.Row, **converted: Any) -> T:
+    """`cls` from a row: each field its column's value, unless given converted."""
+    names = [f.name for f in fields(cls) if f.name not in converted]
+    return cls(**{name: row[name] for name in names}, **converted)
 
 
 def _change_record(row: sqlite3.Row) -> ChangeRecord:
-    return ChangeRecord(
-        id=row["id"],
-        run_id=row["run_id"],
-        key=row["key"],
-        group_id=row["group_id"],
-        name=row["name"],
+    return _record(
+        ChangeRecord,
+        row,
         action=Action(row["action"]),
         cause=Cause(row["cause"]),
         diff=json.loads(row["diff"]),
         members_added=tuple(json.loads(row["members_added"])),
         members_removed=tuple(json.loads(row["members_removed"])),
-        members_cause=None if row["members_cause"] is None else Cause(row["members_cause"]),
-        set_archived=_optional_bool(row["set_archived"]),
+        members_cause=_optional(Cause, row["members_cause"]),
+        set_archived=_optional(bool, row["set_archived"]),
         status=ChangeStatus(row["status"]),
-        attempts=row["attempts"],
-        http_status=row["http_status"],
-        error=row["error"],
-        note=row["note"],
-        started_at=row["started_at"],
-        finished_at=row["finished_at"],
-        duration_ms=row["duration_ms"],
     )
 
 
 def _run_record(row: sqlite3.Row, changes: list[ChangeRecord]) -> RunRecord:
-    return RunRecord(
-        id=row["id"],
-        started_at=row["started_at"],
-        finished_at=row["finished_at"],
-        trigger=row["trigger"],
-        mode=row["mode"],
-        spec_digest=row["spec_digest"],
-        spec_commit=row["spec_commit"],
-        spec_dirty=_optional_bool(row["spec_dirty"]),
-        plan_checksum=row["plan_checksum"],
-        outcome=None if row["outcome"] is None else RunOutcome(row["outcome"]),
+    return _record(
+        RunRecord,
+        row,
+        spec_dirty=_optional(bool, row["spec_dirty"]),
+        outcome=_optional(RunOutcome, row["outcome"]),
         counts=json.loads(row["counts"]) if row["counts"] else {},
-        error=row["error"],
         changes=tuple(changes),
     )
 

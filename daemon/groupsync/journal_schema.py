@@ -8,6 +8,7 @@ today's enums would do something else to a file migrated tomorrow).
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -88,52 +89,32 @@ def _v2_timings_notes_indexes(conn: sqlite3.Connection) -> None:
         conn.execute(sql)
 
 
-# The v2 columns in their order, so `SELECT *` reads the same before and after v3.
-_CHANGES_COLUMNS = (
-    "id, run_id, key, group_id, name, action, cause, diff, members_added, members_removed,"
-    " status, attempts, http_status, error, started_at, finished_at, members_cause,"
-    " set_archived, duration_ms, note"
-)
+# v1 wrote `status TEXT NOT NULL` and its CHECK on two lines; a hand-made file may lack the CHECK.
+_STATUS_COLUMN = re.compile(r"status TEXT NOT NULL\s*(CHECK \(status IN \([^)]*\)\))?")
 
 
 def _v3_skipped_unknown_statuses(conn: sqlite3.Connection) -> None:
     """Allow `skipped` and `unknown`: what a stopped run or one past its deadline leaves.
 
-    SQLite cannot alter a CHECK, so the table is rebuilt (create, copy, drop, rename, indexes)
-    inside the migration's transaction; nothing references `changes`, so no foreign key moves.
+    SQLite cannot alter a CHECK, so the table is rebuilt as SQLite's ALTER TABLE procedure
+    does: a new table from the stored CREATE with the new CHECK (every column as the file has
+    it, in order), copy, drop, rename, indexes; all inside the migration's transaction. Nothing
+    references `changes`, so no foreign key moves.
     """
-    conn.execute(
-        """CREATE TABLE changes_v3 (
-            id INTEGER PRIMARY KEY,
-            run_id INTEGER NOT NULL REFERENCES runs(id),
-            key TEXT NOT NULL,
-            group_id TEXT,
-            name TEXT NOT NULL,
-            action TEXT NOT NULL,
-            cause TEXT NOT NULL,
-            diff TEXT NOT NULL DEFAULT '{}',
-            members_added TEXT NOT NULL DEFAULT '[]',
-            members_removed TEXT NOT NULL DEFAULT '[]',
-            status TEXT NOT NULL CHECK (status IN
-                ('pending', 'applied', 'failed', 'interrupted', 'skipped', 'unknown')),
-            attempts INTEGER NOT NULL DEFAULT 0,
-            http_status INTEGER,
-            error TEXT,
-            started_at TEXT NOT NULL,
-            finished_at TEXT,
-            members_cause TEXT,
-            set_archived INTEGER,
-            duration_ms INTEGER,
-            note TEXT
-        )"""
+    (sql,) = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'changes'").fetchone()
+    created, found = _STATUS_COLUMN.subn(
+        "status TEXT NOT NULL CHECK (status IN"
+        " ('pending', 'applied', 'failed', 'interrupted', 'skipped', 'unknown'))",
+        sql.replace("CREATE TABLE changes", "CREATE TABLE changes_v3", 1),
     )
-    conn.execute(
-        f"INSERT INTO changes_v3 ({_CHANGES_COLUMNS}) SELECT {_CHANGES_COLUMNS} FROM changes"
-    )
+    if found != 1:
+        raise ValueError(f"its changes table is not one groupsync made: {sql}")
+    conn.execute(created)
+    conn.execute("INSERT INTO changes_v3 SELECT * FROM changes")
     conn.execute("DROP TABLE changes")  # its indexes go with it
     conn.execute("ALTER TABLE changes_v3 RENAME TO changes")
-    for sql in _CHANGES_INDEXES:
-        conn.execute(sql)
+    for index in _CHANGES_INDEXES:
+        conn.execute(index)
 
 
 MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
@@ -173,7 +154,12 @@ def migrate(conn: sqlite3.Connection, path: Path) -> None:
         try:
             version = check_identity(conn, path)
             if version < SCHEMA_VERSION:
-                MIGRATIONS[version](conn)
+                try:
+                    MIGRATIONS[version](conn)
+                except ValueError as exc:
+                    raise JournalError(
+                        f"journal {path}: cannot upgrade it to v{version + 1}: {exc}"
+                    ) from None
                 conn.execute(f"PRAGMA user_version = {version + 1}")
                 conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
             conn.execute("COMMIT")
