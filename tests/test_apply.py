@@ -15,7 +15,8 @@ import pytest
 from groupsync.api import Client
 from groupsync.apply import ApplyResult, UnsafePlan, apply_plan, recover_pending
 from groupsync.emulator import Emulator
-from groupsync.journal import Journal
+from groupsync.journal import ChangeRecord, Journal
+from groupsync.outcomes import RunOutcome
 from groupsync.plan import (
     Action,
     AppliedState,
@@ -85,12 +86,12 @@ async def apply(
     run = journal.start_run(trigger="test", mode="apply", spec_digest="d")
     async with client_for(emu) as client:
         result = await apply_plan(plan, desired, client, journal, run)
-    journal.finish_run(run, outcome="done", counts={})
+    journal.finish_run(run, outcome=RunOutcome.APPLIED, counts={})
     return plan, result
 
 
-def rows(journal: Journal) -> list[dict]:
-    return [c for run in reversed(journal.history(limit=1000)) for c in run["changes"]]
+def rows(journal: Journal) -> list[ChangeRecord]:
+    return [c for run in reversed(journal.history(limit=1000)) for c in run.changes]
 
 
 def names(emu: Emulator) -> Counter[str]:
@@ -122,7 +123,7 @@ async def test_apply_converges_phase_by_phase_and_the_next_plan_is_empty(
     assert {k: mg.group_id for k, mg in managed.items()} == {
         k: by_name[d.name]["id"] for k, d in desired.items()
     }
-    assert all(r["status"] == "applied" and r["attempts"] >= 1 for r in rows(journal))
+    assert all(r.status == "applied" and r.attempts >= 1 for r in rows(journal))
 
     desired = spec(
         DesiredGroup("cs101", "CS 101", description="Fall", members=frozenset({"ada", "cedric"})),
@@ -140,8 +141,8 @@ async def test_apply_converges_phase_by_phase_and_the_next_plan_is_empty(
     }
     assert (result.applied, result.failed) == (4, 0)
     assert emu.count("POST") == 1 and emu.count("PUT") == 3 and emu.count("DELETE") == 0
-    latest = journal.history(limit=1)[0]["changes"]
-    assert [c["key"] for c in latest] == ["bio", "staff", "cs101", "math"]  # one phase at a time
+    latest = journal.history(limit=1)[0].changes
+    assert [c.key for c in latest] == ["bio", "staff", "cs101", "math"]  # one phase at a time
     cs101 = emu.state.get(managed["cs101"].group_id)
     assert members(cs101) == {"ada", "cedric"}
     assert journal.managed()["math"].applied.archived is True  # still managed: restorable
@@ -223,8 +224,8 @@ async def test_one_unknown_member_fails_only_that_key(emu: Emulator, journal: Jo
     [(key, message)] = result.failures
     assert key == "b" and "400" in message
     assert names(emu) == Counter({"A": 1, "C": 1})
-    failed = [r for r in rows(journal) if r["status"] == "failed"]
-    assert [(r["key"], r["http_status"], r["attempts"]) for r in failed] == [("b", 400, 1)]
+    failed = [r for r in rows(journal) if r.status == "failed"]
+    assert [(r.key, r.http_status, r.attempts) for r in failed] == [("b", 400, 1)]
     assert set(journal.managed()) == {"a", "c"}
 
 
@@ -272,8 +273,8 @@ async def test_a_group_deleted_out_of_band_fails_with_404_then_is_recreated(
     emu.state.delete_group(gid)  # between plan and apply
     _, result = await apply(emu, journal, desired, plan=plan)
     assert result.failed == 1 and result.failures[0][0] == "cs101"
-    [row] = journal.history(limit=1)[0]["changes"]
-    assert row["http_status"] == 404 and "the next plan recreates it" in row["note"]
+    [row] = journal.history(limit=1)[0].changes
+    assert row.http_status == 404 and "the next plan recreates it" in row.note
     plan, result = await apply(emu, journal, desired)
     assert [(c.action, c.note) for c in plan.changes] == [(Action.CREATE, "deleted out of band")]
     assert result.applied == 1
@@ -368,13 +369,13 @@ async def apply_scripted(
     script: list[str],
     *,
     fail_puts: bool = False,
-) -> tuple[ApplyResult, dict]:
+) -> tuple[ApplyResult, ChangeRecord]:
     plan = await make_plan(emu, journal, desired)
     run = journal.start_run(trigger="test", mode="apply", spec_digest="d")
     transport = ScriptedPosts(script, fail_puts=fail_puts)
     async with client_for(emu, transport=transport, max_attempts=2) as client:
         result = await apply_plan(plan, desired, client, journal, run)
-    [row] = journal.history(limit=1)[0]["changes"]
+    [row] = journal.history(limit=1)[0].changes
     return result, row
 
 
@@ -384,8 +385,8 @@ async def test_a_create_whose_archive_step_fails_is_kept_and_archived_next_time(
     desired = spec(DesiredGroup("old", "Old Course", archived=True))
     result, row = await apply_scripted(emu, journal, desired, [], fail_puts=True)
     [group] = emu.state.groups()
-    assert result.failed == 1 and row["http_status"] == 503 and row["group_id"] == group["id"]
-    assert f"created group {group['id']} but could not archive it" in row["error"]
+    assert result.failed == 1 and row.http_status == 503 and row.group_id == group["id"]
+    assert f"created group {group['id']} but could not archive it" in row.error
     assert journal.managed()["old"].group_id == group["id"]
     # force: archiving 1 of 1 managed groups is over the small-account safety limit
     plan, result = await apply(emu, journal, desired, policy=Policy(force=True))
@@ -399,9 +400,9 @@ async def test_an_ambiguous_create_that_committed_is_adopted(
 ) -> None:
     desired = spec(DesiredGroup("cs101", "CS 101"))
     result, row = await apply_scripted(emu, journal, desired, ["committed"])
-    assert result.applied == 1 and row["note"] == "adopted after ambiguous create"
+    assert result.applied == 1 and row.note == "adopted after ambiguous create"
     [group] = emu.state.groups()
-    assert journal.managed()["cs101"].group_id == group["id"] == row["group_id"]
+    assert journal.managed()["cs101"].group_id == group["id"] == row.group_id
     assert emu.count("POST") == 1
 
 
@@ -410,7 +411,7 @@ async def test_an_ambiguous_create_that_did_nothing_is_sent_once_more(
 ) -> None:
     desired = spec(DesiredGroup("cs101", "CS 101"))
     result, row = await apply_scripted(emu, journal, desired, ["lost"])
-    assert result.applied == 1 and "sent again" in row["note"] and row["attempts"] == 2
+    assert result.applied == 1 and "sent again" in row.note and row.attempts == 2
     assert names(emu) == Counter({"CS 101": 1})
 
 
@@ -422,7 +423,7 @@ async def test_a_second_ambiguous_create_never_makes_a_third_attempt_or_a_duplic
     emu: Emulator, journal: Journal, script: list[str], status: str, groups: int
 ) -> None:
     _, row = await apply_scripted(emu, journal, spec(DesiredGroup("k", "K")), script)
-    assert row["status"] == status and row["attempts"] == 2
+    assert row.status == status and row.attempts == 2
     assert len(emu.state.groups()) == groups
     assert journal.pending_changes() == []
 
@@ -432,8 +433,8 @@ async def test_a_timed_out_create_is_left_to_the_next_plan_not_sent_again(
 ) -> None:
     desired = spec(DesiredGroup("cs101", "CS 101", members=frozenset({"ada"})))
     result, row = await apply_scripted(emu, journal, desired, ["late"])
-    assert result.failed == 1 and "not sent again" in row["error"]
-    assert row["status"] == "failed" and journal.pending_changes() == []
+    assert result.failed == 1 and "not sent again" in row.error
+    assert row.status == "failed" and journal.pending_changes() == []
     [late] = emu.state.groups()  # the POST that was still running committed after all
     plan, result = await apply(emu, journal, desired)
     assert [(c.action, c.group_id) for c in plan.changes] == [(Action.ADOPT, late["id"])]
@@ -476,8 +477,8 @@ async def test_injected_faults_never_duplicate_or_lose_a_change(
         assert members(group) == d.members and (group["archived_at"] is not None) == d.archived
     history = rows(journal)
     assert journal.pending_changes() == []
-    assert all(r["status"] in ("applied", "failed") and r["attempts"] >= 1 for r in history)
-    assert any(r["note"] and "ambiguous" in r["note"] for r in history)
+    assert all(r.status in ("applied", "failed") and r.attempts >= 1 for r in history)
+    assert any(r.note and "ambiguous" in r.note for r in history)
 
 
 async def test_recover_pending_settles_what_a_crash_left(emu: Emulator, journal: Journal) -> None:
@@ -507,7 +508,7 @@ async def test_recover_pending_settles_what_a_crash_left(emu: Emulator, journal:
         "gone: crashed mid-delete; the group is gone, key forgotten",
     ]
     assert journal.pending_changes() == []
-    assert {r["status"] for r in rows(journal)} == {"interrupted"}
+    assert {r.status for r in rows(journal)} == {"interrupted"}
     assert {k: mg.group_id for k, mg in journal.managed().items()} == {"made": made["id"]}
 
     desired = spec(DesiredGroup("made", "Made"), DesiredGroup("lost", "Never Made"))
@@ -551,8 +552,8 @@ async def test_a_put_that_committed_without_a_clear_answer_is_confirmed_by_readi
         result = await apply_plan(plan, renamed, client, journal, run)
     emu.faults.update(ambiguous_fraction=0.0)
     assert (result.applied, result.failed) == (1, 0)
-    [row] = [r for r in rows(journal) if r["run_id"] == run]
-    assert row["status"] == "applied" and "re-reading the group" in row["note"]
+    [row] = [r for r in rows(journal) if r.run_id == run]
+    assert row.status == "applied" and "re-reading the group" in row.note
     assert journal.managed()["a"].applied.name == "A, renamed"  # type: ignore[union-attr]
 
 

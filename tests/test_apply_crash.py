@@ -87,10 +87,10 @@ def check(emulator: Emulator, path: Path, prefix: str) -> None:
     """Every desired group exactly once, as desired; every row settled, interruptions explained."""
     desired = desired_for(prefix)
     with Journal.open(path) as journal:
-        rows = [c for run in journal.history(limit=100) for c in run["changes"]]
+        rows = [c for run in journal.history(limit=100) for c in run.changes]
         managed = journal.managed()
-    assert all(r["status"] in ("applied", "interrupted") for r in rows)
-    assert all(r["note"] for r in rows if r["status"] == "interrupted")
+    assert all(r.status in ("applied", "interrupted") for r in rows)
+    assert all(r.note for r in rows if r.status == "interrupted")
     mine = [g for g in emulator.state.groups() if g["name"].startswith(f"{prefix} ")]
     assert Counter(g["name"] for g in mine) == Counter(d.name for d in desired.values())
     by_id = {g["id"]: g for g in mine}

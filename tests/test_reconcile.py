@@ -91,7 +91,7 @@ async def test_a_refused_token_is_an_error_outcome_not_a_crash(
     assert report.outcome is RunOutcome.ERROR and report.exit_code == 1
     assert report.failure is Failure.AUTH  # what the daemon acts on, not the message's words
     assert "refused the token" in (report.error or "")
-    assert run["outcome"] == "error" and run["finished_at"]
+    assert run.outcome == "error" and run.finished_at
     assert "wrong-token" not in (report.error or "")
 
 

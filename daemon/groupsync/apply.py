@@ -26,7 +26,7 @@ import httpx
 
 from groupsync.api import AmbiguousWrite, ApiError, Client, NotFound, ServerError, call_trace
 from groupsync.errors import GroupsyncError
-from groupsync.journal import Journal, parse_iso
+from groupsync.journal import Journal, JournalError, parse_iso
 from groupsync.models import UNSET, Group
 from groupsync.outcomes import ChangeStatus, ExitCode
 from groupsync.plan import Action, AppliedState, Change, Plan
@@ -181,9 +181,12 @@ class _Applier:
                 for change in unit:
                     await self.apply_one(change)
 
-        async with asyncio.TaskGroup() as tg:
-            for _ in range(min(workers, len(units))):
-                tg.create_task(worker())
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for _ in range(min(workers, len(units))):
+                    tg.create_task(worker())
+        except* JournalError as failed:  # nothing can be recorded, so nothing more is sent
+            raise failed.exceptions[0] from None
 
     async def apply_one(self, change: Change) -> None:
         change_id = self.journal.begin_change(self.run_id, change)
@@ -402,7 +405,7 @@ async def recover_pending(client: Client, journal: Journal) -> list[str]:
     groups: list[Group] | None = None
     notes: list[str] = []
     for row in rows:
-        key, action = row["key"], row["action"]
+        key, action = row.key, row.action
         managed = journal.managed()
         if action == Action.CREATE and groups is None:
             groups = await client.list_all_groups()  # archived too: maybe after the archive step
@@ -411,26 +414,26 @@ async def recover_pending(client: Client, journal: Journal) -> list[str]:
         elif action == Action.CREATE:
             assert groups is not None
             # A recreate of a vanished group still maps the key to the deleted id: replaced.
-            since = parse_iso(row["started_at"]).timestamp()
+            since = parse_iso(row.started_at).timestamp()
             managed_ids = {mg.group_id for mg in managed.values()}
-            found = find_created(groups, row["name"], since, managed_ids)
+            found = find_created(groups, row.name, since, managed_ids)
             if len(found) == 1:
                 journal.set_managed(key, found[0].id, applied_state(found[0]))
                 note = f"crashed mid-create; adopted group {found[0].id}"
             elif found:
-                note = "crashed mid-create; " + _several(row["name"], found)
+                note = "crashed mid-create; " + _several(row.name, found)
             else:
                 note = "crashed mid-create; no group found, will be created by the next plan"
-        elif action == Action.DELETE and row["group_id"]:
+        elif action == Action.DELETE and row.group_id:
             try:
-                await client.get_group(row["group_id"])
+                await client.get_group(row.group_id)
                 note = "crashed mid-delete; the group still exists, the next plan re-checks"
             except NotFound:
-                if key in managed and managed[key].group_id == row["group_id"]:
+                if key in managed and managed[key].group_id == row.group_id:
                     journal.forget(key)
                 note = "crashed mid-delete; the group is gone, key forgotten"
         else:
             note = "crashed; outcome unknown, the next plan re-checks"
-        journal.settle_change(row["id"], status=ChangeStatus.INTERRUPTED, note=note)
+        journal.settle_change(row.id, status=ChangeStatus.INTERRUPTED, note=note)
         notes.append(f"{key}: {note}")
     return notes

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import click
 
-from groupsync import __version__
+from groupsync import __version__, private
 from groupsync.config import Settings, find_config, load_settings, resolve_token
 from groupsync.errors import GroupsyncError
 from groupsync.outcomes import ExitCode
@@ -229,7 +229,7 @@ def _render(plan: Plan, fmt: str, *, color: bool) -> str:
 
 def _write(path: Path, text: str) -> None:
     try:
-        path.write_text(text, encoding="utf-8")
+        private.write_text(path, text)
     except FileNotFoundError:
         raise GroupsyncError(
             f"cannot write {path}: the folder {path.parent} does not exist (create it first)"
@@ -406,21 +406,21 @@ def history(config_path: Path | None, limit: int, key: str | None, as_json: bool
         with Journal.open(settings.journal.path) as journal:
             runs = journal.history(limit=limit, key=key)
     if as_json:
-        click.echo(json.dumps(runs, indent=2, sort_keys=True))
+        click.echo(json.dumps([run.to_json() for run in runs], indent=2, sort_keys=True))
         return
     if not runs:
         click.echo(f"No run changed {key} yet." if key else "Nothing applied yet.")
     for run in runs:
-        commit = f" commit {run['spec_commit'][:10]}" if run.get("spec_commit") else ""
-        dirty = " (dirty)" if run.get("spec_dirty") else ""
+        commit = f" commit {run.spec_commit[:10]}" if run.spec_commit else ""
+        dirty = " (dirty)" if run.spec_dirty else ""
         click.echo(
-            f"run {run['id']}  {run['started_at']}  {run['trigger']} {run['mode']}"
-            f"  {run['outcome'] or 'unfinished'}{commit}{dirty}"
+            f"run {run.id}  {run.started_at}  {run.trigger} {run.mode}"
+            f"  {run.outcome or 'unfinished'}{commit}{dirty}"
         )
-        if run.get("error"):
-            click.echo(f"    error: {run['error']}")
-        for change in run["changes"]:
-            click.echo(f"    {change['summary']}")
+        if run.error:
+            click.echo(f"    error: {run.error}")
+        for change in run.changes:
+            click.echo(f"    {change.summary}")
 
 
 @cli.command()

@@ -5,6 +5,9 @@ and what it last made each group look like (without it drift cannot be told from
 written in WAL mode and a change row is written `pending` before its API call, which makes a
 crash leave a truthful record that `apply.recover_pending` can settle.
 
+Every write is one explicit transaction, committed here (BEGIN IMMEDIATE ... COMMIT on a
+connection in autocommit mode): no library decides when the journal commits.
+
 Durability: synchronous=NORMAL, except the commit of a create's `pending` row, which is FULL.
 In WAL mode NORMAL loses nothing when the process dies (SIGKILL, OOM): only an OS crash or power
 loss can roll back the last commits, and then the next plan still re-reads the API and adopts
@@ -23,32 +26,41 @@ import fcntl
 import json
 import os
 import sqlite3
+import stat
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlite_utils import Database
-
+from groupsync import private
 from groupsync.canonical import canonical_json
 from groupsync.errors import GroupsyncError
+from groupsync.journal_errors import JournalError, advice, journal_error
+from groupsync.journal_schema import SCHEMA_VERSION, check_identity, migrate
 from groupsync.outcomes import ChangeStatus, RunOutcome
-from groupsync.plan import Action, AppliedState, Change, ManagedGroup
+from groupsync.plan import Action, AppliedState, Cause, Change, ManagedGroup
 from groupsync.render import show_members, show_value
 from groupsync.secret import redact_secrets
 
-# "gsyn": marks the file as a groupsync journal for `file(1)` and for the open-time check.
-APPLICATION_ID = 0x6773796E
+__all__ = [
+    "SCHEMA_VERSION",
+    "ChangeRecord",
+    "Journal",
+    "JournalError",
+    "JournalLocked",
+    "RunRecord",
+    "now_iso",
+    "parse_iso",
+]
+
+T = TypeVar("T")
 
 
 class JournalLocked(GroupsyncError):
     """Another process is applying with this journal: racing it would write twice."""
-
-
-class JournalError(GroupsyncError):
-    """The journal file cannot be used (unreadable, foreign, or written by a newer groupsync)."""
 
 
 class JournalReplaced(JournalError):
@@ -66,81 +78,6 @@ def now_iso() -> str:
 
 def parse_iso(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-
-# --- schema --------------------------------------------------------------------------------------
-# MIGRATIONS[n] takes a journal from schema version n to n + 1 (PRAGMA user_version). A new journal
-# runs them all, so the upgrade path of an old file is the same code every new file goes through.
-# Append only: a released step never changes.
-
-
-def _v1_tables(db: Database) -> None:
-    db.execute(
-        """CREATE TABLE runs (
-            id INTEGER PRIMARY KEY,
-            started_at TEXT NOT NULL,
-            finished_at TEXT,
-            trigger TEXT NOT NULL,
-            mode TEXT NOT NULL,
-            spec_digest TEXT,
-            spec_commit TEXT,
-            outcome TEXT,
-            counts TEXT,
-            error TEXT
-        )"""
-    )
-    db.execute(
-        """CREATE TABLE changes (
-            id INTEGER PRIMARY KEY,
-            run_id INTEGER NOT NULL REFERENCES runs(id),
-            key TEXT NOT NULL,
-            group_id TEXT,
-            name TEXT NOT NULL,
-            action TEXT NOT NULL,
-            cause TEXT NOT NULL,
-            diff TEXT NOT NULL DEFAULT '{}',
-            members_added TEXT NOT NULL DEFAULT '[]',
-            members_removed TEXT NOT NULL DEFAULT '[]',
-            status TEXT NOT NULL
-                CHECK (status IN ('pending', 'applied', 'failed', 'interrupted')),
-            attempts INTEGER NOT NULL DEFAULT 0,
-            http_status INTEGER,
-            error TEXT,
-            started_at TEXT NOT NULL,
-            finished_at TEXT
-        )"""
-    )
-    db.execute(
-        """CREATE TABLE groups (
-            key TEXT PRIMARY KEY,
-            group_id TEXT NOT NULL,
-            name TEXT NOT NULL,
-            managed_since TEXT NOT NULL,
-            updated_at TEXT NOT NULL,
-            applied TEXT
-        )"""
-    )
-
-
-def _v2_timings_notes_indexes(db: Database) -> None:
-    for sql in (
-        "ALTER TABLE runs ADD COLUMN spec_dirty INTEGER",
-        "ALTER TABLE runs ADD COLUMN plan_checksum TEXT",
-        "ALTER TABLE changes ADD COLUMN members_cause TEXT",
-        "ALTER TABLE changes ADD COLUMN set_archived INTEGER",
-        "ALTER TABLE changes ADD COLUMN duration_ms INTEGER",
-        "ALTER TABLE changes ADD COLUMN note TEXT",
-        "CREATE INDEX changes_by_key ON changes(key, id)",
-        "CREATE INDEX changes_by_run ON changes(run_id, id)",
-        "CREATE INDEX changes_pending ON changes(status) WHERE status = 'pending'",
-        # One group, one key: two keys owning a group would fight over it forever.
-        "CREATE UNIQUE INDEX groups_by_group_id ON groups(group_id)",
-    ):
-        db.execute(sql)
-
-
-MIGRATIONS: tuple[Callable[[Database], None], ...] = (_v1_tables, _v2_timings_notes_indexes)
-SCHEMA_VERSION = len(MIGRATIONS)
 
 
 def _json(value: Any) -> str:
@@ -179,15 +116,165 @@ def _applied_from_json(text: str | None) -> AppliedState | None:
     )
 
 
+# --- records -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeRecord:
+    """One journaled change, as `history` shows it and recovery settles it."""
+
+    id: int
+    run_id: int
+    key: str
+    group_id: str | None
+    name: str
+    action: Action
+    cause: Cause
+    diff: Mapping[str, Mapping[str, Any]]  # field -> {"before", "after", "cause"}
+    members_added: tuple[str, ...]
+    members_removed: tuple[str, ...]
+    members_cause: Cause | None
+    set_archived: bool | None
+    status: ChangeStatus
+    attempts: int
+    http_status: int | None
+    error: str | None
+    note: str | None
+    started_at: str
+    finished_at: str | None
+    duration_ms: int | None
+
+    @property
+    def summary(self) -> str:
+        return _summary(_columns(self))
+
+    def to_json(self) -> dict[str, Any]:
+        """The `history --json` form: every column by name, and the one-line summary."""
+        columns = _columns(self)
+        return columns | {"summary": _summary(columns)}
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    """One run and its changes; `outcome` None: not finished (running, or its process died)."""
+
+    id: int
+    started_at: str
+    finished_at: str | None
+    trigger: str
+    mode: str
+    spec_digest: str | None
+    spec_commit: str | None
+    spec_dirty: bool | None
+    plan_checksum: str | None
+    outcome: RunOutcome | None
+    counts: Mapping[str, int]
+    error: str | None
+    changes: tuple[ChangeRecord, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        """The `history --json` form: every column by name, and the changes."""
+        return _columns(self) | {"changes": [c.to_json() for c in self.changes]}
+
+
+def _columns(record: ChangeRecord | RunRecord) -> dict[str, Any]:
+    return {f.name: getattr(record, f.name) for f in fields(record)}
+
+
+def _optional(convert: Any, value: Any) -> Any:
+    return None if value is None else convert(value)
+
+
+def _record(cls: type[T], row: sqlite3.Row, **converted: Any) -> T:
+    """`cls` from a row: each field its column's value, unless given converted."""
+    names = [f.name for f in fields(cls) if f.name not in converted]
+    return cls(**{name: row[name] for name in names}, **converted)
+
+
+def _change_record(row: sqlite3.Row) -> ChangeRecord:
+    return _record(
+        ChangeRecord,
+        row,
+        action=Action(row["action"]),
+        cause=Cause(row["cause"]),
+        diff=json.loads(row["diff"]),
+        members_added=tuple(json.loads(row["members_added"])),
+        members_removed=tuple(json.loads(row["members_removed"])),
+        members_cause=_optional(Cause, row["members_cause"]),
+        set_archived=_optional(bool, row["set_archived"]),
+        status=ChangeStatus(row["status"]),
+    )
+
+
+def _run_record(row: sqlite3.Row, changes: list[ChangeRecord]) -> RunRecord:
+    return _record(
+        RunRecord,
+        row,
+        spec_dirty=_optional(bool, row["spec_dirty"]),
+        outcome=_optional(RunOutcome, row["outcome"]),
+        counts=json.loads(row["counts"]) if row["counts"] else {},
+        changes=tuple(changes),
+    )
+
+
+# --- the file ------------------------------------------------------------------------------------
+
+
+def _why_read_only(path: Path) -> str | None:
+    """Why the journal may only be read, or None if groupsync may write it.
+
+    The mode is honoured as its owner would see it even by root, who could write anyway: a
+    journal made read-only (chmod a-w), or kept in a read-only folder, is never written by a root
+    daemon either. os.access adds what modes do not show: a read-only mount, a foreign owner.
+    """
+    for target in (path, path.parent):
+        try:
+            mode = os.stat(target).st_mode
+        except FileNotFoundError:
+            continue
+        if not (mode & stat.S_IWUSR and os.access(target, os.W_OK)):
+            return f"{target} is read-only (mode {stat.S_IMODE(mode):04o})"
+    return None
+
+
+def _prepare(conn: sqlite3.Connection, path: Path, read_only: str | None) -> None:
+    """Check the file is a sound groupsync journal, then set it up for writing and migrate it."""
+    problem = conn.execute("PRAGMA quick_check(1)").fetchone()[0]
+    if problem != "ok":  # e.g. "*** in database main ***\nPage 8: btreeInitPage() returns ..."
+        detail = " ".join(line for line in problem.splitlines() if not line.startswith("***"))
+        raise JournalError(
+            f"journal {path}: a check found damage: {detail};"
+            f" {advice(path, sqlite3.SQLITE_CORRUPT)}"
+        )
+    conn.execute("BEGIN")  # one snapshot: another process may be migrating right now
+    try:
+        version = check_identity(conn, path)
+    finally:
+        conn.execute("COMMIT")
+    if read_only is not None:
+        if version < SCHEMA_VERSION:
+            raise JournalError(
+                f"journal {path}: schema v{version} must be upgraded to v{SCHEMA_VERSION},"
+                f" but {read_only}; make it writable once"
+            )
+        return
+    conn.execute("PRAGMA journal_mode=WAL")
+    # synchronous resets on every connection: set it each time (see the module docstring).
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    migrate(conn, path)
+
+
 class Journal:
     """One journal file. Safe to share between threads (one connection behind a lock)."""
 
-    def __init__(self, path: Path, db: Database) -> None:
+    def __init__(self, path: Path, conn: sqlite3.Connection, read_only: str | None) -> None:
         self.path = path
-        self._db = db
+        self._conn = conn
         self._lock = threading.RLock()
         self._opened = _file_identity(path)  # what ensure_still_held compares the path with
         self._lock_fd: int | None = None  # the writer lock's file, while it is held
+        self.read_only = read_only  # why it may only be read, or None
 
     def __repr__(self) -> str:
         return f"<Journal {str(self.path)!r}>"
@@ -196,42 +283,100 @@ class Journal:
 
     @classmethod
     def open(cls, path: Path) -> Journal:
-        """Open or create the journal, migrating an older schema; refuse a newer or foreign file."""
+        """Open or create the journal, migrating an older schema; refuse a newer or foreign file.
+
+        A read-only file (see `_why_read_only`) is opened read-only: `plan` and `history` work,
+        every write is refused with the reason. A damaged file is refused before anything is
+        written to it: quick_check reads every page (0.25 s for 100,000 changes, 20 MB).
+        """
         path = Path(path)
         if not path.parent.is_dir():
             raise JournalError(f"journal {path}: directory {path.parent} does not exist")
+        read_only = _why_read_only(path)
+        if read_only is not None and not path.exists():
+            raise JournalError(f"journal {path}: cannot create it: {read_only}")
+        if read_only is None:
+            try:
+                private.prepare_sqlite(path)
+            except OSError as exc:
+                raise JournalError(
+                    f"journal {path}: cannot create it ({exc.strerror});"
+                    f" {advice(path, sqlite3.SQLITE_CANTOPEN)}"
+                ) from None
+        target = f"{path.absolute().as_uri()}?mode={'ro' if read_only else 'rw'}"
         try:
+            # isolation_level=None: sqlite3 opens no transaction by itself; the journal does.
             # check_same_thread=False: the lock in Journal serialises use, so a daemon may touch
             # it from a health-check thread; timeout: wait out a Datasette reader's brief locks.
-            conn = sqlite3.connect(str(path), timeout=10, check_same_thread=False)
+            conn = sqlite3.connect(
+                target, uri=True, timeout=10, check_same_thread=False, isolation_level=None
+            )
         except sqlite3.Error as exc:
-            raise JournalError(f"journal {path}: cannot open ({exc})") from None
+            raise journal_error(path, "cannot open it", exc) from None
+        conn.row_factory = sqlite3.Row
         try:
-            db = Database(conn, execute_plugins=False)
-            with db.atomic():  # one snapshot: another process may be migrating right now
-                _check_identity(db, path)
-            db.enable_wal()
-            # synchronous resets on every connection: set it each time (see the module docstring).
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("PRAGMA foreign_keys=ON")
-            _migrate(db, path)
-        except sqlite3.DatabaseError as exc:
+            _prepare(conn, path, read_only)
+        except sqlite3.Error as exc:
             conn.close()
-            raise JournalError(f"journal {path}: cannot use it ({exc})") from None
+            raise journal_error(path, "cannot open it", exc) from None
         except BaseException:
             conn.close()
             raise
-        return cls(path, db)
+        return cls(path, conn, read_only)
 
     def close(self) -> None:
         with self._lock:
-            self._db.close()
+            self._conn.close()
 
     def __enter__(self) -> Journal:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+    # --- transactions ------------------------------------------------------------------------
+
+    @contextmanager
+    def _writing(
+        self, doing: str, *, synchronous: str | None = None
+    ) -> Iterator[sqlite3.Connection]:
+        """One write transaction, committed here; any failure is a JournalError saying `doing`.
+
+        BEGIN IMMEDIATE takes the write lock up front, so a reader never makes a write fail half
+        way. `synchronous` (FULL) applies to this commit only.
+        """
+        with self._lock:
+            self._refuse_if_read_only(doing)
+            conn = self._conn
+            try:
+                if synchronous is not None:
+                    conn.execute(f"PRAGMA synchronous={synchronous}")
+                conn.execute("BEGIN IMMEDIATE")
+                yield conn
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise journal_error(self.path, doing, exc) from None
+            finally:
+                if conn.in_transaction:  # the block raised, or COMMIT failed
+                    with suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                if synchronous is not None:
+                    conn.execute("PRAGMA synchronous=NORMAL")
+
+    @contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            try:
+                yield self._conn
+            except sqlite3.Error as exc:
+                raise journal_error(self.path, "cannot read it", exc) from None
+
+    def _refuse_if_read_only(self, doing: str) -> None:
+        if self.read_only is not None:
+            raise JournalError(
+                f"journal {self.path}: {doing}: {self.read_only};"
+                f" {advice(self.path, sqlite3.SQLITE_READONLY)}"
+            )
 
     # --- one writer --------------------------------------------------------------------------
 
@@ -242,6 +387,7 @@ class Journal:
         flock, not a pid file: the kernel drops it when the holder dies (even by SIGKILL), so a
         crash never leaves a stale lock behind. The pid written inside is only for the message.
         """
+        self._refuse_if_read_only("cannot apply or run with it")
         fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             try:
@@ -300,13 +446,13 @@ class Journal:
         spec_commit: str | None = None,
         spec_dirty: bool | None = None,
     ) -> int:
-        with self._lock:
-            cursor = self._db.execute(
+        with self._writing("cannot start a run (nothing was applied)") as conn:
+            cursor = conn.execute(
                 "INSERT INTO runs (started_at, trigger, mode, spec_digest, spec_commit, spec_dirty)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
                 (now_iso(), trigger, mode, spec_digest, spec_commit, spec_dirty),
             )
-            return int(cursor.lastrowid)  # type: ignore[arg-type]
+        return int(cursor.lastrowid)  # type: ignore[arg-type]
 
     def finish_run(
         self,
@@ -317,11 +463,18 @@ class Journal:
         error: str | None = None,
         plan_checksum: str | None = None,
     ) -> None:
-        with self._lock:
-            self._db.execute(
+        with self._writing(f"run {run_id} ended ({outcome}) but could not be recorded") as conn:
+            conn.execute(
                 "UPDATE runs SET finished_at = ?, outcome = ?, counts = ?, error = ?,"
                 " plan_checksum = coalesce(?, plan_checksum) WHERE id = ?",
-                (now_iso(), outcome, _json(counts), _masked(error), plan_checksum, run_id),
+                (
+                    now_iso(),
+                    RunOutcome(outcome),
+                    _json(counts),
+                    _masked(error),
+                    plan_checksum,
+                    run_id,
+                ),
             )
 
     # --- changes -----------------------------------------------------------------------------
@@ -331,8 +484,11 @@ class Journal:
         diff = {
             f.field: {"before": f.old, "after": f.new, "cause": str(f.cause)} for f in change.fields
         }
-        with self._lock, self._synchronous("FULL" if change.action is Action.CREATE else None):
-            cursor = self._db.execute(
+        with self._writing(
+            f"cannot record {change.action} {change.key} before sending it (not sent)",
+            synchronous="FULL" if change.action is Action.CREATE else None,
+        ) as conn:
+            cursor = conn.execute(
                 "INSERT INTO changes (run_id, key, group_id, name, action, cause, diff,"
                 " members_added, members_removed, members_cause, set_archived, status,"
                 " started_at, note) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
@@ -352,19 +508,7 @@ class Journal:
                     change.note or None,
                 ),
             )
-            return int(cursor.lastrowid)  # type: ignore[arg-type]
-
-    @contextmanager
-    def _synchronous(self, level: str | None) -> Iterator[None]:
-        """Commits inside the block use this synchronous level (None: leave it)."""
-        if level is None:
-            yield
-            return
-        self._db.execute(f"PRAGMA synchronous={level}")
-        try:
-            yield
-        finally:
-            self._db.execute("PRAGMA synchronous=NORMAL")
+        return int(cursor.lastrowid)  # type: ignore[arg-type]
 
     def settle_change(
         self,
@@ -380,8 +524,8 @@ class Journal:
         """Record how a change ended; `note` is appended to the plan's note, not replacing it."""
         if status == ChangeStatus.PENDING:
             raise ValueError("a change settles into a final status, not pending")
-        with self._lock:
-            cursor = self._db.execute(
+        with self._writing(f"cannot record that change {change_id} ended {status}") as conn:
+            cursor = conn.execute(
                 "UPDATE changes SET status = :status, group_id = coalesce(:group_id, group_id),"
                 " attempts = :attempts, http_status = :http_status, error = :error,"
                 " finished_at = :finished, duration_ms = max(0, CAST(round("
@@ -402,19 +546,17 @@ class Journal:
             if cursor.rowcount != 1:
                 raise ValueError(f"no change {change_id} in {self.path}")
 
-    def pending_changes(self) -> list[dict[str, Any]]:
+    def pending_changes(self) -> list[ChangeRecord]:
         """Changes a crashed run left unsettled, oldest first."""
-        with self._lock:
-            rows = list(
-                self._db.query("SELECT * FROM changes WHERE status = 'pending' ORDER BY id")
-            )
-        return [_change_dict(r) for r in rows]
+        with self._reading() as conn:
+            rows = conn.execute("SELECT * FROM changes WHERE status = 'pending' ORDER BY id")
+            return [_change_record(r) for r in rows]
 
     # --- managed groups ----------------------------------------------------------------------
 
     def managed(self) -> dict[str, ManagedGroup]:
-        with self._lock:
-            rows = list(self._db.query("SELECT key, group_id, applied FROM groups ORDER BY key"))
+        with self._reading() as conn:
+            rows = conn.execute("SELECT key, group_id, applied FROM groups ORDER BY key").fetchall()
         return {
             r["key"]: ManagedGroup(r["key"], r["group_id"], _applied_from_json(r["applied"]))
             for r in rows
@@ -423,9 +565,9 @@ class Journal:
     def set_managed(self, key: str, group_id: str, applied: AppliedState) -> None:
         """Map key -> group (keeping `managed_since`) and remember the state groupsync gave it."""
         now = now_iso()
-        with self._lock:
+        with self._writing(f"cannot record that key {key} is group {group_id}") as conn:
             try:
-                self._db.execute(
+                conn.execute(
                     "INSERT INTO groups (key, group_id, name, managed_since, updated_at, applied)"
                     " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET"
                     " group_id = excluded.group_id, name = excluded.name,"
@@ -433,7 +575,7 @@ class Journal:
                     (key, group_id, applied.name, now, now, _applied_to_json(applied)),
                 )
             except sqlite3.IntegrityError:  # groups_by_group_id: the group has another key
-                owner = self._db.execute(
+                owner = conn.execute(
                     "SELECT key FROM groups WHERE group_id = ?", [group_id]
                 ).fetchone()
                 raise GroupsyncError(
@@ -442,35 +584,33 @@ class Journal:
                 ) from None
 
     def forget(self, key: str) -> None:
-        with self._lock:
-            self._db.execute("DELETE FROM groups WHERE key = ?", [key])
+        with self._writing(f"cannot forget key {key}") as conn:
+            conn.execute("DELETE FROM groups WHERE key = ?", [key])
 
     # --- history -----------------------------------------------------------------------------
 
-    def history(self, *, limit: int = 20, key: str | None = None) -> list[dict[str, Any]]:
+    def history(self, *, limit: int = 20, key: str | None = None) -> list[RunRecord]:
         """The last `limit` runs, newest first, each with its changes (only `key`'s if given)."""
-        with self._lock:
+        with self._reading() as conn:
             if key is None:
-                runs = list(self._db.query("SELECT * FROM runs ORDER BY id DESC LIMIT ?", [limit]))
+                runs = conn.execute(
+                    "SELECT * FROM runs ORDER BY id DESC LIMIT ?", [limit]
+                ).fetchall()
             else:
-                runs = list(
-                    self._db.query(
-                        "SELECT * FROM runs WHERE id IN"
-                        " (SELECT run_id FROM changes WHERE key = ?) ORDER BY id DESC LIMIT ?",
-                        [key, limit],
-                    )
-                )
+                runs = conn.execute(
+                    "SELECT * FROM runs WHERE id IN"
+                    " (SELECT run_id FROM changes WHERE key = ?) ORDER BY id DESC LIMIT ?",
+                    [key, limit],
+                ).fetchall()
             ids = [r["id"] for r in runs]
-            by_run: dict[int, list[dict[str, Any]]] = {i: [] for i in ids}
+            by_run: dict[int, list[ChangeRecord]] = {i: [] for i in ids}
             if ids:
                 marks = ",".join("?" * len(ids))
                 where = f"run_id IN ({marks})" + (" AND key = ?" if key is not None else "")
                 params = [*ids, key] if key is not None else ids
-                for row in self._db.query(
-                    f"SELECT * FROM changes WHERE {where} ORDER BY id", params
-                ):
-                    by_run[row["run_id"]].append(_change_dict(row))
-        return [_run_dict(r, by_run[r["id"]]) for r in runs]
+                for row in conn.execute(f"SELECT * FROM changes WHERE {where} ORDER BY id", params):
+                    by_run[row["run_id"]].append(_change_record(row))
+        return [_run_record(r, by_run[r["id"]]) for r in runs]
 
 
 def _file_identity(path: Path) -> tuple[int, int] | None:
@@ -480,65 +620,6 @@ def _file_identity(path: Path) -> tuple[int, int] | None:
     except OSError:
         return None
     return st.st_dev, st.st_ino
-
-
-def _check_identity(db: Database, path: Path) -> int:
-    """The schema version; refuses a newer schema or somebody else's database.
-
-    Call inside a transaction, so the version and the table list come from one snapshot.
-    """
-    version = db.execute("PRAGMA user_version").fetchone()[0]
-    app_id = db.execute("PRAGMA application_id").fetchone()[0]
-    if version > SCHEMA_VERSION:
-        raise JournalError(
-            f"journal {path}: schema v{version} is newer than this groupsync"
-            f" (v{SCHEMA_VERSION}); upgrade groupsync"
-        )
-    foreign = app_id not in (0, APPLICATION_ID) or (version == 0 and db.table_names())
-    if foreign:
-        raise JournalError(f"journal {path}: not a groupsync journal (it holds other data)")
-    return version
-
-
-def _migrate(db: Database, path: Path) -> None:
-    """Bring the schema to SCHEMA_VERSION, each step in its own transaction.
-
-    BEGIN IMMEDIATE and a re-read of the version inside it: two processes opening a new journal
-    at once (a `plan` next to the daemon) must not both run the same step.
-    """
-    while True:
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            version = _check_identity(db, path)
-            if version == SCHEMA_VERSION:
-                db.execute("COMMIT")
-                return
-            MIGRATIONS[version](db)
-            db.execute(f"PRAGMA user_version = {version + 1}")
-            db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-            db.execute("COMMIT")
-        except BaseException:
-            db.rollback()
-            raise
-
-
-def _change_dict(row: dict[str, Any]) -> dict[str, Any]:
-    change = dict(row)
-    for column in ("diff", "members_added", "members_removed"):
-        change[column] = json.loads(change[column]) if change[column] is not None else None
-    if change.get("set_archived") is not None:
-        change["set_archived"] = bool(change["set_archived"])
-    change["summary"] = _summary(change)
-    return change
-
-
-def _run_dict(row: dict[str, Any], changes: list[dict[str, Any]]) -> dict[str, Any]:
-    run = dict(row)
-    run["counts"] = json.loads(run["counts"]) if run["counts"] else {}
-    if run["spec_dirty"] is not None:
-        run["spec_dirty"] = bool(run["spec_dirty"])
-    run["changes"] = changes
-    return run
 
 
 def _summary(change: dict[str, Any]) -> str:

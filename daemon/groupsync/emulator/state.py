@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from groupsync import private
 from groupsync.errors import GroupsyncError
 
 MAX_CONTACTS_PER_GROUP = 1000
@@ -554,6 +555,7 @@ def _why(e: Exception) -> str:
 
 
 def _open_db(path: Path) -> sqlite3.Connection:
+    private.prepare_sqlite(path)
     db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
     for table in _TABLES:

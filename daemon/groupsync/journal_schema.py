@@ -1,0 +1,171 @@
+"""The journal's schema and how an older file is brought up to it.
+
+MIGRATIONS[n] takes a journal from schema version n to n + 1 (PRAGMA user_version). A new journal
+runs them all, so the upgrade path of an old file is the same code every new file goes through.
+Append only: a released step never changes, so each step spells out its own SQL (a step that read
+today's enums would do something else to a file migrated tomorrow).
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+from groupsync.journal_errors import JournalError
+
+# "gsyn": marks the file as a groupsync journal for `file(1)` and for the open-time check.
+APPLICATION_ID = 0x6773796E
+
+
+def _v1_tables(conn: sqlite3.Connection) -> None:
+    conn.execute(
+        """CREATE TABLE runs (
+            id INTEGER PRIMARY KEY,
+            started_at TEXT NOT NULL,
+            finished_at TEXT,
+            trigger TEXT NOT NULL,
+            mode TEXT NOT NULL,
+            spec_digest TEXT,
+            spec_commit TEXT,
+            outcome TEXT,
+            counts TEXT,
+            error TEXT
+        )"""
+    )
+    conn.execute(
+        """CREATE TABLE changes (
+            id INTEGER PRIMARY KEY,
+            run_id INTEGER NOT NULL REFERENCES runs(id),
+            key TEXT NOT NULL,
+            group_id TEXT,
+            name TEXT NOT NULL,
+            action TEXT NOT NULL,
+            cause TEXT NOT NULL,
+            diff TEXT NOT NULL DEFAULT '{}',
+            members_added TEXT NOT NULL DEFAULT '[]',
+            members_removed TEXT NOT NULL DEFAULT '[]',
+            status TEXT NOT NULL
+                CHECK (status IN ('pending', 'applied', 'failed', 'interrupted')),
+            attempts INTEGER NOT NULL DEFAULT 0,
+            http_status INTEGER,
+            error TEXT,
+            started_at TEXT NOT NULL,
+            finished_at TEXT
+        )"""
+    )
+    conn.execute(
+        """CREATE TABLE groups (
+            key TEXT PRIMARY KEY,
+            group_id TEXT NOT NULL,
+            name TEXT NOT NULL,
+            managed_since TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            applied TEXT
+        )"""
+    )
+
+
+_CHANGES_INDEXES = (
+    "CREATE INDEX changes_by_key ON changes(key, id)",
+    "CREATE INDEX changes_by_run ON changes(run_id, id)",
+    "CREATE INDEX changes_pending ON changes(status) WHERE status = 'pending'",
+)
+
+
+def _v2_timings_notes_indexes(conn: sqlite3.Connection) -> None:
+    for sql in (
+        "ALTER TABLE runs ADD COLUMN spec_dirty INTEGER",
+        "ALTER TABLE runs ADD COLUMN plan_checksum TEXT",
+        "ALTER TABLE changes ADD COLUMN members_cause TEXT",
+        "ALTER TABLE changes ADD COLUMN set_archived INTEGER",
+        "ALTER TABLE changes ADD COLUMN duration_ms INTEGER",
+        "ALTER TABLE changes ADD COLUMN note TEXT",
+        *_CHANGES_INDEXES,
+        # One group, one key: two keys owning a group would fight over it forever.
+        "CREATE UNIQUE INDEX groups_by_group_id ON groups(group_id)",
+    ):
+        conn.execute(sql)
+
+
+# v1 wrote `status TEXT NOT NULL` and its CHECK on two lines; a hand-made file may lack the CHECK.
+_STATUS_COLUMN = re.compile(r"status TEXT NOT NULL\s*(CHECK \(status IN \([^)]*\)\))?")
+
+
+def _v3_skipped_unknown_statuses(conn: sqlite3.Connection) -> None:
+    """Allow `skipped` and `unknown`: what a stopped run or one past its deadline leaves.
+
+    SQLite cannot alter a CHECK, so the table is rebuilt as SQLite's ALTER TABLE procedure
+    does: a new table from the stored CREATE with the new CHECK (every column as the file has
+    it, in order), copy, drop, rename, indexes; all inside the migration's transaction. Nothing
+    references `changes`, so no foreign key moves.
+    """
+    (sql,) = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'changes'").fetchone()
+    created, found = _STATUS_COLUMN.subn(
+        "status TEXT NOT NULL CHECK (status IN"
+        " ('pending', 'applied', 'failed', 'interrupted', 'skipped', 'unknown'))",
+        sql.replace("CREATE TABLE changes", "CREATE TABLE changes_v3", 1),
+    )
+    if found != 1:
+        raise ValueError(f"its changes table is not one groupsync made: {sql}")
+    conn.execute(created)
+    conn.execute("INSERT INTO changes_v3 SELECT * FROM changes")
+    conn.execute("DROP TABLE changes")  # its indexes go with it
+    conn.execute("ALTER TABLE changes_v3 RENAME TO changes")
+    for index in _CHANGES_INDEXES:
+        conn.execute(index)
+
+
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
+    _v1_tables,
+    _v2_timings_notes_indexes,
+    _v3_skipped_unknown_statuses,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def check_identity(conn: sqlite3.Connection, path: Path) -> int:
+    """The schema version; refuses a newer schema or somebody else's database.
+
+    Call inside a transaction, so the version and the table list come from one snapshot.
+    """
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise JournalError(
+            f"journal {path}: schema v{version} is newer than this groupsync"
+            f" (v{SCHEMA_VERSION}); upgrade groupsync"
+        )
+    tables = conn.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table'").fetchone()[0]
+    if app_id not in (0, APPLICATION_ID) or (version == 0 and tables):
+        raise JournalError(f"journal {path}: not a groupsync journal (it holds other data)")
+    return version
+
+
+def migrate(conn: sqlite3.Connection, path: Path) -> None:
+    """Bring the schema to SCHEMA_VERSION, each step in its own transaction.
+
+    BEGIN IMMEDIATE and a re-read of the version inside it: two processes opening a new journal
+    at once (a `plan` next to the daemon) must not both run the same step.
+    """
+    while True:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = check_identity(conn, path)
+            if version < SCHEMA_VERSION:
+                try:
+                    MIGRATIONS[version](conn)
+                except ValueError as exc:
+                    raise JournalError(
+                        f"journal {path}: cannot upgrade it to v{version + 1}: {exc}"
+                    ) from None
+                conn.execute(f"PRAGMA user_version = {version + 1}")
+                conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        if version == SCHEMA_VERSION:
+            return
