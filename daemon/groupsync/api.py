@@ -519,52 +519,71 @@ class Client:
         *,
         on_wait: Callable[[Wait], None] | None,
     ) -> T:
-        """Idempotent calls retry 429/5xx/connection errors; a POST only when the server
-        provably did nothing (429, or the connection never opened)."""
-        idempotent = method in _IDEMPOTENT
-        trace = _trace.get()
+        """Attempts until one succeeds or `_retry_delay` says to stop; the answer of the
+        successful one is read outside the retry, as a malformed body is no transient error."""
         started = time.monotonic()
         for attempt in range(1, self._max_attempts + 1):
-            if trace is not None:
-                trace.attempts += 1
             try:
-                response = await self._send_once(method, path, params, json)
-            except httpx.TransportError as exc:
-                if trace is not None:
-                    trace.status = None
-                failure = self._transport_error(exc, method, path, attempt, idempotent)
-                retry_after = None
+                response = await self._attempt(method, path, params, json, attempt=attempt)
+            except (ServerError, RateLimited) as failure:
+                waited_s = time.monotonic() - started
+                delay = self._retry_delay(failure, attempt, waited_s)
+                if delay is None:
+                    raise
+                self.stats.retries += 1
+                logger.debug("%s %s: retrying in %.2fs (%s)", method, path, delay, failure.message)
+                if on_wait is not None:
+                    reason = failure.message if failure.status is None else f"HTTP {failure.status}"
+                    on_wait(Wait(method, path, reason, attempt + 1, delay, waited_s))
+                await self._sleep(delay)
             else:
-                if trace is not None:
-                    trace.status = response.status_code
-                if response.is_success:
-                    if parse is None:
-                        return None  # type: ignore[return-value]
-                    return _parse(parse, _json(response, method, path, attempt), method, path)
-                failure = self._error(response, method, path, attempt, idempotent)
-                retry_after = getattr(failure, "retry_after", None)
-            if not isinstance(failure, (ServerError, RateLimited)):
-                raise failure
-            delay = retry_after if retry_after is not None else self._backoff(attempt)
-            waited_s = time.monotonic() - started
-            if self._gives_up(failure, attempt, waited_s + delay):
-                raise failure
-            self.stats.retries += 1
-            logger.debug("%s %s: retrying in %.2fs (%s)", method, path, delay, failure.message)
-            if on_wait is not None:
-                reason = failure.message if failure.status is None else f"HTTP {failure.status}"
-                on_wait(Wait(method, path, reason, attempt + 1, delay, waited_s))
-            await self._sleep(delay)
+                if parse is None:
+                    return None  # type: ignore[return-value]
+                return _parse(parse, _json(response, method, path, attempt), method, path)
         raise AssertionError("unreachable: the loop returns or raises")
 
-    def _gives_up(self, failure: ApiError, attempt: int, waited_s: float) -> bool:
-        """Whether to stop instead of waiting until `waited_s` into the call for another try."""
-        if attempt >= self._max_attempts or waited_s > self._retry_budget_s:
-            return True
-        # See _CONNECT_ATTEMPTS: a connection failure earns only a short retry.
-        return isinstance(failure, Unreachable) and (
-            attempt >= _CONNECT_ATTEMPTS or waited_s > _CONNECT_WINDOW_S
-        )
+    async def _attempt(
+        self,
+        method: str,
+        path: str,
+        params: Mapping[str, Any] | None,
+        json: Any,
+        *,
+        attempt: int,
+    ) -> httpx.Response:
+        """One try: a successful answer, or its failure raised as the `ApiError` it means.
+
+        Idempotent calls fail retryably on 429/5xx/connection errors; a POST only when the
+        server provably did nothing (429, or the connection never opened)."""
+        idempotent = method in _IDEMPOTENT
+        trace = _trace.get()
+        if trace is not None:
+            trace.attempts += 1
+        try:
+            response = await self._send_once(method, path, params, json)
+        except httpx.TransportError as exc:
+            if trace is not None:
+                trace.status = None
+            raise self._transport_error(exc, method, path, attempt, idempotent) from exc
+        if trace is not None:
+            trace.status = response.status_code
+        if not response.is_success:
+            raise self._error(response, method, path, attempt, idempotent)
+        return response
+
+    def _retry_delay(self, failure: ApiError, attempt: int, waited_s: float) -> float | None:
+        """Seconds to wait before the next try (the server's Retry-After, else backoff), or
+        None to give up: out of attempts or of the retry budget, and a connection failure
+        earns only a short retry (see _CONNECT_ATTEMPTS)."""
+        retry_after = getattr(failure, "retry_after", None)
+        delay = retry_after if retry_after is not None else self._backoff(attempt)
+        if attempt >= self._max_attempts or waited_s + delay > self._retry_budget_s:
+            return None
+        if isinstance(failure, Unreachable) and (
+            attempt >= _CONNECT_ATTEMPTS or waited_s + delay > _CONNECT_WINDOW_S
+        ):
+            return None
+        return delay
 
     def _transport_error(
         self, exc: httpx.TransportError, method: str, path: str, attempt: int, idempotent: bool
@@ -579,7 +598,6 @@ class Client:
                 failure = kind(f"timed out after {self._timeout_s:g} s (api.timeout_s)", **where)
             else:
                 failure = kind(f"the connection broke ({type(exc).__name__})", **where)
-        failure.__cause__ = exc
         return failure
 
     async def _send_once(

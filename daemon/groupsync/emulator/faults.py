@@ -10,12 +10,47 @@ import math
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 AMBIGUOUS_MODES = ("random", "503", "drop")
 ECHO_MODES = ("type", "message", "html")
 WRITES = frozenset({"POST", "PUT", "DELETE", "PATCH"})
+
+
+def _fraction(value: Any) -> bool:
+    return 0.0 <= value <= 1.0
+
+
+def _ids_or_none(value: Any) -> bool:
+    return value is None or (isinstance(value, list) and all(isinstance(i, str) for i in value))
+
+
+# One rule per setting, checked in this order: (name, accepts the value, what it must be).
+_CHECKS: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
+    ("retry_after_missing_fraction", _fraction, "must be between 0 and 1"),
+    ("error_fraction", _fraction, "must be between 0 and 1"),
+    ("ambiguous_fraction", _fraction, "must be between 0 and 1"),
+    ("latency_s", lambda v: v >= 0, "must be >= 0"),
+    ("drip_s", lambda v: v >= 0, "must be >= 0"),
+    ("endless_pages", lambda v: isinstance(v, bool), "must be true or false"),
+    ("rate_limit_per_s", lambda v: v is None or v > 0, "must be > 0 (or None for no limit)"),
+    (
+        "ambiguous_mode",
+        lambda v: v in AMBIGUOUS_MODES,
+        f"must be one of {', '.join(AMBIGUOUS_MODES)}",
+    ),
+    ("post_status", lambda v: v in (200, 201), "must be 200 or 201"),
+    ("delete_status", lambda v: v in (200, 204), "must be 200 or 204"),
+    (
+        "echo_auth",
+        lambda v: v is None or v in ECHO_MODES,
+        f"must be null or one of {', '.join(ECHO_MODES)}",
+    ),
+    ("override_fields", lambda v: isinstance(v, dict), "must be an object of field: value"),
+    ("override_ids", _ids_or_none, "must be a list of ids (or null for every item)"),
+)
 
 
 @dataclass
@@ -60,32 +95,9 @@ class Faults:
             super().__setattr__("_bucket", _TokenBucket(value) if value else None)
 
     def validate(self) -> None:
-        for name in ("retry_after_missing_fraction", "error_fraction", "ambiguous_fraction"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} must be between 0 and 1")
-        if self.latency_s < 0:
-            raise ValueError("latency_s must be >= 0")
-        if self.drip_s < 0:
-            raise ValueError("drip_s must be >= 0")
-        if not isinstance(self.endless_pages, bool):
-            raise ValueError("endless_pages must be true or false")
-        if self.rate_limit_per_s is not None and self.rate_limit_per_s <= 0:
-            raise ValueError("rate_limit_per_s must be > 0 (or None for no limit)")
-        if self.ambiguous_mode not in AMBIGUOUS_MODES:
-            raise ValueError(f"ambiguous_mode must be one of {', '.join(AMBIGUOUS_MODES)}")
-        if self.post_status not in (200, 201):
-            raise ValueError("post_status must be 200 or 201")
-        if self.delete_status not in (200, 204):
-            raise ValueError("delete_status must be 200 or 204")
-        if self.echo_auth is not None and self.echo_auth not in ECHO_MODES:
-            raise ValueError(f"echo_auth must be null or one of {', '.join(ECHO_MODES)}")
-        if not isinstance(self.override_fields, dict):
-            raise ValueError("override_fields must be an object of field: value")
-        if self.override_ids is not None and not (
-            isinstance(self.override_ids, list)
-            and all(isinstance(i, str) for i in self.override_ids)
-        ):
-            raise ValueError("override_ids must be a list of ids (or null for every item)")
+        for name, ok, rule in _CHECKS:
+            if not ok(getattr(self, name)):
+                raise ValueError(f"{name} {rule}")
 
     def update(self, **changes: Any) -> None:
         """Apply several settings at once, all or nothing (the admin endpoint's entry point)."""

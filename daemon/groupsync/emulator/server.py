@@ -161,6 +161,7 @@ def _server(app: EmulatorApp) -> _Server:
 
 @contextmanager
 def serve_emulator(
+    *,
     token: str | Secret = "test-token",
     seed: Path | str | Mapping[str, Any] | None = None,
     state_path: Path | None = None,

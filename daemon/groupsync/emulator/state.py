@@ -128,7 +128,14 @@ class EmulatorState:
     ) -> dict[str, Any]:
         with self._lock, self._transaction():
             return dict(
-                self._add_contact(username, display_name, phone_number, avatar_url, id, created_at)
+                self._add_contact(
+                    username,
+                    display_name=display_name,
+                    phone_number=phone_number,
+                    avatar_url=avatar_url,
+                    id=id,
+                    created_at=created_at,
+                )
             )
 
     def add_group(
@@ -145,7 +152,13 @@ class EmulatorState:
         """Add a group directly (no API validation); members are usernames, created if unknown."""
         with self._lock, self._transaction():
             group = self._add_group(
-                name, members, description, avatar_url, archived, id, created_at
+                name,
+                members=members,
+                description=description,
+                avatar_url=avatar_url,
+                archived=archived,
+                id=id,
+                created_at=created_at,
             )
             return self._render(group)
 
@@ -160,11 +173,11 @@ class EmulatorState:
                 try:
                     self._add_contact(
                         c["username"],
-                        c.get("display_name"),
-                        c.get("phone_number"),
-                        c.get("avatar_url"),
-                        c.get("id"),
-                        c.get("created_at"),
+                        display_name=c.get("display_name"),
+                        phone_number=c.get("phone_number"),
+                        avatar_url=c.get("avatar_url"),
+                        id=c.get("id"),
+                        created_at=c.get("created_at"),
                     )
                 except (KeyError, TypeError, AttributeError, ValueError) as e:
                     raise SeedError(f"seed contact #{n}: {_why(e)}") from e
@@ -172,12 +185,12 @@ class EmulatorState:
                 try:
                     self._add_group(
                         g["name"],
-                        g.get("members") or (),
-                        g.get("description"),
-                        g.get("avatar_url"),
-                        bool(g.get("archived", False)),
-                        g.get("id"),
-                        g.get("created_at"),
+                        members=g.get("members") or (),
+                        description=g.get("description"),
+                        avatar_url=g.get("avatar_url"),
+                        archived=bool(g.get("archived", False)),
+                        id=g.get("id"),
+                        created_at=g.get("created_at"),
                     )
                 except (KeyError, TypeError, AttributeError, ValueError) as e:
                     raise SeedError(f"seed group #{n}: {_why(e)}") from e
@@ -351,11 +364,12 @@ class EmulatorState:
     def _add_contact(
         self,
         username: str,
-        display_name: str | None,
-        phone_number: str | None,
-        avatar_url: str | None,
-        id: str | None,
-        created_at: int | None,
+        *,
+        display_name: str | None = None,
+        phone_number: str | None = None,
+        avatar_url: str | None = None,
+        id: str | None = None,
+        created_at: int | None = None,
     ) -> dict[str, Any]:
         if not isinstance(username, str) or not username:
             raise ValueError("username must be a non-empty string")
@@ -381,6 +395,7 @@ class EmulatorState:
     def _add_group(
         self,
         name: str,
+        *,
         members: Iterable[str],
         description: str | None,
         avatar_url: str | None,
@@ -396,7 +411,7 @@ class EmulatorState:
         for username in dict.fromkeys(members):
             cid = self._by_username.get(username)
             if cid is None:
-                cid = self._add_contact(username, None, None, None, None, None)["id"]
+                cid = self._add_contact(username)["id"]
             contact_ids.append(cid)
         now = self._clock()
         group = {
