@@ -128,7 +128,7 @@ def test_error_texts_are_masked_of_every_secret_the_process_holds(tmp_path: Path
         change = journal.begin_change(run, _update())
         journal.settle_change(change, status="failed", error=echoed, note=echoed)
         journal.finish_run(run, outcome="failed", counts={}, error=echoed)
-        history = json.dumps(journal.history())
+        history = json.dumps([run.to_json() for run in journal.history()])
     assert "HTTP 400 Bearer **********: bad" in history
     for name in ("groupsync.db", "groupsync.db-wal"):
         if (tmp_path / name).exists():
@@ -538,7 +538,7 @@ def test_records_are_typed_and_their_json_has_every_column(journal: Journal) -> 
     assert doc["changes"][0]["members_added"] == ["hector"]
     assert doc["changes"][0]["summary"] == change.summary
     assert change.summary == (
-        "update cs101 (drift); name 'CS 100' -> 'CS 101'; +hector; -zed: applied"
+        'update cs101 (drift): applied; name: "CS 100" -> "CS 101"; members: +hector -zed'
     )
 
 
