@@ -255,7 +255,8 @@ class EmulatorApp:
 
     async def create_group(self, request: Request) -> Response:
         fields = _group_fields(await _body(request), creating=True)
-        return JSONResponse(self.state.create_group(fields), status_code=self.faults.post_status)
+        group = self.state.create_group(fields, clock_offset_s=self.faults.clock_offset_s)
+        return JSONResponse(group, status_code=self.faults.post_status)
 
     async def get_group(self, request: Request) -> Response:
         return JSONResponse(self.state.retrieve_group(request.path_params["id"]))

@@ -28,6 +28,9 @@ class Faults:
     ambiguous_mode: str = "random"
     post_status: int = 201
     delete_status: int = 204
+    clock_offset_s: int = 0
+    """Added to the server's clock when it stamps a new group's `created_at`: a server whose
+    clock runs behind (negative) or ahead (positive) of the client's."""
     seed: int | None = None
 
     def __post_init__(self) -> None:
@@ -55,6 +58,8 @@ class Faults:
             raise ValueError("post_status must be 200 or 201")
         if self.delete_status not in (200, 204):
             raise ValueError("delete_status must be 200 or 204")
+        if type(self.clock_offset_s) is not int:
+            raise ValueError("clock_offset_s must be a whole number of seconds")
 
     def update(self, **changes: Any) -> None:
         """Apply several settings at once, all or nothing (the admin endpoint's entry point)."""
