@@ -117,7 +117,7 @@ async def test_a_graceful_stop_whose_grace_runs_out_abandons_what_is_left(
         emulator, journal, stop, after_starts(2, lambda: stop.request("SIGTERM", grace_s=0.2))
     )
     assert (result.skipped, result.unknown) == (6, 2)
-    assert stop.reason == "SIGTERM; the changes in flight were still going after 0.2s"
+    assert stop.reason == "SIGTERM; the 0.2s grace for the changes in flight ran out"
     assert journal.pending_changes() == []
 
 

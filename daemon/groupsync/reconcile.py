@@ -208,7 +208,6 @@ async def reconcile(
     (see groupsync.stopping); `deadline_s` replaces the computed deadline (groupsync.deadline).
     """
     stop = stop if stop is not None else RunStop()
-    stop.attach()
     commit, dirty = spec_source if spec_source is not None else git_info(settings.spec.path)
     run_id = journal.start_run(
         trigger=trigger,

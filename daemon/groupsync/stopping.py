@@ -10,7 +10,10 @@ SIGTERM stops gracefully, the second at once.
 from __future__ import annotations
 
 import asyncio
+import functools
+import select
 import signal
+import sys
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
@@ -31,7 +34,7 @@ class Interrupted(GroupsyncError):
 
 
 class RunStop:
-    """One run's stop request. Made anywhere; used on the loop the run runs on.
+    """One run's stop request: made anywhere, used on the loop the run runs on.
 
     `requested` is set by any stop: no new change starts. `at_once` is set by a stop at once (or
     when a graceful stop's grace runs out): the changes in flight are abandoned.
@@ -42,16 +45,11 @@ class RunStop:
         self.at_once = asyncio.Event()
         self.reasons: list[str] = []
         self.signals = 0
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._grace: asyncio.TimerHandle | None = None
 
     @property
     def reason(self) -> str:
         return "; ".join(self.reasons)
-
-    def attach(self) -> None:
-        """Bind to the running loop, so signal handlers can reach it (call as the run starts)."""
-        self._loop = asyncio.get_running_loop()
 
     def request(self, reason: str, *, grace_s: float) -> None:
         """Start nothing new; abandon what is still in flight after `grace_s` seconds."""
@@ -60,7 +58,7 @@ class RunStop:
         self.reasons.append(reason)
         self.requested.set()
         self._grace = asyncio.get_running_loop().call_later(
-            grace_s, self._grace_over, f"the changes in flight were still going after {grace_s:g}s"
+            grace_s, self.now, f"the {grace_s:g}s grace for the changes in flight ran out"
         )
 
     def now(self, reason: str) -> None:
@@ -72,9 +70,6 @@ class RunStop:
         self.at_once.set()
         if self._grace is not None:
             self._grace.cancel()
-
-    def _grace_over(self, reason: str) -> None:
-        self.now(reason)
 
     def signalled(
         self, name: str, *, grace_s: float, notify: Callable[[str], None] | None = None
@@ -88,20 +83,10 @@ class RunStop:
                 " finish (press Ctrl-C again to stop at once)"
             )
         else:
-            self.now(f"{name} again: the changes in flight were abandoned")
+            self.now(f"{name} again")
             message = f"{name} again: stopping at once"
         if notify is not None:
             notify(message)
-
-    def signalled_threadsafe(
-        self, name: str, *, grace_s: float, notify: Callable[[str], None] | None = None
-    ) -> bool:
-        """From a signal handler: hand the signal to the run's loop; False if no run is going."""
-        loop = self._loop
-        if loop is None or loop.is_closed():
-            return False
-        loop.call_soon_threadsafe(lambda: self.signalled(name, grace_s=grace_s, notify=notify))
-        return True
 
     async def guard(self, work: Awaitable[T]) -> T:
         """Await `work` unless a stop comes first; then cancel it and raise Interrupted.
@@ -126,48 +111,60 @@ class RunStop:
 def stop_on_signals(
     stop: RunStop, *, grace_s: float, notify: Callable[[str], None] | None = None
 ) -> Iterator[None]:
-    """While the block runs, SIGINT and SIGTERM stop the run instead of killing the process.
+    """Inside a running loop: while the block runs, SIGINT and SIGTERM stop the run (the first
+    gracefully, the second at once) instead of killing the process."""
+    loop = asyncio.get_running_loop()
+    for sig in STOP_SIGNALS:
+        loop.add_signal_handler(
+            sig, functools.partial(stop.signalled, sig.name, grace_s=grace_s, notify=notify)
+        )
+    try:
+        yield
+    finally:
+        for sig in STOP_SIGNALS:
+            loop.remove_signal_handler(sig)
 
-    Plain handlers, not `loop.add_signal_handler`: they must be in place before the loop starts
-    (asyncio's runner then leaves SIGINT alone) and `interruptible` must be able to swap them
-    out for a blocking prompt. Outside a run (no loop attached yet) a signal is a plain Ctrl-C.
+
+class Signalled(KeyboardInterrupt):
+    """SIGINT or SIGTERM, raised inside a blocking prompt by `interruptible`."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
+
+@contextmanager
+def interruptible() -> Iterator[None]:
+    """Around a blocking prompt: SIGINT or SIGTERM raise Signalled in it at once.
+
+    A prompt blocks the event loop, so a loop-side handler would only run after the answer;
+    the person who pressed Ctrl-C at `[y/N]` wants out now. The loop's wakeup fd is unset
+    meanwhile, so the loop does not see the same signal again once the prompt is over.
     """
 
     def handler(signum: int, frame: FrameType | None) -> None:
-        name = signal.Signals(signum).name
-        if not stop.signalled_threadsafe(name, grace_s=grace_s, notify=notify):
-            raise KeyboardInterrupt
+        raise Signalled(signal.Signals(signum).name)
 
+    wakeup = signal.set_wakeup_fd(-1)
     previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
     try:
         yield
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+        signal.set_wakeup_fd(wakeup)
 
 
-class PromptSignal:
-    """Which stop signal interrupted a prompt, if any."""
+def read_line() -> str:
+    """One line from stdin; EOFError at the end of input.
 
-    name: str | None = None
-
-
-@contextmanager
-def interruptible() -> Iterator[PromptSignal]:
-    """Around a blocking prompt: SIGINT or SIGTERM raise KeyboardInterrupt in it at once.
-
-    A prompt blocks the event loop, so a loop-side handler would only run after the answer;
-    the person who pressed Ctrl-C at `[y/N]` wants out now.
+    It waits in short selects rather than one blocking read: Python runs signal handlers
+    between bytecodes, so a signal landing just before a blocking read (the prompt is on the
+    screen, Ctrl-C pressed at once) would only be handled after the answer.
     """
-    seen = PromptSignal()
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        seen.name = signal.Signals(signum).name
-        raise KeyboardInterrupt
-
-    previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
-    try:
-        yield seen
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
+    while not select.select([sys.stdin], [], [], 0.1)[0]:
+        continue
+    line = sys.stdin.readline()
+    if not line:
+        raise EOFError
+    return line
