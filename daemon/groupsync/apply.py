@@ -230,6 +230,7 @@ class _Applier:
         if not work.done():
             work.cancel()
             await asyncio.wait({work})  # let it unwind (closing its connection) before settling
+        if work.cancelled():
             self.abandon(change, change_id, outcome, self.stop.reason)
             return
         status, error, http_status = _settled(change, work, outcome)

@@ -3,8 +3,9 @@
 A run asked to stop starts no new change; a graceful stop lets the changes in flight finish
 (within a grace period), a stop at once abandons them. `apply_plan` checks the stop before each
 change and settles whatever it did not finish (`skipped`, `unknown`), so no journal row is left
-`pending` and the summary still adds up. The CLI and the daemon share it: the first SIGINT or
-SIGTERM stops gracefully, the second at once.
+`pending` and the summary still adds up. reconcile stops a run this way at its deadline; the
+CLI on SIGINT or SIGTERM (the first gracefully, the second at once); a daemon passes its own
+RunStop to reconcile and asks it to stop on SIGTERM the same way.
 """
 
 from __future__ import annotations
