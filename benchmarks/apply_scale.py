@@ -176,12 +176,16 @@ def counters(admin: httpx.Client) -> tuple[list[dict[str, Any]], int]:
 
 
 async def timed_apply(
-    plan: Plan, desired: dict[str, DesiredGroup], client: Client, journal: Journal
+    plan: Plan,
+    desired: dict[str, DesiredGroup],
+    client: Client,
+    journal: Journal,
+    seen_ids: set[str],
 ) -> tuple[ApplyResult, dict[str, float]]:
     """Wall time, and the CPU time of this thread: the event loop, i.e. groupsync itself."""
     run_id = journal.start_run(trigger="benchmark", mode="apply", spec_digest="benchmark")
     wall, cpu = time.perf_counter(), time.thread_time()
-    result = await apply_plan(plan, desired, client, journal, run_id)
+    result = await apply_plan(plan, desired, client, journal, run_id, seen_ids=seen_ids)
     times = {"wall_s": time.perf_counter() - wall, "cpu_s": time.thread_time() - cpu}
     counts = {"applied": result.applied, "failed": result.failed}
     journal.finish_run(run_id, outcome="applied", counts=counts)
@@ -212,7 +216,8 @@ def run(s: Scenario, workdir: Path, journal_dir: Path) -> dict[str, Any]:
 
         async def go() -> tuple[ApplyResult, dict[str, float]]:
             async with client, asyncio.timeout(s.ideal_s * 4 + 60):
-                return await timed_apply(plan, w.desired, client, j)
+                seen = {g.id for g in w.actual}
+                return await timed_apply(plan, w.desired, client, j, seen)
 
         load_before, emulator_cpu = os.getloadavg()[0], cpu_of(pid)
         result, times = asyncio.run(go())

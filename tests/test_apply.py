@@ -85,13 +85,18 @@ async def apply(
     plan = plan or await make_plan(emu, journal, desired, **options)  # type: ignore[arg-type]
     run = journal.start_run(trigger="test", mode="apply", spec_digest="d")
     async with client_for(emu) as client:
-        result = await apply_plan(plan, desired, client, journal, run)
+        result = await apply_plan(plan, desired, client, journal, run, seen_ids=ids(emu))
     journal.finish_run(run, outcome=RunOutcome.APPLIED, counts={})
     return plan, result
 
 
 def rows(journal: Journal) -> list[ChangeRecord]:
     return [c for run in reversed(journal.history(limit=1000)) for c in run.changes]
+
+
+def ids(emu: Emulator) -> set[str]:
+    """Every group id the account holds: what a plan read just now would have seen."""
+    return {g["id"] for g in emu.state.groups()}
 
 
 def names(emu: Emulator) -> Counter[str]:
@@ -166,7 +171,7 @@ async def test_updates_send_only_what_changes_as_one_put(emu: Emulator, journal:
     run = journal.start_run(trigger="test", mode="apply", spec_digest="d")
     async with client_for(emu) as client:
         client._http.event_hooks["request"].append(record)
-        await apply_plan(plan, desired, client, journal, run)
+        await apply_plan(plan, desired, client, journal, run, seen_ids=ids(emu))
     assert seen == [{"description": "e"}]
     assert emu.state.get(gid)["description"] == "e"
 
@@ -239,7 +244,13 @@ async def test_changes_for_keys_with_plan_errors_are_skipped(
     run = journal.start_run(trigger="test", mode="apply", spec_digest="d")
     async with client_for(emu) as client:
         result = await apply_plan(
-            plan, desired, client, journal, run, on_progress=lambda c, s: seen.append((c.key, s))
+            plan,
+            desired,
+            client,
+            journal,
+            run,
+            seen_ids=(),
+            on_progress=lambda c, s: seen.append((c.key, s)),
         )
     assert (result.applied, result.failed, result.skipped) == (1, 0, 1)
     assert sorted(seen) == [("a", "applied"), ("b", "skipped")]
@@ -258,6 +269,7 @@ async def test_progress_names_the_group_a_create_made(emu: Emulator, journal: Jo
             client,
             journal,
             run,
+            seen_ids=(),
             on_progress=lambda c, s: seen.append((c.group_id, s)),
         )
     assert seen == [(journal.managed()["a"].group_id, "applied")]
@@ -300,7 +312,7 @@ async def test_a_refused_plan_writes_nothing(emu: Emulator, journal: Journal) ->
     plan = Plan((Change("a", Action.CREATE, Cause.SPEC, "A"),), refusals=("would archive 9",))
     async with client_for(emu) as client:
         with pytest.raises(UnsafePlan) as info:
-            await apply_plan(plan, spec(DesiredGroup("a", "A")), client, journal, 1)
+            await apply_plan(plan, spec(DesiredGroup("a", "A")), client, journal, 1, seen_ids=())
     assert info.value.exit_code == 3
     assert emu.count() == 0 and journal.history() == []
 
@@ -312,7 +324,7 @@ async def test_workers_bound_what_is_in_flight(emu: Emulator, journal: Journal) 
     emu.reset_counters()
     run = journal.start_run(trigger="test", mode="apply", spec_digest="d")
     async with client_for(emu, max_concurrency=8) as client:
-        result = await apply_plan(plan, desired, client, journal, run, workers=3)
+        result = await apply_plan(plan, desired, client, journal, run, seen_ids=ids(emu), workers=3)
     assert result.applied == 12
     assert 1 < emu.max_in_flight <= 3
 
@@ -374,7 +386,7 @@ async def apply_scripted(
     run = journal.start_run(trigger="test", mode="apply", spec_digest="d")
     transport = ScriptedPosts(script, fail_puts=fail_puts)
     async with client_for(emu, transport=transport, max_attempts=2) as client:
-        result = await apply_plan(plan, desired, client, journal, run)
+        result = await apply_plan(plan, desired, client, journal, run, seen_ids=ids(emu))
     [row] = journal.history(limit=1)[0].changes
     return result, row
 
@@ -441,6 +453,59 @@ async def test_a_timed_out_create_is_left_to_the_next_plan_not_sent_again(
     assert names(emu) == Counter({"CS 101": 1})
 
 
+@pytest.mark.parametrize("offset_s", [-3600, 3600], ids=["server-1h-behind", "server-1h-ahead"])
+async def test_every_create_ambiguous_under_a_skewed_server_clock_makes_one_group_per_key(
+    emu: Emulator, journal: Journal, offset_s: int
+) -> None:
+    now = int(time.time())
+    # Made half an hour ago by the server's clock, pinned by a key: not any create's group.
+    pinned = emu.state.add_group("Seminar", created_at=now + offset_s - 1800)
+    desired = spec(
+        DesiredGroup("pinned", "Seminar", id=pinned["id"]),
+        DesiredGroup("sem-a", "Seminar", members=frozenset({"ada"})),  # names are not unique
+        DesiredGroup("sem-b", "Seminar", members=frozenset({"grace"})),
+        DesiredGroup("solo", "Solo"),
+        DesiredGroup("old", "Old", archived=True),  # its archive PUT is ambiguous too
+    )
+    plan = await make_plan(emu, journal, desired)
+    # Every write commits, then its answer is lost (503 or a dropped connection).
+    emu.faults.update(clock_offset_s=offset_s, ambiguous_fraction=1.0, seed=11)
+    _, result = await apply(emu, journal, desired, plan=plan)
+    emu.faults.update(ambiguous_fraction=0.0)
+
+    assert (result.applied, result.failed) == (5, 0), result.failures
+    assert emu.count("POST") == 4  # one per create: none was sent twice
+    assert names(emu) == Counter({"Seminar": 3, "Solo": 1, "Old": 1})
+    managed = journal.managed()
+    assert len({mg.group_id for mg in managed.values()}) == 5  # one group per key
+    assert managed["pinned"].group_id == pinned["id"]
+    for key in ("sem-a", "sem-b", "solo", "old"):
+        group = emu.state.get(managed[key].group_id)
+        assert group["name"] == desired[key].name
+        assert group["created_at"] == pytest.approx(now + offset_s, abs=60)
+        assert members(group) == (desired[key].members or set())
+    assert emu.state.get(managed["old"].group_id)["archived_at"] is not None
+    creates = [r for r in rows(journal) if r.action == "create"]
+    assert {r.key: r.group_id for r in creates} == {
+        k: managed[k].group_id for k in ("sem-a", "sem-b", "solo", "old")
+    }
+    assert all(r.status == "applied" for r in creates)
+    assert all(r.note.startswith("adopted after ambiguous create") for r in creates)
+    assert journal.pending_changes() == []
+    assert (await make_plan(emu, journal, desired)).empty
+
+
+async def test_a_crashed_create_is_recovered_whatever_the_server_clock(
+    emu: Emulator, journal: Journal
+) -> None:
+    run = journal.start_run(trigger="schedule", mode="apply", spec_digest="d")
+    journal.begin_change(run, Change("club", Action.CREATE, Cause.SPEC, "Club"))
+    made = emu.state.add_group("Club", created_at=int(time.time()) - 3600)  # server 1 h behind
+    async with client_for(emu) as client:
+        await recover_pending(client, journal)
+    assert journal.managed()["club"].group_id == made["id"]
+
+
 @pytest.mark.parametrize(
     "faults",
     [
@@ -485,7 +550,10 @@ async def test_recover_pending_settles_what_a_crash_left(emu: Emulator, journal:
     run = journal.start_run(trigger="schedule", mode="apply", spec_digest="d")
     gone = emu.state.add_group("Gone")
     journal.set_managed("gone", gone["id"], AppliedState("Gone", None, None, frozenset(), False))
-    emu.state.add_group("Old Name", created_at=int(time.time()) - 3600)  # not made by the crash
+    sibling = emu.state.add_group("Same Name")  # another key's group, with the same name
+    journal.set_managed(
+        "sibling", sibling["id"], AppliedState("Same Name", None, None, frozenset(), False)
+    )
 
     def pending(key: str, action: Action, name: str, group_id: str | None = None) -> int:
         return journal.begin_change(run, Change(key, action, Cause.SPEC, name, group_id))
@@ -493,7 +561,7 @@ async def test_recover_pending_settles_what_a_crash_left(emu: Emulator, journal:
     pending("made", Action.CREATE, "Made")
     made = emu.state.add_group("Made")  # the POST went through, then the process died
     pending("lost", Action.CREATE, "Never Made")
-    pending("old", Action.CREATE, "Old Name")
+    pending("same", Action.CREATE, "Same Name")
     pending("upd", Action.UPDATE, "Upd", "someid")
     pending("gone", Action.DELETE, "Gone", gone["id"])
     emu.state.delete_group(gone["id"])
@@ -501,21 +569,29 @@ async def test_recover_pending_settles_what_a_crash_left(emu: Emulator, journal:
     async with client_for(emu) as client:
         notes = await recover_pending(client, journal)
     assert notes == [
-        f"made: crashed mid-create; adopted group {made['id']}",
+        f"made: crashed mid-create; adopted group {made['id']}, the one unmanaged group with its"
+        " name",
         "lost: crashed mid-create; no group found, will be created by the next plan",
-        "old: crashed mid-create; no group found, will be created by the next plan",
+        "same: crashed mid-create; no group found, will be created by the next plan",
         "upd: crashed; outcome unknown, the next plan re-checks",
         "gone: crashed mid-delete; the group is gone, key forgotten",
     ]
     assert journal.pending_changes() == []
     assert {r.status for r in rows(journal)} == {"interrupted"}
-    assert {k: mg.group_id for k, mg in journal.managed().items()} == {"made": made["id"]}
+    assert {k: mg.group_id for k, mg in journal.managed().items()} == {
+        "made": made["id"],
+        "sibling": sibling["id"],
+    }
 
-    desired = spec(DesiredGroup("made", "Made"), DesiredGroup("lost", "Never Made"))
+    desired = spec(
+        DesiredGroup("made", "Made"),
+        DesiredGroup("lost", "Never Made"),
+        DesiredGroup("sibling", "Same Name"),
+    )
     plan, result = await apply(emu, journal, desired)
     assert [(c.key, c.action) for c in plan.changes] == [("lost", Action.CREATE)]
     assert result.applied == 1
-    assert names(emu) == Counter({"Made": 1, "Never Made": 1, "Old Name": 1})
+    assert names(emu) == Counter({"Made": 1, "Never Made": 1, "Same Name": 1})
 
 
 async def test_a_crashed_recreate_of_a_vanished_group_is_adopted_not_sent_twice(
@@ -530,7 +606,10 @@ async def test_a_crashed_recreate_of_a_vanished_group_is_adopted_not_sent_twice(
 
     async with client_for(emu) as client:
         notes = await recover_pending(client, journal)
-    assert notes == [f"club: crashed mid-create; adopted group {made['id']}"]
+    assert notes == [
+        f"club: crashed mid-create; adopted group {made['id']}, the one unmanaged group with its"
+        " name"
+    ]
     assert journal.managed()["club"].group_id == made["id"]
 
     plan, _ = await apply(emu, journal, spec(DesiredGroup("club", "Club")))
@@ -549,7 +628,7 @@ async def test_a_put_that_committed_without_a_clear_answer_is_confirmed_by_readi
     emu.faults.update(ambiguous_fraction=1.0, ambiguous_mode="503")
     run = journal.start_run(trigger="test", mode="apply", spec_digest="d")
     async with client_for(emu, max_attempts=2) as client:
-        result = await apply_plan(plan, renamed, client, journal, run)
+        result = await apply_plan(plan, renamed, client, journal, run, seen_ids=ids(emu))
     emu.faults.update(ambiguous_fraction=0.0)
     assert (result.applied, result.failed) == (1, 0)
     [row] = [r for r in rows(journal) if r.run_id == run]
@@ -564,7 +643,9 @@ async def test_a_put_that_did_not_commit_still_fails(emu: Emulator, journal: Jou
     emu.faults.update(error_fraction=1.0)  # 5xx before anything is written
     run = journal.start_run(trigger="test", mode="apply", spec_digest="d")
     async with client_for(emu, max_attempts=2) as client:
-        result = await apply_plan(plan, spec(DesiredGroup("a", "B")), client, journal, run)
+        result = await apply_plan(
+            plan, spec(DesiredGroup("a", "B")), client, journal, run, seen_ids=ids(emu)
+        )
     emu.faults.update(error_fraction=0.0)
     assert (result.applied, result.failed) == (0, 1)
     assert names(emu) == Counter({"A": 1})

@@ -56,10 +56,12 @@ def _apply_in_child(base_url: str, path: Path, prefix: str, ready: Connection) -
         desired = desired_for(prefix)
         with Journal.open(path) as journal, journal.writer_lock():
             async with client_for(base_url) as client:
-                plan = compute_plan(desired, await client.list_all_groups(), journal.managed())
+                groups = await client.list_all_groups()
+                plan = compute_plan(desired, groups, journal.managed())
                 run = journal.start_run(trigger="test", mode="apply", spec_digest="d")
                 ready.send("applying")
-                await apply_plan(plan, desired, client, journal, run, workers=2)
+                seen = {g.id for g in groups}
+                await apply_plan(plan, desired, client, journal, run, seen_ids=seen, workers=2)
 
     asyncio.run(main())
 
@@ -74,11 +76,13 @@ async def converge(base_url: str, path: Path, desired: dict[str, DesiredGroup]) 
             notes = await recover_pending(client, journal)
             assert len(notes) == left and journal.pending_changes() == []
             for _ in range(3):
-                plan = compute_plan(desired, await client.list_all_groups(), journal.managed())
+                groups = await client.list_all_groups()
+                plan = compute_plan(desired, groups, journal.managed())
                 if plan.empty:
                     return left
                 run = journal.start_run(trigger="test", mode="apply", spec_digest="d")
-                result = await apply_plan(plan, desired, client, journal, run)
+                seen = {g.id for g in groups}
+                result = await apply_plan(plan, desired, client, journal, run, seen_ids=seen)
                 assert result.failed == 0, result.failures
     raise AssertionError("no convergence after 3 runs")
 

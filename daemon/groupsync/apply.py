@@ -6,19 +6,25 @@ changes from a shared queue, and the client bounds what is really in flight and 
 
 Never two groups for one key. A POST is not idempotent and the API has no idempotency key, so
 after an ambiguous create (5xx, dropped connection, timeout) apply re-lists and adopts the group
-with that exact name, created since the attempt began (less CLOCK_SKEW_S), that no key manages.
-Only when that finds nothing, and the server provably finished with the first request (it
-answered, and not with a gateway timeout), is the create sent once more; a timed-out POST may
-still be running on the server, so it is left to the next plan, whose adopt-by-name picks up a
-late commit instead of creating a second group. At most two POSTs per change per run.
+with that exact name that was not in the listing the plan read (`seen_ids`) and that no key
+manages. Server and client clocks are never compared: a server whose clock is an hour off must
+not make a committed create look like one that did nothing. Creates of one name run one after
+another, so a sibling key's new group is already managed when the next one looks. Only when
+nothing is found, and the server provably finished with the first request (it answered, and not
+with a gateway timeout), is the create sent once more; a timed-out POST may still be running on
+the server, so it is left to the next plan, whose adopt-by-name picks up a late commit instead
+of creating a second group. At most two POSTs per change per run.
+
+A run asked to stop (`RunStop`) starts no further change and journals each one it did not start
+as `skipped`; a stop at once abandons the changes in flight and journals them `unknown` (sent,
+answer never seen: the next plan re-reads the group). No row is left `pending`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
@@ -26,21 +32,16 @@ import httpx
 
 from groupsync.api import AmbiguousWrite, ApiError, Client, NotFound, ServerError, call_trace
 from groupsync.errors import GroupsyncError
-from groupsync.journal import Journal, JournalError, parse_iso
+from groupsync.journal import Journal, JournalError
 from groupsync.models import UNSET, Group
 from groupsync.outcomes import ChangeStatus, ExitCode
 from groupsync.plan import Action, AppliedState, Change, Plan
 from groupsync.spec import DesiredGroup
+from groupsync.stopping import RunStop
 
 log = logging.getLogger("groupsync.apply")
 
 T = TypeVar("T")
-
-CLOCK_SKEW_S = 60
-"""How far the server's clock may run behind ours when matching `created_at` (server clock, whole
-seconds) against an attempt's start (our clock). A minute covers any NTP-disciplined host; a
-group with the exact name that appeared in that minute without us is still one the next plan
-would adopt by name anyway (the plan only creates when no group has the name)."""
 
 DEFAULT_WORKERS = 8
 
@@ -53,12 +54,14 @@ class UnsafePlan(GroupsyncError):
 
 @dataclass
 class ApplyResult:
-    """`failures` names every failed change's key; `skipped` counts changes for keys the plan
-    itself reported an error for (reconcile reports those errors separately)."""
+    """`failures` names every failed change's key; `skipped` counts changes never sent: for keys
+    the plan itself reported an error for (reconcile reports those separately), or not started
+    because the run was stopped; `unknown` counts changes abandoned in flight by a stop."""
 
     applied: int = 0
     failed: int = 0
     skipped: int = 0
+    unknown: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)
 
 
@@ -132,23 +135,36 @@ def _may_still_be_running(exc: AmbiguousWrite) -> bool:
     return exc.status == 504 or isinstance(exc.__cause__, httpx.TimeoutException)
 
 
-def find_created(
-    groups: list[Group], name: str, since: float, managed_ids: set[str]
-) -> list[Group]:
-    """Groups an unsettled create of `name` begun at `since` (our clock) may have made."""
-    return [
-        g
-        for g in groups
-        if g.name == name and g.created_at >= since - CLOCK_SKEW_S and g.id not in managed_ids
-    ]
+def find_created(groups: list[Group], name: str, *known: Collection[str]) -> list[Group]:
+    """Groups an unsettled create of `name` may have made: that name, and an id in none of
+    `known` (the ids listed before the POST was sent, the ids the journal manages)."""
+    return [g for g in groups if g.name == name and not any(g.id in ids for ids in known)]
 
 
 def _several(name: str, found: list[Group]) -> str:
     ids = ", ".join(sorted(g.id for g in found))
     return (
-        f"{len(found)} groups named {name!r} appeared since the create began ({ids});"
-        " none adopted: delete the extra ones or pin one with `id:`"
+        f"{len(found)} groups named {name!r} are new and unmanaged ({ids}); none adopted:"
+        " delete the extra ones or pin one with `id:`"
     )
+
+
+def _settled(
+    change: Change, work: asyncio.Future[None], outcome: _Outcome
+) -> tuple[ChangeStatus, str | None, int | None]:
+    """(status, error, HTTP status) for the journal row of a change whose work has ended."""
+    exc = work.exception()
+    if exc is None:
+        return ChangeStatus.APPLIED, None, outcome.http_status
+    if isinstance(exc, _ChangeFailed):
+        return ChangeStatus.FAILED, exc.message, exc.http_status
+    if isinstance(exc, ApiError):
+        return ChangeStatus.FAILED, str(exc), exc.status
+    if isinstance(exc, GroupsyncError):  # e.g. the journal refusing a second key for one group
+        return ChangeStatus.FAILED, str(exc), outcome.http_status
+    # A bug must not leave the other changes unapplied.
+    log.error("change %s %s: unexpected error", change.action, change.key, exc_info=exc)
+    return ChangeStatus.FAILED, f"unexpected error: {exc!r}", None
 
 
 class _Applier:
@@ -158,12 +174,19 @@ class _Applier:
         client: Client,
         journal: Journal,
         run_id: int,
-        on_progress: Callable[[Change, str], None] | None,
+        *,
+        seen_ids: Collection[str],
+        stop: RunStop,
+        on_start: Callable[[Change], None] | None,
+        on_progress: Callable[[Change, ChangeStatus], None] | None,
     ) -> None:
         self.desired = desired
         self.client = client
         self.journal = journal
         self.run_id = run_id
+        self.seen_ids = seen_ids
+        self.stop = stop
+        self.on_start = on_start
         self.on_progress = on_progress
         self.result = ApplyResult()
 
@@ -191,35 +214,55 @@ class _Applier:
     async def apply_one(self, change: Change) -> None:
         change_id = self.journal.begin_change(self.run_id, change)
         outcome = _Outcome(group_id=change.group_id)
+        if self.stop.requested.is_set():
+            note = f"not started: {self.stop.reason}"
+            self.settle(change, change_id, outcome, ChangeStatus.SKIPPED, note=note)
+            return
+        if self.on_start is not None:
+            self.on_start(change)
+        work = asyncio.ensure_future(self.execute(change, outcome))
+        halt = asyncio.ensure_future(self.stop.at_once.wait())
         try:
-            await self.execute(change, outcome)
-        except _ChangeFailed as exc:
-            self.settle(
-                change, change_id, outcome, ChangeStatus.FAILED, exc.message, exc.http_status
-            )
-        except ApiError as exc:
-            self.settle(change, change_id, outcome, ChangeStatus.FAILED, str(exc), exc.status)
-        except GroupsyncError as exc:  # e.g. the journal refusing a second key for one group
-            self.settle(
-                change, change_id, outcome, ChangeStatus.FAILED, str(exc), outcome.http_status
-            )
-        except Exception as exc:  # a bug must not leave the other changes unapplied
-            log.exception("change %s %s: unexpected error", change.action, change.key)
-            self.settle(
-                change, change_id, outcome, ChangeStatus.FAILED, f"unexpected error: {exc!r}", None
-            )
-        else:
-            self.settle(change, change_id, outcome, ChangeStatus.APPLIED, None, outcome.http_status)
+            await asyncio.wait({work, halt}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:  # the whole apply was cancelled from outside
+            work.cancel()
+            self.abandon(change, change_id, outcome, "the run was cancelled")
+            raise
+        finally:
+            halt.cancel()
+        if not work.done():
+            work.cancel()
+            await asyncio.wait({work})  # let it unwind (closing its connection) before settling
+        if work.cancelled():
+            self.abandon(change, change_id, outcome, self.stop.reason)
+            return
+        status, error, http_status = _settled(change, work, outcome)
+        self.settle(change, change_id, outcome, status, error=error, http_status=http_status)
+
+    def abandon(self, change: Change, change_id: int, outcome: _Outcome, why: str) -> None:
+        """A change left in flight: sent or about to be, its answer never seen."""
+        note = f"abandoned in flight ({why}); the next plan re-reads the group"
+        self.settle(
+            change,
+            change_id,
+            outcome,
+            ChangeStatus.UNKNOWN,
+            http_status=outcome.http_status,
+            note=note,
+        )
 
     def settle(
         self,
         change: Change,
         change_id: int,
         outcome: _Outcome,
-        status: str,
-        error: str | None,
-        http_status: int | None,
+        status: ChangeStatus,
+        *,
+        error: str | None = None,
+        http_status: int | None = None,
+        note: str | None = None,
     ) -> None:
+        notes = [*outcome.notes, note] if note else outcome.notes
         self.journal.settle_change(
             change_id,
             status=status,
@@ -227,10 +270,14 @@ class _Applier:
             attempts=outcome.attempts,
             http_status=http_status,
             error=error,
-            note="; ".join(outcome.notes) or None,
+            note="; ".join(notes) or None,
         )
-        if status == "applied":
+        if status is ChangeStatus.APPLIED:
             self.result.applied += 1
+        elif status is ChangeStatus.SKIPPED:
+            self.result.skipped += 1
+        elif status is ChangeStatus.UNKNOWN:
+            self.result.unknown += 1
         else:
             self.result.failed += 1
             self.result.failures.append((change.key, error or status))
@@ -273,9 +320,7 @@ class _Applier:
             self.journal.set_managed(key, group.id, applied_state(group))
             if change.set_archived:
                 try:
-                    group = await self.write(
-                        outcome, self.client.update_group(group.id, archived=True)
-                    )
+                    group = await self.put(change, group.id, {"archived": True}, outcome)
                 except ApiError as exc:
                     raise _ChangeFailed(
                         f"created group {group.id} but could not archive it: {exc}",
@@ -291,32 +336,33 @@ class _Applier:
             )
             return
         try:
-            group = await self.write(outcome, self.client.update_group(change.group_id, **body))
+            group = await self.put(change, change.group_id, body, outcome)
         except NotFound as exc:
             then = "recreates" if key in self.desired else "forgets"
             outcome.notes.append(f"the group vanished outside groupsync; the next plan {then} it")
             raise _ChangeFailed(str(exc), http_status=404) from exc
-        except ServerError as exc:
-            group = await self.confirm_update(change, exc)
-            outcome.notes.append("no clear answer; re-reading the group shows the update applied")
         self.journal.set_managed(key, group.id, applied_state(group))
 
-    async def confirm_update(self, change: Change, exc: ServerError) -> Group:
-        """A PUT whose answers were all lost may still have committed: look before failing it,
-        so the journal records what the group really is."""
-        assert change.group_id is not None
+    async def put(
+        self, change: Change, group_id: str, body: dict[str, Any], outcome: _Outcome
+    ) -> Group:
+        """One PUT. If all its answers were lost it may still have committed: the group is read
+        before the PUT is failed, so the journal records what the group really is."""
         try:
-            group = await self.client.get_group(change.group_id)
-        except ApiError:
-            raise exc from None
-        if not _shows(group, change):
-            raise exc
+            return await self.write(outcome, self.client.update_group(group_id, **body))
+        except ServerError as exc:
+            try:
+                group = await self.client.get_group(group_id)
+            except ApiError:
+                raise exc from None
+            if not _shows(group, change):
+                raise
+        outcome.notes.append("no clear answer; re-reading the group shows the update applied")
         return group
 
     async def create(self, change: Change, outcome: _Outcome) -> Group:
         """Create without ever making two groups for the key (see the module docstring)."""
         values = {f.field: f.new for f in change.fields if f.field != "name"}
-        first_started = time.time()
         for attempt in (1, 2):
             try:
                 return await self.write(
@@ -335,7 +381,7 @@ class _Applier:
                         http_status=exc.status,
                     ) from exc
                 managed_ids = {mg.group_id for mg in self.journal.managed().values()}
-                found = find_created(groups, change.name, first_started, managed_ids)
+                found = find_created(groups, change.name, self.seen_ids, managed_ids)
                 if len(found) == 1:
                     outcome.notes.append("adopted after ambiguous create")
                     return found[0]
@@ -360,20 +406,35 @@ async def apply_plan(
     journal: Journal,
     run_id: int,
     *,
-    on_progress: Callable[[Change, str], None] | None = None,
+    seen_ids: Collection[str],
+    stop: RunStop | None = None,
+    on_start: Callable[[Change], None] | None = None,
+    on_progress: Callable[[Change, ChangeStatus], None] | None = None,
     workers: int = DEFAULT_WORKERS,
 ) -> ApplyResult:
     """Apply the plan's changes, phase by phase; one change failing never stops the others.
 
-    `on_progress(change, status)` is called once per change as it settles (applied, failed or
-    skipped). `workers` caps the tasks (and so the `pending` rows) at a time; the client's
-    own concurrency and rate limits decide what is really in flight.
+    `seen_ids`: the id of every group the plan read. After an ambiguous create, a group with
+    the name and an id outside them (and outside the journal's) is the one the create made.
+    `stop`: checked before each change starts (see groupsync.stopping). `on_start(change)` is
+    called as a change is sent, `on_progress(change, status)` once per change as it settles
+    (applied, failed, skipped or unknown). `workers` caps the tasks (and so the `pending` rows)
+    at a time; the client's own concurrency and rate limits decide what is really in flight.
     """
     if plan.refused:
         raise UnsafePlan(
             "refusing to apply a plan over the safety limits: " + "; ".join(plan.refusals)
         )
-    applier = _Applier(desired, client, journal, run_id, on_progress)
+    applier = _Applier(
+        desired,
+        client,
+        journal,
+        run_id,
+        seen_ids=seen_ids,
+        stop=stop if stop is not None else RunStop(),
+        on_start=on_start,
+        on_progress=on_progress,
+    )
     errored = {e.key for e in plan.errors}
     phases: dict[int, list[Change]] = {}
     for change in plan.changes:
@@ -396,10 +457,13 @@ def _listed(group_id: str, groups: list[Group] | None) -> bool:
 async def recover_pending(client: Client, journal: Journal) -> list[str]:
     """Settle the `pending` rows a crashed run left, before anything new is planned.
 
-    A create is looked for (re-list, exact name, created since the row began, unmanaged) and
-    adopted if exactly one such group exists; a delete is checked; anything else is marked
-    `interrupted` for the next plan to re-check against the API. Returns one line per row.
-    It only reads the API, so a read-only client will do. Call it under the writer lock.
+    A create is looked for (re-list, exact name, no key manages it) and adopted if exactly one
+    such group exists: the crashed plan created only because no unmanaged group had the name,
+    so one that has it now came from that POST, or is one the next plan would adopt by name
+    anyway; adopting it here keeps a sibling key of the same name from claiming it too. No
+    clock is compared (a server's may be hours off). A delete is checked; anything else is
+    marked `interrupted` for the next plan to re-check against the API. Returns one line per
+    row. It only reads the API, so a read-only client will do. Call it under the writer lock.
     """
     rows = journal.pending_changes()
     groups: list[Group] | None = None
@@ -414,12 +478,14 @@ async def recover_pending(client: Client, journal: Journal) -> list[str]:
         elif action == Action.CREATE:
             assert groups is not None
             # A recreate of a vanished group still maps the key to the deleted id: replaced.
-            since = parse_iso(row.started_at).timestamp()
             managed_ids = {mg.group_id for mg in managed.values()}
-            found = find_created(groups, row.name, since, managed_ids)
+            found = find_created(groups, row.name, managed_ids)
             if len(found) == 1:
                 journal.set_managed(key, found[0].id, applied_state(found[0]))
-                note = f"crashed mid-create; adopted group {found[0].id}"
+                note = (
+                    f"crashed mid-create; adopted group {found[0].id},"
+                    " the one unmanaged group with its name"
+                )
             elif found:
                 note = "crashed mid-create; " + _several(row.name, found)
             else:

@@ -323,6 +323,10 @@ def apply(
     A saved PLANFILE (from `plan -o`) is applied only while the spec and every group it touches
     are as they were when it was made; otherwise it is refused as stale.
 
+    Ctrl-C (or SIGTERM) at the prompt applies nothing; during the apply it starts no more
+    changes and lets the ones in flight finish (at most api.timeout_s); a second one stops at
+    once. Either way the summary is printed and the exit code is 130.
+
     \b
     Examples:
       groupsync apply
@@ -331,6 +335,7 @@ def apply(
     from groupsync.journal import Journal
     from groupsync.planfile import StalePlan, check_fresh, load
     from groupsync.reconcile import Planned, reconcile
+    from groupsync.stopping import RunStop, stop_on_signals
 
     settings, spec, token = _load(config_path)
     saved = load(planfile) if planfile is not None else None
@@ -354,12 +359,12 @@ def apply(
         progress.total = len(planned.plan.changes)
 
     def approve(planned: Planned) -> bool:
-        return yes or click.confirm("Apply these changes?", default=False)
+        return yes or _confirm("Apply these changes?")
 
-    with Journal.open(settings.journal.path) as journal, journal.writer_lock(), progress:
-        report = anyio.run(
-            partial(
-                reconcile,
+    async def run(journal: Journal) -> RunReport:
+        stop = RunStop()
+        with stop_on_signals(stop, grace_s=settings.api.timeout_s, notify=progress.note):
+            return await reconcile(
                 settings,
                 spec,
                 token,
@@ -369,9 +374,13 @@ def apply(
                 allow_delete=allow_delete,
                 show=show,
                 approve=approve,
+                on_start=progress.start,
                 on_progress=progress.update,
+                stop=stop,
             )
-        )
+
+    with Journal.open(settings.journal.path) as journal, journal.writer_lock(), progress:
+        report = anyio.run(run, journal)
     _echo_outcome(report)
     sys.exit(report.exit_code)
 
@@ -475,22 +484,71 @@ def demo() -> None:
     sys.exit(run_demo())
 
 
+def _confirm(question: str) -> bool:
+    """Ask yes/no; end of input is a no. Ctrl-C or SIGTERM ends the prompt at once, as
+    Interrupted: nothing is applied."""
+    from groupsync.stopping import Interrupted, Signalled, interruptible, read_line
+
+    with interruptible():
+        try:
+            while True:
+                click.echo(f"{question} [y/N]: ", nl=False)
+                answer = read_line().strip().lower()
+                if answer in ("y", "yes"):
+                    return True
+                if answer in ("", "n", "no"):
+                    return False
+                click.echo("Please answer y or n.")
+        except EOFError:
+            click.echo()
+            return False
+        except Signalled as stop:
+            click.echo()
+            raise Interrupted(f"stopped by {stop.name} at the confirmation prompt") from None
+
+
+def _describe_change(change: Change | None) -> str | None:
+    return None if change is None else f"{change.action} {change.key}"
+
+
 class _Progress:
-    """A progress bar on a terminal once a plan has more than a few changes; silent otherwise."""
+    """A progress bar on a terminal once a plan has more than a few changes; silent otherwise.
+
+    It names the change last sent (action and key), so a slow apply shows what it waits on.
+    """
 
     def __init__(self, *, enabled: bool) -> None:
         self.enabled = enabled
         self.total = 0
         self._bar: Any = None
 
-    def update(self, change: Change, status: ChangeStatus) -> None:
+    def _shown(self) -> Any:
         if self._bar is None and self.enabled and self.total > 5:
-            self._bar = click.progressbar(length=self.total, label="Applying", file=sys.stderr)
+            self._bar = click.progressbar(
+                length=self.total,
+                label="Applying",
+                file=sys.stderr,
+                item_show_func=_describe_change,
+            )
             self._bar.__enter__()
-        if self._bar is not None:
-            self._bar.update(1)
+        return self._bar
+
+    def start(self, change: Change) -> None:
+        bar = self._shown()
+        if bar is not None:
+            bar.current_item = change
+            bar.render_progress()
+
+    def update(self, change: Change, status: ChangeStatus) -> None:
+        bar = self._shown()
+        if bar is not None:
+            bar.update(1)
         if status == "failed":
-            click.echo(f"  failed: {change.action} {change.key}", err=True)
+            self.note(f"  failed: {change.action} {change.key}")
+
+    def note(self, message: str) -> None:
+        """A line of its own, below the bar if one is drawn."""
+        click.echo(("\n" if self._bar is not None else "") + message, err=True)
 
     def __enter__(self) -> _Progress:
         return self
@@ -503,15 +561,18 @@ class _Progress:
 def _echo_outcome(report: RunReport) -> None:
     result = report.result
     if result is not None:
+        unknown = f", unknown {result.unknown}" if result.unknown else ""
         click.echo(
-            f"Applied {result.applied}, failed {result.failed}, skipped {result.skipped}"
+            f"Applied {result.applied}, failed {result.failed}, skipped {result.skipped}{unknown}"
             f" (run {report.run_id}, {report.duration_s:.1f}s)."
         )
         for key, message in result.failures:
             click.echo(f"  {key}: {message}", err=True)
-    if report.outcome == "declined":
+    if result is None and report.outcome in ("declined", "interrupted"):
         click.echo("Nothing applied.")
-    elif report.error and report.outcome != "failed":
+    if report.outcome == "declined":
+        return
+    if report.error and report.outcome != "failed":
         click.echo(f"Error: {report.error}", err=True)
     elif report.plan is not None:
         for error in report.plan.errors:

@@ -57,12 +57,22 @@ def dump(plan: Plan, spec_digest: str, actual: dict[str, Group]) -> str:
     return json.dumps(doc, indent=2, sort_keys=True) + "\n"
 
 
+class _SavedChange(BaseModel):
+    key: str
+    group_id: str | None = None
+
+
+class _SavedPlan(BaseModel):
+    changes: list[_SavedChange]
+
+
 class _Saved(BaseModel):
     """The parts of a plan file `apply` relies on; anything malformed is refused up front."""
 
     checksum: str
     spec_digest: str
     fingerprints: dict[str, str]
+    plan: _SavedPlan
 
 
 def load(path: Path) -> dict[str, Any]:
@@ -85,6 +95,12 @@ def load(path: Path) -> dict[str, Any]:
     return doc
 
 
+def _key_of(saved: dict[str, Any], group_id: str) -> str:
+    """The key a saved plan changes `group_id` under, as a person knows the group."""
+    keys = sorted({c["key"] for c in saved["plan"]["changes"] if c.get("group_id") == group_id})
+    return ", ".join(keys) or "no key"
+
+
 def check_fresh(
     saved: dict[str, Any], plan: Plan, spec_digest: str, actual: dict[str, Group]
 ) -> None:
@@ -93,8 +109,10 @@ def check_fresh(
         raise StalePlan("saved plan is stale: the spec changed since it was made; plan again")
     for gid, old in sorted(saved["fingerprints"].items()):
         if gid not in actual or fingerprint(actual[gid]) != old:
+            what = "changed" if gid in actual else "was deleted"
             raise StalePlan(
-                f"saved plan is stale: group {gid} changed since the plan was made; plan again"
+                f"saved plan is stale: group {_key_of(saved, gid)} (id {gid}) {what} since"
+                " the plan was made; plan again"
             )
     if saved["checksum"] != plan.checksum:
         raise StalePlan(

@@ -1,14 +1,15 @@
 """One reconcile: read the account, plan, apply, journal. Shared by `plan`, `apply` and `run`.
 
 The plan half holds a read-only client, so nothing before `execute` can write to the API
-however it is called; only `execute` opens a client that may write.
+however it is called; only `execute` opens a client that may write. A run ends early, truthfully
+journaled as `interrupted`, when its `RunStop` is asked to (a signal) or its deadline passes
+(groupsync.deadline).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,7 @@ from pathlib import Path
 from groupsync.api import AuthError, Client, ClientStats, NotFound
 from groupsync.apply import ApplyResult, apply_plan, recover_pending
 from groupsync.config import Settings, policy_from
+from groupsync.deadline import RunDeadline
 from groupsync.errors import GroupsyncError
 from groupsync.gitspec import git_info
 from groupsync.journal import Journal, JournalError
@@ -24,6 +26,7 @@ from groupsync.outcomes import ChangeStatus, ExitCode, Failure, RunOutcome
 from groupsync.plan import Change, ManagedGroup, Plan, compute_plan, usernames_to_verify
 from groupsync.secret import Secret
 from groupsync.spec import Spec
+from groupsync.stopping import Interrupted, RunStop
 
 log = logging.getLogger("groupsync.reconcile")
 
@@ -45,7 +48,7 @@ class RunReport:
     result: ApplyResult | None = None
     error: str | None = None
     failure: Failure | None = None  # why an `error` run failed, for the daemon to act on
-    duration_s: float = 0.0
+    duration_s: float = 0.0  # time the run worked: a wait at the confirmation prompt not counted
     counts: dict[str, int] = field(default_factory=dict)
     api: ClientStats = field(default_factory=ClientStats)  # every request of the run
 
@@ -141,6 +144,8 @@ async def execute(
     journal: Journal,
     run_id: int,
     *,
+    stop: RunStop | None = None,
+    on_start: Callable[[Change], None] | None = None,
     on_progress: Callable[[Change, ChangeStatus], None] | None = None,
     stats: ClientStats | None = None,
 ) -> ApplyResult:
@@ -152,6 +157,9 @@ async def execute(
             client,
             journal,
             run_id,
+            seen_ids=planned.actual.keys(),
+            stop=stop,
+            on_start=on_start,
             on_progress=on_progress,
             workers=settings.api.max_concurrency,
         )
@@ -185,16 +193,21 @@ async def reconcile(
     allow_delete: bool = False,
     show: Callable[[Planned], None] | None = None,
     approve: Callable[[Planned], bool] | None = None,
+    on_start: Callable[[Change], None] | None = None,
     on_progress: Callable[[Change, ChangeStatus], None] | None = None,
     spec_source: tuple[str | None, bool | None] | None = None,
+    stop: RunStop | None = None,
+    deadline_s: float | None = None,
 ) -> RunReport:
     """One journaled run. API and apply failures become the report's outcome, never raise.
 
     `show` sees every plan (refused ones too, so the reviewer sees why); `approve` is asked only
-    when there is something to apply and may refuse it (outcome `declined`) or raise to stop it.
-    `spec_source` is the (commit, dirty) the spec was loaded at; by default, the tree's now.
+    when there is something to apply and may refuse it (outcome `declined`), raise Interrupted
+    (outcome `interrupted`), or raise to stop it. `spec_source` is the (commit, dirty) the spec
+    was loaded at; by default, the tree's now. `stop` lets a signal handler end the run early
+    (see groupsync.stopping); `deadline_s` replaces the computed deadline (groupsync.deadline).
     """
-    started = time.monotonic()
+    stop = stop if stop is not None else RunStop()
     commit, dirty = spec_source if spec_source is not None else git_info(settings.spec.path)
     journal.ensure_still_held()  # one writer: a replaced journal is never written to
     run_id = journal.start_run(
@@ -205,33 +218,41 @@ async def reconcile(
         spec_dirty=dirty,
     )
     report = RunReport(run_id=run_id, outcome=RunOutcome.ERROR)
+    deadline = RunDeadline(settings.api, report.api, fixed_s=deadline_s)
+    watch = asyncio.ensure_future(deadline.watch(stop))
     try:
-        for note in await recover(settings, token, journal, report.api):
+        for note in await stop.guard(recover(settings, token, journal, report.api)):
             log.warning("recovered: %s", note)
-        planned = await make_plan(
-            settings,
-            spec,
-            token,
-            journal.managed(),
-            force=force,
-            allow_delete=allow_delete,
-            stats=report.api,
+        planned = await stop.guard(
+            make_plan(
+                settings,
+                spec,
+                token,
+                journal.managed(),
+                force=force,
+                allow_delete=allow_delete,
+                stats=report.api,
+            )
         )
         report.plan = planned.plan
         report.counts = planned.plan.counts
         if show is not None:
             show(planned)
-        await _settle_plan(planned, report, approve, on_progress, settings, token, journal)
+        run = _Run(settings, token, journal, stop, deadline, on_start, on_progress)
+        await run.settle_plan(planned, report, approve)
+    except Interrupted as exc:
+        report.outcome, report.error = RunOutcome.INTERRUPTED, str(exc)
     except asyncio.CancelledError:
         report.outcome, report.error = RunOutcome.INTERRUPTED, "stopped before the run finished"
         raise
     except (GroupsyncError, OSError) as exc:
         report.failure, report.error = _describe(exc)
-    except BaseException as exc:  # a bug, or Ctrl-C at the prompt: the run row still says so
+    except BaseException as exc:  # a bug: the run row still says so
         report.failure, report.error = Failure.BUG, f"unexpected: {exc!r}"
         raise
     finally:
-        report.duration_s = time.monotonic() - started
+        watch.cancel()
+        report.duration_s = deadline.elapsed_s()
         journal.finish_run(
             run_id,
             outcome=report.outcome,
@@ -244,38 +265,64 @@ async def reconcile(
     return report
 
 
-async def _settle_plan(
-    planned: Planned,
-    report: RunReport,
-    approve: Callable[[Planned], bool] | None,
-    on_progress: Callable[[Change, ChangeStatus], None] | None,
-    settings: Settings,
-    token: Secret,
-    journal: Journal,
-) -> None:
-    plan = planned.plan
-    if plan.refused:
-        report.outcome, report.error = RunOutcome.REFUSED, "; ".join(plan.refusals)
-        return
-    if plan.changes and approve is not None and not approve(planned):
-        report.outcome = RunOutcome.DECLINED
-        return
-    result = None
-    if plan.changes:
-        result = await execute(
-            planned,
-            settings,
-            token,
-            journal,
-            report.run_id or 0,
-            on_progress=on_progress,
-            stats=report.api,
-        )
-        report.result = result
-        report.counts |= {"applied": result.applied, "failed": result.failed}
-    problems = [f"{key}: {msg}" for key, msg in (result.failures if result else [])]
-    problems += [f"{e.key}: {e.message}" for e in plan.errors]
-    if problems:
-        report.outcome, report.error = RunOutcome.FAILED, "; ".join(problems)
-    else:
-        report.outcome = RunOutcome.APPLIED if plan.changes else RunOutcome.NOOP
+@dataclass(slots=True)
+class _Run:
+    """What applying a plan needs, beyond the plan."""
+
+    settings: Settings
+    token: Secret
+    journal: Journal
+    stop: RunStop
+    deadline: RunDeadline
+    on_start: Callable[[Change], None] | None
+    on_progress: Callable[[Change, ChangeStatus], None] | None
+
+    async def settle_plan(
+        self, planned: Planned, report: RunReport, approve: Callable[[Planned], bool] | None
+    ) -> None:
+        plan = planned.plan
+        if plan.refused:
+            report.outcome, report.error = RunOutcome.REFUSED, "; ".join(plan.refusals)
+            return
+        if plan.changes and approve is not None:
+            with self.deadline.paused():
+                approved = approve(planned)
+            if not approved:
+                report.outcome = RunOutcome.DECLINED
+                return
+        result = None
+        if plan.changes:
+            if self.stop.requested.is_set():  # a signal that came while the plan was shown
+                raise Interrupted(f"{self.stop.reason} before anything was applied")
+            self.deadline.changes = len(plan.changes)
+            result = await execute(
+                planned,
+                self.settings,
+                self.token,
+                self.journal,
+                report.run_id or 0,
+                stop=self.stop,
+                on_start=self.on_start,
+                on_progress=self.on_progress,
+                stats=report.api,
+            )
+            report.result = result
+            report.counts |= {
+                "applied": result.applied,
+                "failed": result.failed,
+                "skipped": result.skipped,
+                "unknown": result.unknown,
+            }
+        problems = [f"{key}: {msg}" for key, msg in (result.failures if result else [])]
+        problems += [f"{e.key}: {e.message}" for e in plan.errors]
+        if self.stop.requested.is_set():
+            assert result is not None
+            stopped = (
+                f"{self.stop.reason}: {result.skipped} change(s) not started,"
+                f" {result.unknown} abandoned in flight"
+            )
+            report.outcome, report.error = RunOutcome.INTERRUPTED, "; ".join([stopped, *problems])
+        elif problems:
+            report.outcome, report.error = RunOutcome.FAILED, "; ".join(problems)
+        else:
+            report.outcome = RunOutcome.APPLIED if plan.changes else RunOutcome.NOOP

@@ -282,7 +282,8 @@ class EmulatorApp:
 
     async def create_group(self, request: Request) -> Response:
         fields = _group_fields(await _body(request), creating=True)
-        return self._answer(self.state.create_group(fields), self.faults.post_status)
+        group = self.state.create_group(fields, clock_offset_s=self.faults.clock_offset_s)
+        return self._answer(group, self.faults.post_status)
 
     async def get_group(self, request: Request) -> Response:
         return self._answer(self.state.retrieve_group(request.path_params["id"]))

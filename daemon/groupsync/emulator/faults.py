@@ -50,6 +50,7 @@ _CHECKS: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ),
     ("override_fields", lambda v: isinstance(v, dict), "must be an object of field: value"),
     ("override_ids", _ids_or_none, "must be a list of ids (or null for every item)"),
+    ("clock_offset_s", lambda v: type(v) is int, "must be a whole number of seconds"),
 )
 
 
@@ -70,6 +71,9 @@ class Faults:
     ambiguous_mode: str = "random"
     post_status: int = 201
     delete_status: int = 204
+    clock_offset_s: int = 0
+    """Added to the server's clock when it stamps a new group's `created_at`: a server whose
+    clock runs behind (negative) or ahead (positive) of the client's."""
     seed: int | None = None
     # A server or proxy that echoes the request's Authorization header in its 400 answers:
     # in the error's "type", in its "message", or deep in an HTML page.

@@ -261,7 +261,8 @@ class EmulatorState:
             ids, more = self._contact_index.page(limit, _cursor(keys, after), _cursor(keys, before))
             return _page_json([self._contact_json[i] for i in ids], more)
 
-    def create_group(self, fields: Mapping[str, Any]) -> dict[str, Any]:
+    def create_group(self, fields: Mapping[str, Any], *, clock_offset_s: int = 0) -> dict[str, Any]:
+        """`clock_offset_s` skews the `created_at` stamp, as a server with a wrong clock would."""
         with self._lock, self._transaction():
             group = {
                 "id": self._new_id(),
@@ -270,7 +271,7 @@ class EmulatorState:
                 "avatar_url": fields.get("avatar_url"),
                 "conversation_id": self._new_id(),
                 "contact_ids": self._resolve(fields.get("contacts", ())),
-                "created_at": self._clock(),
+                "created_at": self._clock() + clock_offset_s,
                 "archived_at": None,
             }
             self._insert_group(group)
