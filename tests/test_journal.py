@@ -15,6 +15,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from sqlite_utils import Database
 
 from groupsync.errors import GroupsyncError
 from groupsync.journal import (
@@ -377,7 +378,7 @@ def _v2_journal(path: Path) -> None:
     try:
         conn.execute("BEGIN")
         for step in MIGRATIONS[:2]:
-            step(conn)
+            step(Database(conn))
         conn.execute("PRAGMA user_version = 2")
         conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
         conn.execute("COMMIT")

@@ -5,8 +5,13 @@ and what it last made each group look like (without it drift cannot be told from
 written in WAL mode and a change row is written `pending` before its API call, which makes a
 crash leave a truthful record that `apply.recover_pending` can settle.
 
-Every write is one explicit transaction, committed here (BEGIN IMMEDIATE ... COMMIT on a
-connection in autocommit mode): no library decides when the journal commits.
+Two layers, each doing what it does best. sqlite-utils' `Database` wraps the connection: the
+journal reads with `db.query` (rows as dicts, which the typed records are built from), writes
+plain SQL with `db.execute`, and the migrations introspect the schema with it. Transactions are
+the journal's own: the connection is in autocommit mode and every write is one BEGIN IMMEDIATE
+... COMMIT issued on it here, so each write commits exactly where the journal says. sqlite-utils'
+writing helpers (insert, upsert, update...) stay unused: some versions wrap them in `with conn:`,
+which would commit the open transaction half way; `db.execute` joins it instead.
 
 Durability: synchronous=NORMAL, except the commit of a create's `pending` row, which is FULL.
 In WAL mode NORMAL loses nothing when the process dies (SIGKILL, OOM): only an OS crash or power
@@ -34,6 +39,8 @@ from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
+
+from sqlite_utils import Database
 
 from groupsync import private
 from groupsync.canonical import canonical_json
@@ -185,13 +192,13 @@ def _optional(convert: Any, value: Any) -> Any:
     return None if value is None else convert(value)
 
 
-def _record(cls: type[T], row: sqlite3.Row, **converted: Any) -> T:
+def _record(cls: type[T], row: Mapping[str, Any], **converted: Any) -> T:
     """`cls` from a row: each field its column's value, unless given converted."""
     names = [f.name for f in fields(cls) if f.name not in converted]
     return cls(**{name: row[name] for name in names}, **converted)
 
 
-def _change_record(row: sqlite3.Row) -> ChangeRecord:
+def _change_record(row: Mapping[str, Any]) -> ChangeRecord:
     return _record(
         ChangeRecord,
         row,
@@ -206,7 +213,7 @@ def _change_record(row: sqlite3.Row) -> ChangeRecord:
     )
 
 
-def _run_record(row: sqlite3.Row, changes: list[ChangeRecord]) -> RunRecord:
+def _run_record(row: Mapping[str, Any], changes: list[ChangeRecord]) -> RunRecord:
     return _record(
         RunRecord,
         row,
@@ -237,9 +244,10 @@ def _why_read_only(path: Path) -> str | None:
     return None
 
 
-def _prepare(conn: sqlite3.Connection, path: Path, read_only: str | None) -> None:
+def _prepare(db: Database, path: Path, read_only: str | None) -> None:
     """Check the file is a sound groupsync journal, then set it up for writing and migrate it."""
-    problem = conn.execute("PRAGMA quick_check(1)").fetchone()[0]
+    conn = db.conn
+    problem = db.execute("PRAGMA quick_check(1)").fetchone()[0]
     if problem != "ok":  # e.g. "*** in database main ***\nPage 8: btreeInitPage() returns ..."
         detail = " ".join(line for line in problem.splitlines() if not line.startswith("***"))
         raise JournalError(
@@ -248,7 +256,7 @@ def _prepare(conn: sqlite3.Connection, path: Path, read_only: str | None) -> Non
         )
     conn.execute("BEGIN")  # one snapshot: another process may be migrating right now
     try:
-        version = check_identity(conn, path)
+        version = check_identity(db, path)
     finally:
         conn.execute("COMMIT")
     if read_only is not None:
@@ -262,15 +270,16 @@ def _prepare(conn: sqlite3.Connection, path: Path, read_only: str | None) -> Non
     # synchronous resets on every connection: set it each time (see the module docstring).
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA foreign_keys=ON")
-    migrate(conn, path)
+    migrate(db, path)
 
 
 class Journal:
     """One journal file. Safe to share between threads (one connection behind a lock)."""
 
-    def __init__(self, path: Path, conn: sqlite3.Connection, read_only: str | None) -> None:
+    def __init__(self, path: Path, db: Database, read_only: str | None) -> None:
         self.path = path
-        self._conn = conn
+        self._db = db  # every statement but transaction control
+        self._conn = db.conn  # BEGIN IMMEDIATE, COMMIT, ROLLBACK and per-commit PRAGMAs
         self._lock = threading.RLock()
         self._opened = _file_identity(path)  # what ensure_still_held compares the path with
         self._lock_fd: int | None = None  # the writer lock's file, while it is held
@@ -313,16 +322,16 @@ class Journal:
             )
         except sqlite3.Error as exc:
             raise journal_error(path, "cannot open it", exc) from None
-        conn.row_factory = sqlite3.Row
         try:
-            _prepare(conn, path, read_only)
+            db = Database(conn)
+            _prepare(db, path, read_only)
         except sqlite3.Error as exc:
             conn.close()
             raise journal_error(path, "cannot open it", exc) from None
         except BaseException:
             conn.close()
             raise
-        return cls(path, conn, read_only)
+        return cls(path, db, read_only)
 
     def close(self) -> None:
         with self._lock:
@@ -337,9 +346,7 @@ class Journal:
     # --- transactions ------------------------------------------------------------------------
 
     @contextmanager
-    def _writing(
-        self, doing: str, *, synchronous: str | None = None
-    ) -> Iterator[sqlite3.Connection]:
+    def _writing(self, doing: str, *, synchronous: str | None = None) -> Iterator[Database]:
         """One write transaction, committed here; any failure is a JournalError saying `doing`.
 
         BEGIN IMMEDIATE takes the write lock up front, so a reader never makes a write fail half
@@ -352,7 +359,7 @@ class Journal:
                 if synchronous is not None:
                     conn.execute(f"PRAGMA synchronous={synchronous}")
                 conn.execute("BEGIN IMMEDIATE")
-                yield conn
+                yield self._db
                 conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 raise journal_error(self.path, doing, exc) from None
@@ -364,10 +371,11 @@ class Journal:
                     conn.execute("PRAGMA synchronous=NORMAL")
 
     @contextmanager
-    def _reading(self) -> Iterator[sqlite3.Connection]:
+    def _reading(self) -> Iterator[Database]:
+        """Reads under the lock; consume `db.query` inside (it may run the SQL only then)."""
         with self._lock:
             try:
-                yield self._conn
+                yield self._db
             except sqlite3.Error as exc:
                 raise journal_error(self.path, "cannot read it", exc) from None
 
@@ -446,8 +454,8 @@ class Journal:
         spec_commit: str | None = None,
         spec_dirty: bool | None = None,
     ) -> int:
-        with self._writing("cannot start a run (nothing was applied)") as conn:
-            cursor = conn.execute(
+        with self._writing("cannot start a run (nothing was applied)") as db:
+            cursor = db.execute(
                 "INSERT INTO runs (started_at, trigger, mode, spec_digest, spec_commit, spec_dirty)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
                 (now_iso(), trigger, mode, spec_digest, spec_commit, spec_dirty),
@@ -463,8 +471,8 @@ class Journal:
         error: str | None = None,
         plan_checksum: str | None = None,
     ) -> None:
-        with self._writing(f"run {run_id} ended ({outcome}) but could not be recorded") as conn:
-            conn.execute(
+        with self._writing(f"run {run_id} ended ({outcome}) but could not be recorded") as db:
+            db.execute(
                 "UPDATE runs SET finished_at = ?, outcome = ?, counts = ?, error = ?,"
                 " plan_checksum = coalesce(?, plan_checksum) WHERE id = ?",
                 (
@@ -487,8 +495,8 @@ class Journal:
         with self._writing(
             f"cannot record {change.action} {change.key} before sending it (not sent)",
             synchronous="FULL" if change.action is Action.CREATE else None,
-        ) as conn:
-            cursor = conn.execute(
+        ) as db:
+            cursor = db.execute(
                 "INSERT INTO changes (run_id, key, group_id, name, action, cause, diff,"
                 " members_added, members_removed, members_cause, set_archived, status,"
                 " started_at, note) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
@@ -524,8 +532,8 @@ class Journal:
         """Record how a change ended; `note` is appended to the plan's note, not replacing it."""
         if status == ChangeStatus.PENDING:
             raise ValueError("a change settles into a final status, not pending")
-        with self._writing(f"cannot record that change {change_id} ended {status}") as conn:
-            cursor = conn.execute(
+        with self._writing(f"cannot record that change {change_id} ended {status}") as db:
+            cursor = db.execute(
                 "UPDATE changes SET status = :status, group_id = coalesce(:group_id, group_id),"
                 " attempts = :attempts, http_status = :http_status, error = :error,"
                 " finished_at = :finished, duration_ms = max(0, CAST(round("
@@ -548,15 +556,15 @@ class Journal:
 
     def pending_changes(self) -> list[ChangeRecord]:
         """Changes a crashed run left unsettled, oldest first."""
-        with self._reading() as conn:
-            rows = conn.execute("SELECT * FROM changes WHERE status = 'pending' ORDER BY id")
+        with self._reading() as db:
+            rows = db.query("SELECT * FROM changes WHERE status = 'pending' ORDER BY id")
             return [_change_record(r) for r in rows]
 
     # --- managed groups ----------------------------------------------------------------------
 
     def managed(self) -> dict[str, ManagedGroup]:
-        with self._reading() as conn:
-            rows = conn.execute("SELECT key, group_id, applied FROM groups ORDER BY key").fetchall()
+        with self._reading() as db:
+            rows = list(db.query("SELECT key, group_id, applied FROM groups ORDER BY key"))
         return {
             r["key"]: ManagedGroup(r["key"], r["group_id"], _applied_from_json(r["applied"]))
             for r in rows
@@ -565,9 +573,9 @@ class Journal:
     def set_managed(self, key: str, group_id: str, applied: AppliedState) -> None:
         """Map key -> group (keeping `managed_since`) and remember the state groupsync gave it."""
         now = now_iso()
-        with self._writing(f"cannot record that key {key} is group {group_id}") as conn:
+        with self._writing(f"cannot record that key {key} is group {group_id}") as db:
             try:
-                conn.execute(
+                db.execute(
                     "INSERT INTO groups (key, group_id, name, managed_since, updated_at, applied)"
                     " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET"
                     " group_id = excluded.group_id, name = excluded.name,"
@@ -575,40 +583,38 @@ class Journal:
                     (key, group_id, applied.name, now, now, _applied_to_json(applied)),
                 )
             except sqlite3.IntegrityError:  # groups_by_group_id: the group has another key
-                owner = conn.execute(
-                    "SELECT key FROM groups WHERE group_id = ?", [group_id]
-                ).fetchone()
+                [owner] = db.query("SELECT key FROM groups WHERE group_id = ?", [group_id])
                 raise GroupsyncError(
-                    f"group {group_id} is already managed under key {owner[0]!r};"
+                    f"group {group_id} is already managed under key {owner['key']!r};"
                     f" not also under {key!r}"
                 ) from None
 
     def forget(self, key: str) -> None:
-        with self._writing(f"cannot forget key {key}") as conn:
-            conn.execute("DELETE FROM groups WHERE key = ?", [key])
+        with self._writing(f"cannot forget key {key}") as db:
+            db.execute("DELETE FROM groups WHERE key = ?", [key])
 
     # --- history -----------------------------------------------------------------------------
 
     def history(self, *, limit: int = 20, key: str | None = None) -> list[RunRecord]:
         """The last `limit` runs, newest first, each with its changes (only `key`'s if given)."""
-        with self._reading() as conn:
+        with self._reading() as db:
             if key is None:
-                runs = conn.execute(
-                    "SELECT * FROM runs ORDER BY id DESC LIMIT ?", [limit]
-                ).fetchall()
+                runs = list(db.query("SELECT * FROM runs ORDER BY id DESC LIMIT ?", [limit]))
             else:
-                runs = conn.execute(
-                    "SELECT * FROM runs WHERE id IN"
-                    " (SELECT run_id FROM changes WHERE key = ?) ORDER BY id DESC LIMIT ?",
-                    [key, limit],
-                ).fetchall()
+                runs = list(
+                    db.query(
+                        "SELECT * FROM runs WHERE id IN"
+                        " (SELECT run_id FROM changes WHERE key = ?) ORDER BY id DESC LIMIT ?",
+                        [key, limit],
+                    )
+                )
             ids = [r["id"] for r in runs]
             by_run: dict[int, list[ChangeRecord]] = {i: [] for i in ids}
             if ids:
                 marks = ",".join("?" * len(ids))
                 where = f"run_id IN ({marks})" + (" AND key = ?" if key is not None else "")
                 params = [*ids, key] if key is not None else ids
-                for row in conn.execute(f"SELECT * FROM changes WHERE {where} ORDER BY id", params):
+                for row in db.query(f"SELECT * FROM changes WHERE {where} ORDER BY id", params):
                     by_run[row["run_id"]].append(_change_record(row))
         return [_run_record(r, by_run[r["id"]]) for r in runs]
 

@@ -3,15 +3,18 @@
 MIGRATIONS[n] takes a journal from schema version n to n + 1 (PRAGMA user_version). A new journal
 runs them all, so the upgrade path of an old file is the same code every new file goes through.
 Append only: a released step never changes, so each step spells out its own SQL (a step that read
-today's enums would do something else to a file migrated tomorrow).
+today's enums would do something else to a file migrated tomorrow). Steps run their SQL through
+sqlite-utils' `db.execute`, which joins the step's transaction, and read the schema with its
+introspection; `migrate` owns the transactions.
 """
 
 from __future__ import annotations
 
 import re
-import sqlite3
 from collections.abc import Callable
 from pathlib import Path
+
+from sqlite_utils import Database
 
 from groupsync.journal_errors import JournalError
 
@@ -19,8 +22,8 @@ from groupsync.journal_errors import JournalError
 APPLICATION_ID = 0x6773796E
 
 
-def _v1_tables(conn: sqlite3.Connection) -> None:
-    conn.execute(
+def _v1_tables(db: Database) -> None:
+    db.execute(
         """CREATE TABLE runs (
             id INTEGER PRIMARY KEY,
             started_at TEXT NOT NULL,
@@ -34,7 +37,7 @@ def _v1_tables(conn: sqlite3.Connection) -> None:
             error TEXT
         )"""
     )
-    conn.execute(
+    db.execute(
         """CREATE TABLE changes (
             id INTEGER PRIMARY KEY,
             run_id INTEGER NOT NULL REFERENCES runs(id),
@@ -55,7 +58,7 @@ def _v1_tables(conn: sqlite3.Connection) -> None:
             finished_at TEXT
         )"""
     )
-    conn.execute(
+    db.execute(
         """CREATE TABLE groups (
             key TEXT PRIMARY KEY,
             group_id TEXT NOT NULL,
@@ -74,7 +77,7 @@ _CHANGES_INDEXES = (
 )
 
 
-def _v2_timings_notes_indexes(conn: sqlite3.Connection) -> None:
+def _v2_timings_notes_indexes(db: Database) -> None:
     for sql in (
         "ALTER TABLE runs ADD COLUMN spec_dirty INTEGER",
         "ALTER TABLE runs ADD COLUMN plan_checksum TEXT",
@@ -86,14 +89,14 @@ def _v2_timings_notes_indexes(conn: sqlite3.Connection) -> None:
         # One group, one key: two keys owning a group would fight over it forever.
         "CREATE UNIQUE INDEX groups_by_group_id ON groups(group_id)",
     ):
-        conn.execute(sql)
+        db.execute(sql)
 
 
 # v1 wrote `status TEXT NOT NULL` and its CHECK on two lines; a hand-made file may lack the CHECK.
 _STATUS_COLUMN = re.compile(r"status TEXT NOT NULL\s*(CHECK \(status IN \([^)]*\)\))?")
 
 
-def _v3_skipped_unknown_statuses(conn: sqlite3.Connection) -> None:
+def _v3_skipped_unknown_statuses(db: Database) -> None:
     """Allow `skipped` and `unknown`: what a stopped run or one past its deadline leaves.
 
     SQLite cannot alter a CHECK, so the table is rebuilt as SQLite's ALTER TABLE procedure
@@ -101,7 +104,7 @@ def _v3_skipped_unknown_statuses(conn: sqlite3.Connection) -> None:
     it, in order), copy, drop, rename, indexes; all inside the migration's transaction. Nothing
     references `changes`, so no foreign key moves.
     """
-    (sql,) = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'changes'").fetchone()
+    sql = db.table("changes").schema
     created, found = _STATUS_COLUMN.subn(
         "status TEXT NOT NULL CHECK (status IN"
         " ('pending', 'applied', 'failed', 'interrupted', 'skipped', 'unknown'))",
@@ -109,15 +112,15 @@ def _v3_skipped_unknown_statuses(conn: sqlite3.Connection) -> None:
     )
     if found != 1:
         raise ValueError(f"its changes table is not one groupsync made: {sql}")
-    conn.execute(created)
-    conn.execute("INSERT INTO changes_v3 SELECT * FROM changes")
-    conn.execute("DROP TABLE changes")  # its indexes go with it
-    conn.execute("ALTER TABLE changes_v3 RENAME TO changes")
+    db.execute(created)
+    db.execute("INSERT INTO changes_v3 SELECT * FROM changes")
+    db.execute("DROP TABLE changes")  # its indexes go with it
+    db.execute("ALTER TABLE changes_v3 RENAME TO changes")
     for index in _CHANGES_INDEXES:
-        conn.execute(index)
+        db.execute(index)
 
 
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
+MIGRATIONS: tuple[Callable[[Database], None], ...] = (
     _v1_tables,
     _v2_timings_notes_indexes,
     _v3_skipped_unknown_statuses,
@@ -125,43 +128,43 @@ MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-def check_identity(conn: sqlite3.Connection, path: Path) -> int:
+def check_identity(db: Database, path: Path) -> int:
     """The schema version; refuses a newer schema or somebody else's database.
 
     Call inside a transaction, so the version and the table list come from one snapshot.
     """
-    version = conn.execute("PRAGMA user_version").fetchone()[0]
-    app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    app_id = db.execute("PRAGMA application_id").fetchone()[0]
     if version > SCHEMA_VERSION:
         raise JournalError(
             f"journal {path}: schema v{version} is newer than this groupsync"
             f" (v{SCHEMA_VERSION}); upgrade groupsync"
         )
-    tables = conn.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table'").fetchone()[0]
-    if app_id not in (0, APPLICATION_ID) or (version == 0 and tables):
+    if app_id not in (0, APPLICATION_ID) or (version == 0 and db.table_names()):
         raise JournalError(f"journal {path}: not a groupsync journal (it holds other data)")
     return version
 
 
-def migrate(conn: sqlite3.Connection, path: Path) -> None:
+def migrate(db: Database, path: Path) -> None:
     """Bring the schema to SCHEMA_VERSION, each step in its own transaction.
 
     BEGIN IMMEDIATE and a re-read of the version inside it: two processes opening a new journal
     at once (a `plan` next to the daemon) must not both run the same step.
     """
+    conn = db.conn
     while True:
         conn.execute("BEGIN IMMEDIATE")
         try:
-            version = check_identity(conn, path)
+            version = check_identity(db, path)
             if version < SCHEMA_VERSION:
                 try:
-                    MIGRATIONS[version](conn)
+                    MIGRATIONS[version](db)
                 except ValueError as exc:
                     raise JournalError(
                         f"journal {path}: cannot upgrade it to v{version + 1}: {exc}"
                     ) from None
-                conn.execute(f"PRAGMA user_version = {version + 1}")
-                conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                db.execute(f"PRAGMA user_version = {version + 1}")
+                db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
