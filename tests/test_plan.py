@@ -1,4 +1,5 @@
-"""Table tests for compute_plan: one rule of design.md per test (identity, diff, cause, safety)."""
+"""Table tests for compute_plan: one rule per test (identity, diff, cause, safety), as
+ARCHITECTURE.md ("The plan") states them."""
 
 from __future__ import annotations
 
