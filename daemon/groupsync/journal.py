@@ -61,7 +61,6 @@ __all__ = [
     "JournalLocked",
     "RunRecord",
     "now_iso",
-    "parse_iso",
 ]
 
 T = TypeVar("T")
@@ -82,10 +81,6 @@ class JournalReplaced(JournalError):
 def now_iso() -> str:
     """One timestamp format everywhere: UTC, milliseconds, `Z`; sorts correctly as text."""
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-
-
-def parse_iso(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def _json(value: Any) -> str:
