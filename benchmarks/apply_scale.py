@@ -1,8 +1,8 @@
 """Apply at scale: do writes go out as fast as the API allows, once each, none lost?
 
-design.md's cost model: applying N changes takes about max(N x latency / concurrency, N / rate).
-Issue 5's targets, measured here with the real `apply_plan` and a real SQLite journal (temp
-dir, or --journal-dir) against the emulator on 127.0.0.1:
+The cost model (ARCHITECTURE.md, "Cost model"): applying N changes takes about
+max(N x latency / concurrency, N / rate). The targets, measured here with the real `apply_plan`
+and a real SQLite journal (temp dir, or --journal-dir) against the emulator on 127.0.0.1:
 
 - (a) 1,000 changes, 20 ms emulator latency, client max_concurrency=8 and a client rate of
   1,000/s (high, so latency and concurrency are what bound it);

@@ -1,8 +1,8 @@
 """Plan at scale: is `groupsync plan` cheap at 10,000 groups, and the diff at 100,000?
 
-design.md's cost model says a plan costs exactly ceil(active/100) + ceil(archived/100) list
-calls (contacts only when a new username must be checked) and a diff linear in groups plus
-memberships. This measures both against issue 4's targets:
+The cost model (ARCHITECTURE.md, "Cost model") says a plan costs exactly ceil(active/100) +
+ceil(archived/100) list calls (contacts only when a new username must be checked) and a diff
+linear in groups plus memberships. This measures both against these targets:
 
 - the diff (`compute_plan`) of 10,000 groups x 20 members in under 0.5 s of CPU;
 - the diff of 100,000 groups x 10 members in under 5 s of CPU and 1 GiB of peak RSS;
@@ -20,7 +20,7 @@ this process's emulator and 10,000-group state. The child reads its peak from Vm
 /proc/self/status: Linux carries ru_maxrss across fork and exec, so the child's ru_maxrss would
 report the parent's size whenever that is larger.
 
-Both accounts carry 2% drift, every kind design.md names: renames and member additions and
+Both accounts carry 2% drift of every kind: renames and member additions and
 removals, half made in the spec (cause `spec`), half by hand in the account (cause `drift`).
 The plan is checked to hold exactly those changes, so a fast wrong answer cannot pass.
 

@@ -7,10 +7,26 @@ import socket
 from pathlib import Path
 from typing import Any
 
+from groupsync.daemon import Daemon
 from groupsync.emulator import Emulator, Faults, serve_emulator
+from groupsync.reconcile import RunReport
 
 TOKEN = "test-token"
 CONTACTS = ["ada", "bob", "carol", "dave", "erin"]
+
+
+async def tick(daemon: Daemon) -> RunReport | None:
+    """One scheduler tick, as APScheduler fires it; the run's report if the tick started one."""
+    before = daemon._current
+    await daemon._tick()
+    if daemon._current is before or daemon._current is None:
+        return None
+    return await daemon._current
+
+
+async def reconcile_now(daemon: Daemon, trigger: str = "manual") -> RunReport | None:
+    """One run, started as a tick starts it but whatever the backoff says."""
+    return await daemon._start_run(trigger)
 
 
 def free_port() -> int:

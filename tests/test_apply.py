@@ -509,7 +509,7 @@ async def test_a_crashed_create_is_recovered_whatever_the_server_clock(
 @pytest.mark.parametrize(
     "faults",
     [
-        # issue 5's mix: 20% 5xx, 429s from a rate limit, 5% ambiguous writes
+        # a flaky vendor: 20% 5xx, 429s from a rate limit, 5% ambiguous writes
         {"error_fraction": 0.2, "ambiguous_fraction": 0.05, "rate_limit_per_s": 15},
         # ambiguity-heavy, so the re-list/adopt path runs many times
         {"error_fraction": 0.2, "ambiguous_fraction": 0.4},

@@ -1,6 +1,7 @@
 """A new user's wrong address or token, through the real CLI: fast, one clear line, no traceback.
 
-Each case is timed: the issue asks for an answer within 10 s where it took 21-48 s.
+Each case is timed: a user who typed a wrong address hears so within 10 s, not after the
+whole retry budget.
 """
 
 from __future__ import annotations

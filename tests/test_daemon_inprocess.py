@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from daemon_support import reconcile_now, tick
 from groupsync.config import load_settings
 from groupsync.daemon import Daemon, Loaded, load_all
 from groupsync.emulator import Emulator
@@ -77,7 +78,7 @@ async def test_outages_back_off_and_a_success_resets(
     daemon = make_daemon(write_config(tmp_path, contacts.base_url, spec), seat, "wrong")
     outcomes = []
     for _ in range(12):
-        report = await daemon.tick()
+        report = await tick(daemon)
         outcomes.append(report.outcome if report else "skipped")
     # Failures 1, 2, 3, 4 leave gaps of 1, 2, 3, 3 ticks: 5-minute ticks, capped at 15 minutes.
     assert outcomes == [
@@ -98,9 +99,9 @@ async def test_outages_back_off_and_a_success_resets(
 
     # The operator fixes the token; the next tick that is allowed to run succeeds and resets.
     daemon.loaded = Loaded(daemon.loaded.settings, daemon.loaded.spec, Secret("test-token"))
-    report = await daemon.tick()
+    report = await tick(daemon)
     assert report is not None and report.outcome == "applied"
-    assert (await daemon.tick()).outcome == "noop"  # type: ignore[union-attr]
+    assert (await tick(daemon)).outcome == "noop"  # type: ignore[union-attr]
     assert daemon.metrics.consecutive_errors._value.get() == 0
 
 
@@ -118,7 +119,7 @@ async def test_memory_stays_flat_over_many_runs(
         for i in range(count):
             if i % 2:  # half the runs apply something, half are no-ops
                 contacts.state.update_group(chess_id, {"name": f"drift {i}"})
-            report = await daemon.reconcile_now()
+            report = await reconcile_now(daemon)
             assert report is not None and report.outcome in ("applied", "noop")
         gc.collect()
         return len(gc.get_objects())
@@ -147,13 +148,13 @@ async def test_git_pull_before_each_run_keeps_the_last_good_spec(
     git(tmp_path, "clone", str(origin), str(clone))
     config = write_config(tmp_path, contacts.base_url, clone / "groups.yaml", git_pull=True)
     daemon = make_daemon(config, seat)
-    assert (await daemon.reconcile_now()).outcome == "applied"  # type: ignore[union-attr]
+    assert (await reconcile_now(daemon)).outcome == "applied"  # type: ignore[union-attr]
 
     # A merged change is pulled and applied by the next run, which records its commit.
     (work / "groups.yaml").write_text(SPEC.replace("Go Club", "Go & Baduk"))
     git(work, "commit", "-am", "rename")
     git(work, "push", str(origin), "main")
-    assert (await daemon.reconcile_now()).outcome == "applied"  # type: ignore[union-attr]
+    assert (await reconcile_now(daemon)).outcome == "applied"  # type: ignore[union-attr]
     assert "Go & Baduk" in {g["name"] for g in contacts.state.groups()}
     with closing(sqlite3.connect(tmp_path / "journal.db")) as db:
         commit, dirty = db.execute(
@@ -169,7 +170,7 @@ async def test_git_pull_before_each_run_keeps_the_last_good_spec(
     git(work, "push", str(origin), "main")
     caplog.set_level(logging.INFO)
     for _ in range(2):
-        assert (await daemon.reconcile_now()).outcome == "noop"  # type: ignore[union-attr]
+        assert (await reconcile_now(daemon)).outcome == "noop"  # type: ignore[union-attr]
     invalid = [r for r in caplog.records if "is invalid, keeping the last good one" in r.message]
     assert len(invalid) >= 2
     assert "groups.yaml:" in invalid[0].message
@@ -180,7 +181,7 @@ async def test_git_pull_before_each_run_keeps_the_last_good_spec(
     # An unreachable remote: the pull fails, the checkout and spec stay, the run goes on.
     git(clone, "remote", "set-url", "origin", str(tmp_path / "gone.git"))
     caplog.clear()
-    assert (await daemon.reconcile_now()).outcome == "noop"  # type: ignore[union-attr]
+    assert (await reconcile_now(daemon)).outcome == "noop"  # type: ignore[union-attr]
     assert any("keeping the last good checkout" in r.message for r in caplog.records)
 
 
@@ -233,6 +234,6 @@ async def test_a_run_ended_by_its_deadline_backs_off_like_an_error(
     assert daemon.backoff.to_skip == 1
     assert not daemon.metrics.health()[0]
     assert "2 failed runs in a row; next attempt after skipping 1" in caplog.text
-    assert (await daemon.tick()) is None  # skipped by the backoff
-    assert (await daemon.tick()).outcome == "applied"  # type: ignore[union-attr]
+    assert (await tick(daemon)) is None  # skipped by the backoff
+    assert (await tick(daemon)).outcome == "applied"  # type: ignore[union-attr]
     assert daemon.backoff.failures == 0

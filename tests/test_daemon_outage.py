@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon_support import TOKEN, RestartableEmulator
+from daemon_support import TOKEN, RestartableEmulator, tick
 from groupsync.api import ApiError, Client
 from groupsync.config import load_settings
 from groupsync.daemon import Daemon, Loaded
@@ -56,7 +56,7 @@ class VirtualClock:
             self._move_to(self._next_tick)
             self._next_tick += PERIOD_S
             start = self.now
-            report = await self.daemon.tick()
+            report = await tick(self.daemon)
             if report is not None:
                 self.attempts.append((start, self.now, report.outcome))
         self._move_to(max(self.now, until))

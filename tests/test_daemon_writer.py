@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from daemon_support import reconcile_now, tick
 from groupsync.config import load_settings
 from groupsync.daemon import Daemon, Loaded
 from groupsync.emulator import Emulator
@@ -148,10 +149,10 @@ async def test_a_daemon_takes_the_new_journal_when_nobody_else_holds_it(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     daemon = make_daemon(write_config(tmp_path, emulator.base_url, CHESS), seat)
-    assert (await daemon.tick()).outcome == "applied"  # type: ignore[union-attr]
+    assert (await tick(daemon)).outcome == "applied"  # type: ignore[union-attr]
     replace_folder(state)
     caplog.set_level(logging.INFO)
-    report = await daemon.tick()
+    report = await tick(daemon)
     crit = [r for r in caplog.records if r.levelno == logging.CRITICAL]
     assert crit and "was deleted or replaced" in crit[0].message
     assert "took the lock of the new journal" in caplog.text
@@ -173,14 +174,14 @@ async def test_a_daemon_locked_out_of_the_new_journal_never_runs_again(
 ) -> None:
     config = write_config(tmp_path, emulator.base_url, CHESS)
     daemon = make_daemon(config, seat)
-    assert (await daemon.tick()).outcome == "applied"  # type: ignore[union-attr]
+    assert (await tick(daemon)).outcome == "applied"  # type: ignore[union-attr]
     replace_folder(state)
     caplog.set_level(logging.INFO)
     (tmp_path / "spec.yaml").write_text(CHESS + "  film:\n    name: Film\n")
     daemon.loaded = Loaded(daemon.loaded.settings, load_spec(tmp_path / "spec.yaml"), Secret(TOKEN))
     with Journal.open(state / "journal.db") as other, other.writer_lock():  # a second writer
-        assert await daemon.tick() is None
-        assert await daemon.reconcile_now() is None
+        assert await tick(daemon) is None
+        assert await reconcile_now(daemon) is None
         assert seat.state is SeatState.LOCKED_OUT
         ok, why = daemon.metrics.health()
         assert not ok and "another process holds the new one" in why
@@ -190,6 +191,6 @@ async def test_a_daemon_locked_out_of_the_new_journal_never_runs_again(
     assert any("stays a non-writer until it is restarted" in m for m in crit)
     assert len([r for r in caplog.records if r.message.startswith("no run:")]) == 1
     # The other writer is gone, but this daemon does not come back: only a restart decides.
-    assert await daemon.tick() is None
+    assert await tick(daemon) is None
     assert {g["name"] for g in emulator.state.groups()} == {"Chess Club"}
     assert not daemon.metrics.health()[0]

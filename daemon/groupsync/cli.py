@@ -590,7 +590,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(e.exit_code)
     except click.ClickException as e:
         e.show()
-        # click's own usage exit code is 2, which design.md reserves for "changes pending".
+        # click's own usage exit code is 2, which `plan --detailed-exitcode` means as "changes
+        # pending" (ARCHITECTURE.md, "Outcomes and exit codes").
         sys.exit(ExitCode.USAGE if isinstance(e, click.UsageError) else 1)
     except GroupsyncError as e:
         click.echo(f"Error: {e}", err=True)

@@ -294,18 +294,6 @@ class Daemon:
         else:
             self._start_run(trigger)
 
-    async def reconcile_now(self, trigger: str = "manual") -> RunReport | None:
-        """One run, as a tick would start it but regardless of backoff (tests, benchmarks)."""
-        return await self._start_run(trigger)
-
-    async def tick(self) -> RunReport | None:
-        """What the scheduler does at each tick; the report if a run was started and finished."""
-        before = self._current
-        await self._tick()
-        if self._current is before or self._current is None:
-            return None
-        return await self._current
-
     async def _tick(self) -> None:
         """The scheduler's job: start a run unless stopping, busy, or backing off."""
         if self.state is not State.SERVING:

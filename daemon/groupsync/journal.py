@@ -19,7 +19,8 @@ loss can roll back the last commits, and then the next plan still re-reads the A
 by name, so no group is duplicated and no wrong write follows; only the record of those last
 moments goes. The one row worth an fsync is a create's `pending` row, so recovery can adopt
 what that POST made by itself (its FULL commit syncs the WAL, and with it every commit before).
-An fsync per commit would block the event loop: 1,000 changes took 12.9 s instead of 5.9 s.
+An fsync per commit would block the event loop for every change in flight (the measurement is
+in benchmarks/RESULTS.md).
 
 Plain SQLite, readable by `sqlite3`, sqlite-utils and Datasette as it is: timestamps are ISO-8601
 UTC text (`2026-11-27T01:53:47.123Z`, sortable as text), structured values are JSON text.
@@ -60,7 +61,6 @@ __all__ = [
     "JournalLocked",
     "RunRecord",
     "now_iso",
-    "parse_iso",
 ]
 
 T = TypeVar("T")
@@ -81,10 +81,6 @@ class JournalReplaced(JournalError):
 def now_iso() -> str:
     """One timestamp format everywhere: UTC, milliseconds, `Z`; sorts correctly as text."""
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-
-
-def parse_iso(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def _json(value: Any) -> str:

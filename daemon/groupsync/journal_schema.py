@@ -3,7 +3,7 @@
 MIGRATIONS[n] takes a journal from schema version n to n + 1 (PRAGMA user_version). A new journal
 runs them all, so the upgrade path of an old file is the same code every new file goes through.
 Append only: a released step never changes, so each step spells out its own SQL (a step that read
-today's enums would do something else to a file migrated tomorrow). Steps run their SQL through
+the code's enums would do something else once they change). Steps run their SQL through
 sqlite-utils' `db.execute`, which joins the step's transaction, and read the schema with its
 introspection; `migrate` owns the transactions.
 """

@@ -29,6 +29,27 @@ SUCCESS = frozenset({"noop", "applied"})
 
 _DURATION_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, float("inf"))
 
+# Every metric the daemon exposes, and the help line /metrics shows for it.
+_HELP = {
+    "groupsync_runs": "Reconcile runs, by outcome.",
+    "groupsync_run_duration_seconds": "Wall time of one reconcile.",
+    "groupsync_changes": "Changes settled, by action and outcome (applied, failed, skipped, ...).",
+    "groupsync_last_success_timestamp_seconds": (
+        "Unix time the last successful run (noop or applied) finished."
+    ),
+    "groupsync_drifted_groups": "Groups the last plan found changed outside groupsync.",
+    "groupsync_api_requests": (
+        "eCampus API requests sent (retries included), by method and HTTP status."
+    ),
+    "groupsync_consecutive_errors": (
+        "Runs in a row that could not reach or use the API (drives the backoff)."
+    ),
+    "groupsync_journal_writer": (
+        "1 while this daemon holds its journal and the journal's lock (it is the one writer)."
+    ),
+    "groupsync_run_in_flight_seconds": "How long the run in flight has been going; 0 when none is.",
+}
+
 
 @dataclass(frozen=True, slots=True)
 class Health:
@@ -54,57 +75,30 @@ class Metrics:
     def __init__(self, *, max_age_s: float, registry: CollectorRegistry | None = None) -> None:
         self.max_age_s = max_age_s
         self.registry = registry or CollectorRegistry()
-        r = self.registry
-        self.runs = Counter(
-            "groupsync_runs", "Reconcile runs, by outcome.", ["outcome"], registry=r
-        )
+        self.runs = self._counter("groupsync_runs", "outcome")
         self.run_duration = Histogram(
             "groupsync_run_duration_seconds",
-            "Wall time of one reconcile.",
+            _HELP["groupsync_run_duration_seconds"],
             buckets=_DURATION_BUCKETS,
-            registry=r,
+            registry=self.registry,
         )
-        self.changes = Counter(
-            "groupsync_changes",
-            "Changes settled, by action and outcome (applied, failed, skipped, ...).",
-            ["action", "outcome"],
-            registry=r,
-        )
-        self.last_success = Gauge(
-            "groupsync_last_success_timestamp_seconds",
-            "Unix time the last successful run (noop or applied) finished.",
-            registry=r,
-        )
-        self.drifted = Gauge(
-            "groupsync_drifted_groups",
-            "Groups the last plan found changed outside groupsync.",
-            registry=r,
-        )
-        self.api_requests = Counter(
-            "groupsync_api_requests",
-            "eCampus API requests sent (retries included), by method and HTTP status.",
-            ["method", "status"],
-            registry=r,
-        )
-        self.consecutive_errors = Gauge(
-            "groupsync_consecutive_errors",
-            "Runs in a row that could not reach or use the API (drives the backoff).",
-            registry=r,
-        )
-        self.journal_writer = Gauge(
-            "groupsync_journal_writer",
-            "1 while this daemon holds its journal and the journal's lock (it is the one writer).",
-            registry=r,
-        )
-        self.run_in_flight = Gauge(
-            "groupsync_run_in_flight_seconds",
-            "How long the run in flight has been going; 0 when none is.",
-            registry=r,
-        )
+        self.changes = self._counter("groupsync_changes", "action", "outcome")
+        self.last_success = self._gauge("groupsync_last_success_timestamp_seconds")
+        self.drifted = self._gauge("groupsync_drifted_groups")
+        self.api_requests = self._counter("groupsync_api_requests", "method", "status")
+        self.consecutive_errors = self._gauge("groupsync_consecutive_errors")
+        self.journal_writer = self._gauge("groupsync_journal_writer")
+        self.run_in_flight = self._gauge("groupsync_run_in_flight_seconds")
         self._health = Health(None, 0.0, "starting")
         # Conditions that make the daemon unhealthy whatever its last run did (a lost journal,
         # a run that does not finish); each says why, or None. Read from the server's thread.
         self.checks: list[Callable[[], str | None]] = []
+
+    def _counter(self, name: str, *labels: str) -> Counter:
+        return Counter(name, _HELP[name], labels, registry=self.registry)
+
+    def _gauge(self, name: str) -> Gauge:
+        return Gauge(name, _HELP[name], registry=self.registry)
 
     def observe_run(
         self, outcome: RunOutcome, duration_s: float, plan: Plan | None, summary: str

@@ -159,7 +159,7 @@ def _change_lines(change: Change, color: bool) -> list[str]:
         if change.action is Action.CREATE:
             lines.append(f"    archived: {new}")
         elif len(lines) > 1 or change.action is Action.ADOPT or tag(change.archived_cause):
-            # The header alone no longer says it: other parts are listed, or causes differ.
+            # The header alone does not say it: other parts are listed, or causes differ.
             lines.append(f"    archived: {old} -> {new}{tag(change.archived_cause)}")
     return lines
 

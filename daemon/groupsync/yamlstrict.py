@@ -90,7 +90,8 @@ class Document:
     """Plain data (dict/list/str/int/float/bool/None/date) and where each piece was written.
 
     Positions are kept as the parser's marks; a Location is only built for the few paths a
-    message or a caller asks about (building one per value was a quarter of the load time)."""
+    message or a caller asks about: building one per value would cost about a quarter of the
+    load time (benchmarks/RESULTS.md)."""
 
     file: str
     data: Any

@@ -12,7 +12,6 @@ step, each pure:
     model      the values: Change, Plan, Policy, ... and the checksum (see there)
 """
 
-from groupsync.canonical import canonical_json
 from groupsync.plan.compute import compute_plan
 from groupsync.plan.model import (
     FIELDS,
@@ -26,7 +25,6 @@ from groupsync.plan.model import (
     Plan,
     Policy,
     plan_checksum,
-    plan_json,
 )
 from groupsync.plan.safety import MIN_MANAGED_FOR_FRACTIONS
 from groupsync.plan.usernames import usernames_to_verify
@@ -43,9 +41,7 @@ __all__ = [
     "ManagedGroup",
     "Plan",
     "Policy",
-    "canonical_json",
     "compute_plan",
     "plan_checksum",
-    "plan_json",
     "usernames_to_verify",
 ]

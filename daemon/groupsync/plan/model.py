@@ -197,7 +197,3 @@ class Plan:
 def plan_checksum(changes: Iterable[Change], errors: Iterable[GroupError]) -> str:
     body = {"changes": [c.to_dict() for c in changes], "errors": [e.to_dict() for e in errors]}
     return hashlib.sha256(canonical_json(body).encode("utf-8")).hexdigest()
-
-
-def plan_json(plan: Plan) -> str:
-    return canonical_json(plan.to_dict())
