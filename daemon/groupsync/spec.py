@@ -11,9 +11,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
-import re
 import stat
-import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,9 +22,10 @@ from pydantic import AfterValidator, Field, StringConstraints, ValidationError
 from pydantic_core import PydanticCustomError
 
 from groupsync.canonical import canonical_json
+from groupsync.desired import MAX_MEMBERS, MAX_NAME, DesiredGroup, name_error
 from groupsync.errors import GroupsyncError
 from groupsync.gcpause import paused_gc
-from groupsync.models import UNSET, _Unset
+from groupsync.models import UNSET
 from groupsync.strictmodel import StrictModel, did_you_mean, issues_from
 from groupsync.yamlstrict import (
     Document,
@@ -50,36 +49,12 @@ __all__ = [
     "load_spec",
 ]
 
-MAX_MEMBERS = 1000
-MAX_NAME = 100
 KEY_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 MEMBER_PATTERN = r"^@?[^\s@]\S*$"
 
 SpecIssue = Issue  # one error or warning: location, path inside the document, message
 
 _TOO_BIG = ": split the spec into a folder of smaller *.yaml files (a folder's files are merged)"
-
-# Characters a group name must not hold: controls (Unicode category Cc) and the line and
-# paragraph separators break the one line a chat list shows; the bidirectional controls
-# (Unicode's Bidi_Control set) reorder what members read, so that a name can pass for another.
-_NOT_IN_NAMES = re.compile(
-    "[\x00-\x1f\x7f-\x9f\u2028\u2029\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]"
-)
-_SPOKEN = {"\t": "a tab", "\n": "a line break", "\r": "a carriage return"}
-
-
-@dataclass(frozen=True, slots=True)
-class DesiredGroup:
-    """One group as the spec wants it. UNSET (omitted) leaves a field alone; None clears it."""
-
-    key: str
-    name: str
-    description: str | _Unset | None = UNSET
-    avatar_url: str | _Unset | None = UNSET
-    members: frozenset[str] | None = None  # None: membership is not managed
-    archived: bool = False
-    id: str | None = None  # pinned group id
-    location: Location | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,24 +91,8 @@ def _no_default(schema: dict[str, Any]) -> None:
     schema.pop("default", None)
 
 
-def _name_error(name: str) -> str | None:
-    """Why `name` cannot be a group name (blank, or holding a character from above), or None."""
-    if not name.strip():
-        return "name is only spaces"
-    bad = _NOT_IN_NAMES.search(name)
-    if bad is None:
-        return None
-    char = bad.group()
-    known = unicodedata.name(char, "")
-    what = _SPOKEN.get(char) or (f"the {known.lower()}" if known else "a control character")
-    return (
-        f"name has {what} (U+{ord(char):04X}) at character {bad.start() + 1}: "
-        "a group name is one line of visible text"
-    )
-
-
 def _plain_name(name: str) -> str:
-    error = _name_error(name)
+    error = name_error(name)
     if error is not None:
         raise PydanticCustomError("group_name", error)
     return name
@@ -338,7 +297,7 @@ class _Loader:
                 message = f"{len(members)} members, the limit is {MAX_MEMBERS}"
                 self.errors.append(entry.doc.issue(members_path, message))
         name = raw.get("name", "")
-        if isinstance(name, str) and name != name.strip() and _name_error(name) is None:
+        if isinstance(name, str) and name != name.strip() and name_error(name) is None:
             message = f"name {name!r} starts or ends with spaces, which members will see"
             self.warnings.append(entry.doc.issue((*entry.path, "name"), message))
         group = DesiredGroup(
