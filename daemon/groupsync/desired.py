@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from groupsync.models import UNSET, _Unset
 from groupsync.yamlstrict import Location
 
+KEY_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 MAX_MEMBERS = 1000
 MAX_NAME = 100
 

@@ -8,6 +8,7 @@ Warnings (harmless but probably unintended, e.g. a username listed twice) never 
 
 from __future__ import annotations
 
+import datetime as dt
 import errno
 import hashlib
 import os
@@ -22,17 +23,23 @@ from pydantic import AfterValidator, Field, StringConstraints, ValidationError
 from pydantic_core import PydanticCustomError
 
 from groupsync.canonical import canonical_json
-from groupsync.desired import MAX_MEMBERS, MAX_NAME, DesiredGroup, name_error
+from groupsync.desired import KEY_PATTERN, MAX_MEMBERS, MAX_NAME, DesiredGroup, name_error
 from groupsync.errors import GroupsyncError
 from groupsync.gcpause import paused_gc
 from groupsync.models import UNSET
-from groupsync.strictmodel import StrictModel, did_you_mean, issues_from
+from groupsync.roster import schema as roster_schema
+from groupsync.roster.oneroster import UsernameRule
+from groupsync.roster.recipe import Origins, Recipe, RosterRef, RosterSource, Rule
+from groupsync.roster.resolve import resolve
+from groupsync.roster.summary import RosterSummary
+from groupsync.strictmodel import StrictModel, did_you_mean, issues_from, no_default
 from groupsync.yamlstrict import (
     Document,
     Issue,
     Location,
     PathT,
     YamlError,
+    format_path,
     load_file,
 )
 
@@ -47,9 +54,9 @@ __all__ = [
     "dump_spec",
     "json_schema",
     "load_spec",
+    "refresh_rosters",
 ]
 
-KEY_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 MEMBER_PATTERN = r"^@?[^\s@]\S*$"
 
 SpecIssue = Issue  # one error or warning: location, path inside the document, message
@@ -64,9 +71,10 @@ class Spec:
     warnings: tuple[SpecIssue, ...] = ()
     files: tuple[str, ...] = ()
     # key -> username -> (where the group's member list brings it in, the @set it came through)
-    origins: dict[str, dict[str, tuple[Location, str | None]]] = field(
-        default_factory=dict, compare=False, repr=False
-    )
+    origins: dict[str, Origins] = field(default_factory=dict, compare=False, repr=False)
+    rosters: tuple[RosterSummary, ...] = ()  # as read for these groups
+    # What to read again for the next run's rosters; None when the spec names no roster.
+    recipe: Recipe | None = field(default=None, compare=False, repr=False)
 
 
 class SpecError(GroupsyncError):
@@ -86,11 +94,6 @@ Member = Annotated[
 ]
 
 
-def _no_default(schema: dict[str, Any]) -> None:
-    """Omitted and null mean different things; a schema default of null would blur that."""
-    schema.pop("default", None)
-
-
 def _plain_name(name: str) -> str:
     error = name_error(name)
     if error is not None:
@@ -106,15 +109,15 @@ class GroupModel(StrictModel):
         " only spaces, no control or bidirectional-control characters."
     )
     description: str | None = Field(
-        None, description="Omitted: left alone. null: cleared.", json_schema_extra=_no_default
+        None, description="Omitted: left alone. null: cleared.", json_schema_extra=no_default
     )
     avatar_url: str | None = Field(
-        None, description="Omitted: left alone. null: cleared.", json_schema_extra=_no_default
+        None, description="Omitted: left alone. null: cleared.", json_schema_extra=no_default
     )
     members: list[Member] = Field(
         None,  # type: ignore[assignment]  # omitted stays None: membership not managed
         description="Omitted: membership left alone. []: nobody. At most 1,000 after expansion.",
-        json_schema_extra=_no_default,
+        json_schema_extra=no_default,
     )
     archived: bool = Field(False, description="true: keep the group archived.")
     id: Annotated[str, StringConstraints(pattern=r"^\S+$")] | None = Field(
@@ -135,6 +138,16 @@ class SpecDocument(StrictModel):
         description="The groups, by key: the key is the group's stable identity here.",
         json_schema_extra={"additionalProperties": False},
     )
+    rosters: dict[Key, roster_schema.RosterModel] = Field(
+        default_factory=dict,
+        description="Member lists kept elsewhere and read on every run: a OneRoster export, or"
+        " a CSV used in members as '@roster:group'.",
+        json_schema_extra={"additionalProperties": False},
+    )
+    generate: list[roster_schema.GenerateModel] = Field(
+        default_factory=list,
+        description="Rules that make one group per class of a OneRoster roster.",
+    )
 
 
 def json_schema() -> dict[str, Any]:
@@ -144,8 +157,13 @@ def json_schema() -> dict[str, Any]:
 
 def _message(kind: str, path: PathT, value: Any) -> str | None:
     """Spec-specific wording for pydantic errors; None keeps the generic one."""
+    custom = roster_schema.message(kind, path, value)
+    if custom is not None:
+        return custom
     if kind == "string_pattern_mismatch" and len(path) == 2:
-        what = "group key" if path[0] == "groups" else "member set name"
+        what = {"groups": "group key", "rosters": "roster name"}.get(
+            str(path[0]), "member set name"
+        )
         return (
             f"{value!r} is not a valid {what}: use 1..64 lowercase letters, digits, '.', '_' or"
             " '-', starting with a letter or digit"
@@ -181,6 +199,10 @@ class _Loader:
     warnings: list[Issue] = field(default_factory=list)
     groups: dict[str, _Entry] = field(default_factory=dict)
     sets: dict[str, _Entry] = field(default_factory=dict)
+    rosters: dict[str, _Entry] = field(default_factory=dict)
+    rules: list[_Entry] = field(default_factory=list)
+    folders: dict[str, Path] = field(default_factory=dict)  # file as shown -> its real folder
+    refs: dict[str, tuple[RosterRef, ...]] = field(default_factory=dict)
     has_groups_key: bool = False
     expanded: dict[str, frozenset[str]] = field(default_factory=dict)
     expanding: list[str] = field(default_factory=list)
@@ -205,12 +227,18 @@ class _Loader:
         if not isinstance(data, dict):
             return
         unknown = set(data) - set(SpecDocument.model_fields)  # already reported, with a hint
-        if "groups" not in data and not unknown and not (sets_only_ok and "member_sets" in data):
+        makes_groups = "groups" in data or "generate" in data
+        if not makes_groups and not unknown and not (sets_only_ok and "member_sets" in data):
             message = "no 'groups' key (write 'groups: {}' for a file with no groups)"
             self.errors.append(doc.issue((), message))
-        self.has_groups_key |= "groups" in data
+        self.has_groups_key |= makes_groups
+        self.folders[doc.file] = path.parent
         self._collect(doc, "groups", self.groups, "group")
         self._collect(doc, "member_sets", self.sets, "member set")
+        self._collect(doc, "rosters", self.rosters, "roster")
+        rules = data.get("generate")
+        if isinstance(rules, list):
+            self.rules += [_Entry(doc, ("generate", i), raw) for i, raw in enumerate(rules)]
 
     def _collect(self, doc: Document, section: str, into: dict[str, _Entry], what: str) -> None:
         entries = doc.data.get(section)
@@ -237,6 +265,11 @@ class _Loader:
             path = (*entry.path, i)
             if ref is None:
                 users.add(item)
+            elif ":" in ref:
+                message = (
+                    f"{item!r}: a roster's group goes in a group's members, not in a member set"
+                )
+                self.errors.append(entry.doc.issue(path, message))
             elif ref in self.expanding:
                 chain = " -> ".join(
                     f"@{n}" for n in [*self.expanding[self.expanding.index(ref) :], ref]
@@ -277,6 +310,76 @@ class _Loader:
         self.errors.append(entry.doc.issue(path, f"{item!r} is not a defined member set{hint}"))
         return False
 
+    def _roster_ref(self, doc: Document, path: PathT, ref: str) -> list[RosterRef]:
+        """`@roster:group` -> the reference, if the roster is declared and lists groups."""
+        roster, _, group = ref.partition(":")
+        entry = self.rosters.get(roster)
+        if entry is None:
+            hint = did_you_mean(roster, self.rosters)
+            self.errors.append(doc.issue(path, f"'@{ref}': no roster is named {roster!r}{hint}"))
+            return []
+        if isinstance(entry.raw, dict) and "csv" not in entry.raw:
+            message = (
+                f"'@{ref}': roster {roster!r} is not a CSV roster (a OneRoster roster's classes"
+                " become groups through generate:)"
+            )
+            self.errors.append(doc.issue(path, message))
+            return []
+        if not group:
+            self.errors.append(doc.issue(path, f"'@{ref}': name the roster's group after ':'"))
+            return []
+        return [RosterRef(roster, group, doc.where(path))]
+
+    def sources(self) -> dict[str, RosterSource]:
+        out = {}
+        for name, entry in self.rosters.items():
+            raw = entry.raw
+            kind = "oneroster" if "oneroster" in raw else "csv"
+            written = raw[kind]
+            username = raw.get("username", "username")
+            rule = (
+                UsernameRule(username)
+                if isinstance(username, str)
+                else UsernameRule(username["column"], username.get("strip_domain", False))
+            )
+            path = self.folders[entry.doc.file] / Path(written).expanduser()
+            out[name] = RosterSource(name, kind, path, written, rule)
+        return out
+
+    def generate_rules(self) -> tuple[Rule, ...]:
+        out = []
+        used: set[str] = set()
+        for entry in self.rules:
+            raw = entry.raw
+            roster = raw["from"].removesuffix(".classes")
+            source = self.rosters.get(roster)
+            if source is None or "oneroster" not in source.raw:
+                hint = did_you_mean(roster, self.rosters)
+                what = "no roster is named" if source is None else "not a OneRoster roster:"
+                message = f"{what} {roster!r}{hint}"
+                self.errors.append(entry.doc.issue((*entry.path, "from"), message))
+                continue
+            used.add(roster)
+            out.append(
+                Rule(
+                    label=format_path(entry.path),
+                    location=entry.doc.where(entry.path),
+                    roster=roster,
+                    where=dict(raw.get("where", {})),
+                    key=raw["key"],
+                    name=raw["name"],
+                    description=raw.get("description", UNSET),
+                    roles=tuple(raw.get("members", ("teacher", "student"))),
+                )
+            )
+        used |= {ref.roster for refs in self.refs.values() for ref in refs}
+        for name in sorted(set(self.rosters) - used):
+            entry = self.rosters[name]
+            self.warnings.append(
+                entry.doc.issue(entry.path, f"roster {name!r} is never used", key=True)
+            )
+        return tuple(out)
+
     def desired(
         self, key: str, entry: _Entry
     ) -> tuple[DesiredGroup, dict[str, tuple[Location, str | None]]]:
@@ -285,14 +388,19 @@ class _Loader:
         origins: dict[str, tuple[Location, str | None]] = {}
         if "members" in raw:
             members_path = (*entry.path, "members")
+            refs = []
             for i, item, ref in self._items(_Entry(entry.doc, members_path, raw["members"])):
                 where = entry.doc.where((*members_path, i))
                 if ref is None:
                     origins.setdefault(item, (where, None))
+                elif ":" in ref:
+                    refs += self._roster_ref(entry.doc, (*members_path, i), ref)
                 elif self._known_set(entry, (*members_path, i), item):
                     for user in self.expand_set(ref):
                         origins.setdefault(user, (where, ref))
             members = frozenset(origins)
+            if refs:
+                self.refs[key] = tuple(refs)
             if len(members) > MAX_MEMBERS:
                 message = f"{len(members)} members, the limit is {MAX_MEMBERS}"
                 self.errors.append(entry.doc.issue(members_path, message))
@@ -312,9 +420,10 @@ class _Loader:
         )
         return group, origins
 
-    def finish(self) -> Spec:
+    def finish(self, files: tuple[str, ...]) -> Recipe:
+        """Everything the YAML says, checked; raises SpecError. Rosters are read later."""
         groups: dict[str, DesiredGroup] = {}
-        origins: dict[str, dict[str, tuple[Location, str | None]]] = {}
+        origins: dict[str, Origins] = {}
         pinned: dict[str, str] = {}
         for key in sorted(self.groups):
             entry = self.groups[key]
@@ -332,15 +441,16 @@ class _Loader:
                 self.warnings.append(
                     entry.doc.issue(entry.path, f"member set {name!r} is never used", key=True)
                 )
-        warnings = tuple(sorted(set(self.warnings), key=lambda i: i.sort_key))
+        sources = self.sources() if not self.errors else {}
+        rules = self.generate_rules() if not self.errors else ()
+        warnings = _sorted(self.warnings)
         if self.errors:
-            raise SpecError(sorted(set(self.errors), key=lambda i: i.sort_key), warnings)
-        return Spec(
-            groups=groups,
-            digest=digest(groups),
-            warnings=warnings,
-            origins=origins,
-        )
+            raise SpecError(_sorted(self.errors), warnings)
+        return Recipe(groups, origins, self.refs, sources, rules, files, warnings)
+
+
+def _sorted(issues: list[Issue]) -> tuple[Issue, ...]:
+    return tuple(sorted(set(issues), key=lambda i: i.sort_key))
 
 
 SPEC_SUFFIXES = (".yaml", ".yml")
@@ -413,19 +523,52 @@ def _not_a_file(path: Path) -> str | None:
     return "is not a regular file"
 
 
-def load_spec(path: Path) -> Spec:
+def load_spec(path: Path, *, now: dt.datetime | None = None) -> Spec:
     """Load, merge and check a spec; raises SpecError listing every problem, sorted by place.
 
     File names in messages are relative to the spec path's parent (`groups/clubs.yaml`), so
-    they read the same on every machine and in CI.
+    they read the same on every machine and in CI. Rosters are read too, as of `now` (an
+    enrollment past its endDate does not count); by default, the clock's now.
     """
     with paused_gc():
         # The parsed documents are freed as _load returns, before the collector resumes: its
         # first pass then scans only the Spec, not the Spec plus every node of every file.
-        return _load(path)
+        return _assemble(_load(path), now)
 
 
-def _load(path: Path) -> Spec:
+def refresh_rosters(spec: Spec, *, now: dt.datetime | None = None) -> Spec:
+    """The spec with its rosters read again (the YAML as it was loaded); raises SpecError.
+
+    The daemon calls it before every run: rosters change daily, and nobody sends a SIGHUP
+    for a registrar's nightly export.
+    """
+    if spec.recipe is None:
+        return spec
+    with paused_gc():
+        return _assemble(spec.recipe, now)
+
+
+def _assemble(recipe: Recipe, now: dt.datetime | None) -> Spec:
+    """The recipe and its rosters as read now -> the Spec; raises SpecError."""
+    if not recipe.sources:
+        groups = recipe.groups
+        return Spec(groups, digest(groups), recipe.warnings, recipe.files, recipe.origins)
+    resolved = resolve(recipe, now if now is not None else dt.datetime.now(dt.UTC))
+    warnings = _sorted([*recipe.warnings, *resolved.warnings])
+    if resolved.errors:
+        raise SpecError(_sorted(resolved.errors), warnings)
+    return Spec(
+        groups=resolved.groups,
+        digest=digest(resolved.groups),
+        warnings=warnings,
+        files=recipe.files,
+        origins=resolved.origins,
+        rosters=resolved.rosters,
+        recipe=recipe,
+    )
+
+
+def _load(path: Path) -> Recipe:
     loader = _Loader()
     files = _spec_files(path, loader)
     for file, display in files:
@@ -434,14 +577,7 @@ def _load(path: Path) -> Spec:
     if files and not loader.has_groups_key and not loader.errors:
         message = "no 'groups' key in any file of the spec"
         loader.errors.append(Issue(Location(files[0][1], 1, 1), "", message))
-    spec = loader.finish()
-    return Spec(
-        groups=spec.groups,
-        digest=spec.digest,
-        warnings=spec.warnings,
-        files=tuple(display for _, display in files),
-        origins=spec.origins,
-    )
+    return loader.finish(tuple(display for _, display in files))
 
 
 # --- canonical forms --------------------------------------------------------------------------

@@ -25,6 +25,11 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
+def no_default(schema: dict[str, Any]) -> None:
+    """Omitted and null mean different things; a schema default of null would blur that."""
+    schema.pop("default", None)
+
+
 def did_you_mean(word: str, candidates: Iterable[str], *, prefix: str = "") -> str:
     match = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
     return f" (did you mean '{prefix}{match[0]}'?)" if match else ""
