@@ -424,8 +424,9 @@ def test_a_v2_journal_upgrades_to_v3_with_its_rows_intact(tmp_path: Path) -> Non
     v2.close()
 
     with Journal.open(path) as j:
-        assert j._conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
-        assert _dump(path) == before
+        assert j._conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+        # v4 adds runs.rosters, empty for the runs before it.
+        assert _dump(path) == before | {"runs": [(*run, None) for run in before["runs"]]}
         [pending] = j.pending_changes()  # the partial index was rebuilt with the table
         j.settle_change(pending.id, status=ChangeStatus.UNKNOWN, note="run past its deadline")
         run = j.start_run(trigger="manual", mode="apply", spec_digest="d1")
@@ -634,7 +635,7 @@ def test_a_read_only_journal_that_needs_upgrading_says_so(tmp_path: Path) -> Non
     with pytest.raises(JournalError) as info:
         Journal.open(path)
     assert str(info.value) == (
-        f"journal {path}: schema v2 must be upgraded to v3, but {path} is read-only"
+        f"journal {path}: schema v2 must be upgraded to v4, but {path} is read-only"
         " (mode 0444); make it writable once"
     )
 

@@ -287,12 +287,23 @@ def plan_command(
       groupsync plan -o plan.json   # review it, then: groupsync apply plan.json
     """
     from groupsync.planfile import dump
-    from groupsync.reconcile import make_plan, managed_state
+    from groupsync.reconcile import last_roster_counts, make_plan, managed_state
 
     settings, spec, token = _load(config_path)
     managed = managed_state(settings.journal.path)
+    for roster in spec.rosters:  # on stderr: stdout is the plan, maybe JSON for a tool
+        click.echo(roster.line(), err=True)
     planned = anyio.run(
-        partial(make_plan, settings, spec, token, managed, force=force, allow_delete=allow_delete)
+        partial(
+            make_plan,
+            settings,
+            spec,
+            token,
+            managed,
+            force=force,
+            allow_delete=allow_delete,
+            last_rosters=last_roster_counts(settings.journal.path),
+        )
     )
     click.echo(_render(planned.plan, fmt, color=want_color(sys.stdout)))
     if out is not None:
@@ -407,6 +418,7 @@ def history(config_path: Path | None, limit: int, key: str | None, as_json: bool
     import json
 
     from groupsync.journal import Journal
+    from groupsync.roster.summary import history_line
 
     settings = load_settings(find_config(config_path))
     runs: list[dict[str, Any]] = []
@@ -428,6 +440,8 @@ def history(config_path: Path | None, limit: int, key: str | None, as_json: bool
         )
         if run.error:
             click.echo(f"    error: {run.error}")
+        for roster in run.rosters:
+            click.echo(f"    {history_line(roster)}")
         for change in run.changes:
             click.echo(f"    {change.summary}")
 

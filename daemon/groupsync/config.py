@@ -145,6 +145,7 @@ class SafetySettings(StrictModel):
     max_archive_fraction: float = Field(0.25, ge=0, le=1)
     max_member_removal_fraction: float = Field(0.25, ge=0, le=1)
     min_member_removals: int = Field(10, ge=0)
+    min_roster_fraction: float = Field(0.5, ge=0, le=1)
     protected: list[Annotated[str, Field(pattern=KEY_PATTERN)]] = Field(default_factory=list)
 
 
@@ -316,4 +317,5 @@ def policy_from(
         max_archive_fraction=settings.safety.max_archive_fraction,
         max_member_removal_fraction=settings.safety.max_member_removal_fraction,
         min_member_removals=settings.safety.min_member_removals,
+        min_roster_fraction=settings.safety.min_roster_fraction,
     )

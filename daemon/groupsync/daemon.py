@@ -42,7 +42,7 @@ from groupsync.reloader import Reloader
 from groupsync.schedule import make_trigger, period_of
 from groupsync.sdnotify import Notifier
 from groupsync.secret import Secret
-from groupsync.spec import Spec, load_spec
+from groupsync.spec import Spec, load_spec, refresh_rosters
 from groupsync.writer import JournalSeat
 
 log = logging.getLogger("groupsync.daemon")
@@ -341,9 +341,17 @@ class Daemon:
     async def _reconcile(self, trigger: str) -> RunReport:
         try:
             loaded = await self._pull() if self.loaded.settings.spec.git_pull else self.loaded
+            spec = await self._read_rosters(loaded.spec)
+            if spec is None:
+                return RunReport(
+                    run_id=None,
+                    outcome=RunOutcome.ERROR,
+                    failure=Failure.ROSTER,
+                    error="a roster could not be read (see the log)",
+                )
             return await reconcile(
                 loaded.settings,
-                loaded.spec,
+                spec,
                 loaded.token,
                 self.journal,
                 trigger=trigger,
@@ -361,6 +369,15 @@ class Daemon:
             return RunReport(
                 run_id=None, outcome=RunOutcome.ERROR, failure=Failure.BUG, error=f"crash: {exc!r}"
             )
+
+    async def _read_rosters(self, spec: Spec) -> Spec | None:
+        """The spec with its rosters read afresh, as every run needs (no SIGHUP: registrars
+        export daily); None, each problem logged, when one cannot be read whole."""
+        try:
+            return await asyncio.to_thread(refresh_rosters, spec)
+        except GroupsyncError as exc:
+            log_problems("rosters not read, no run", exc)
+            return None
 
     def _on_change(self, change: Change, status: ChangeStatus) -> None:
         log_change(change, status)

@@ -49,7 +49,7 @@ from groupsync.errors import GroupsyncError
 from groupsync.journal_errors import JournalError, advice, journal_error
 from groupsync.journal_schema import SCHEMA_VERSION, check_identity, migrate
 from groupsync.outcomes import ChangeStatus, RunOutcome
-from groupsync.plan import Action, AppliedState, Cause, Change, ManagedGroup
+from groupsync.plan import Action, AppliedState, Cause, Change, ManagedGroup, RosterCounts
 from groupsync.render import show_members, show_value
 from groupsync.secret import redact_secrets
 
@@ -173,6 +173,7 @@ class RunRecord:
     outcome: RunOutcome | None
     counts: Mapping[str, int]
     error: str | None
+    rosters: tuple[Mapping[str, Any], ...]  # each roster as read for the run (RosterSummary)
     changes: tuple[ChangeRecord, ...]
 
     def to_json(self) -> dict[str, Any]:
@@ -216,6 +217,7 @@ def _run_record(row: Mapping[str, Any], changes: list[ChangeRecord]) -> RunRecor
         spec_dirty=_optional(bool, row["spec_dirty"]),
         outcome=_optional(RunOutcome, row["outcome"]),
         counts=json.loads(row["counts"]) if row["counts"] else {},
+        rosters=tuple(json.loads(row["rosters"])) if row["rosters"] else (),
         changes=tuple(changes),
     )
 
@@ -449,12 +451,22 @@ class Journal:
         spec_digest: str,
         spec_commit: str | None = None,
         spec_dirty: bool | None = None,
+        rosters: list[dict[str, Any]] | None = None,
     ) -> int:
+        """`rosters`: each roster as read for this run (RosterSummary.to_json), if any."""
         with self._writing("cannot start a run (nothing was applied)") as db:
             cursor = db.execute(
-                "INSERT INTO runs (started_at, trigger, mode, spec_digest, spec_commit, spec_dirty)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (now_iso(), trigger, mode, spec_digest, spec_commit, spec_dirty),
+                "INSERT INTO runs (started_at, trigger, mode, spec_digest, spec_commit, spec_dirty,"
+                " rosters) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    now_iso(),
+                    trigger,
+                    mode,
+                    spec_digest,
+                    spec_commit,
+                    spec_dirty,
+                    _json(rosters) if rosters else None,
+                ),
             )
         return int(cursor.lastrowid)  # type: ignore[arg-type]
 
@@ -480,6 +492,25 @@ class Journal:
                     run_id,
                 ),
             )
+
+    def last_roster_counts(self) -> dict[str, RosterCounts]:
+        """What each roster yielded at the last run that applied its plan (or had nothing to).
+
+        Per roster: one added since is compared with nothing until a run applies it.
+        """
+        with self._reading() as db:
+            rows = list(
+                db.query(
+                    "SELECT rosters FROM runs WHERE rosters IS NOT NULL"
+                    " AND outcome IN (?, ?) ORDER BY id DESC",
+                    [RunOutcome.APPLIED, RunOutcome.NOOP],
+                )
+            )
+        out: dict[str, RosterCounts] = {}
+        for row in rows:
+            for roster in json.loads(row["rosters"]):
+                out.setdefault(roster["name"], RosterCounts(roster["groups"], roster["members"]))
+        return out
 
     # --- changes -----------------------------------------------------------------------------
 

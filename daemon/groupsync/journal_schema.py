@@ -120,10 +120,17 @@ def _v3_skipped_unknown_statuses(db: Database) -> None:
         db.execute(index)
 
 
+def _v4_run_rosters(db: Database) -> None:
+    """Each run's rosters as read (JSON: name, digest, counts): what the roster safety check
+    compares with, and what `history` shows."""
+    db.execute("ALTER TABLE runs ADD COLUMN rosters TEXT")
+
+
 MIGRATIONS: tuple[Callable[[Database], None], ...] = (
     _v1_tables,
     _v2_timings_notes_indexes,
     _v3_skipped_unknown_statuses,
+    _v4_run_rosters,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

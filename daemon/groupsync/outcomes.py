@@ -64,4 +64,5 @@ class Failure(enum.StrEnum):
     AUTH = "auth"  # the API refused the token: retrying will not help, a person must act
     API = "api"  # the API could not be reached or answered wrongly: back off and retry
     JOURNAL = "journal"  # the journal cannot be written: stop writing
+    ROSTER = "roster"  # a roster could not be read whole: the next run reads it again
     BUG = "bug"  # anything unexpected: a traceback is logged

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +23,14 @@ from groupsync.gitspec import git_info
 from groupsync.journal import Journal, JournalError
 from groupsync.models import Group
 from groupsync.outcomes import ChangeStatus, ExitCode, Failure, RunOutcome
-from groupsync.plan import Change, ManagedGroup, Plan, compute_plan, usernames_to_verify
+from groupsync.plan import (
+    Change,
+    ManagedGroup,
+    Plan,
+    RosterCounts,
+    compute_plan,
+    usernames_to_verify,
+)
 from groupsync.secret import Secret
 from groupsync.spec import Spec
 from groupsync.stopping import Interrupted, RunStop
@@ -90,6 +97,18 @@ def managed_state(journal_path: Path) -> dict[str, ManagedGroup]:
         return journal.managed()
 
 
+def last_roster_counts(journal_path: Path) -> dict[str, RosterCounts]:
+    """The journal's roster yields at the last applied run, for a dry run (see managed_state)."""
+    if not journal_path.exists():
+        return {}
+    with Journal.open(journal_path) as journal:
+        return journal.last_roster_counts()
+
+
+def roster_counts(spec: Spec) -> dict[str, RosterCounts]:
+    return {r.name: RosterCounts(r.groups, r.members) for r in spec.rosters}
+
+
 async def make_plan(
     settings: Settings,
     spec: Spec,
@@ -99,8 +118,12 @@ async def make_plan(
     force: bool = False,
     allow_delete: bool = False,
     stats: ClientStats | None = None,
+    last_rosters: Mapping[str, RosterCounts] | None = None,
 ) -> Planned:
     """Read the account with a read-only client and compute the plan.
+
+    `last_rosters`: what the spec's rosters yielded at the last applied run (the journal's),
+    for the roster safety check.
 
     Contacts are listed only when the spec adds a username that no group shows yet: the cost
     model says a no-op reconcile costs the group list calls and nothing else.
@@ -113,7 +136,15 @@ async def make_plan(
         known = None
         if unknown:
             known = frozenset(c.username for c in await client.list_contacts())
-    plan = compute_plan(spec.groups, groups, managed, policy, known)
+    plan = compute_plan(
+        spec.groups,
+        groups,
+        managed,
+        policy,
+        known,
+        rosters=roster_counts(spec),
+        last_rosters=last_rosters,
+    )
     return Planned(plan, spec, {g.id: g for g in groups})
 
 
@@ -216,6 +247,7 @@ async def reconcile(
         spec_digest=spec.digest,
         spec_commit=commit,
         spec_dirty=dirty,
+        rosters=[r.to_json() for r in spec.rosters],
     )
     report = RunReport(run_id=run_id, outcome=RunOutcome.ERROR)
     deadline = RunDeadline(settings.api, report.api, fixed_s=deadline_s)
@@ -232,6 +264,7 @@ async def reconcile(
                 force=force,
                 allow_delete=allow_delete,
                 stats=report.api,
+                last_rosters=journal.last_roster_counts(),
             )
         )
         report.plan = planned.plan

@@ -30,7 +30,8 @@ class Validation:
         return ExitCode.ERROR if self.errors or (strict and self.warnings) else ExitCode.OK
 
     def lines(self) -> list[str]:
-        return [str(i) for i in self.errors] + [f"warning: {i}" for i in self.warnings]
+        rosters = [r.line() for r in self.spec.rosters] if self.spec is not None else []
+        return [str(i) for i in self.errors] + [f"warning: {i}" for i in self.warnings] + rosters
 
     def summary(self, *, strict: bool) -> str:
         """The last line: "spec OK" only when the exit code says so too."""
@@ -86,8 +87,9 @@ async def check_usernames(settings: Settings, spec: Spec) -> list[Issue]:
         known = {contact.username for contact in await client.list_contacts()}
     issues = []
     for key, group in spec.groups.items():
+        origins = spec.origins.get(key, {})  # generated groups: their class's row
         for user in sorted((group.members or frozenset()) - known):
-            where, via = spec.origins[key][user]
+            where, via = origins.get(user, (group.location, None))
             through = f" (from @{via})" if via else ""
             message = f"{user!r}{through} is not an eCampus contact{did_you_mean(user, known)}"
             issues.append(Issue(where, f"groups.{key}.members", message))

@@ -24,6 +24,7 @@ from groupsync.plan.model import (
     ManagedGroup,
     Plan,
     Policy,
+    RosterCounts,
     plan_checksum,
 )
 from groupsync.plan.safety import MIN_MANAGED_FOR_FRACTIONS
@@ -41,6 +42,7 @@ __all__ = [
     "ManagedGroup",
     "Plan",
     "Policy",
+    "RosterCounts",
     "compute_plan",
     "plan_checksum",
     "usernames_to_verify",

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 from groupsync.gcpause import paused_gc
 from groupsync.models import Group
 from groupsync.plan import diff, identity, safety
-from groupsync.plan.model import GroupError, ManagedGroup, Plan, Policy
+from groupsync.plan.model import GroupError, ManagedGroup, Plan, Policy, RosterCounts
 from groupsync.plan.usernames import MemberCheck
 from groupsync.spec import DesiredGroup
 
@@ -20,9 +20,13 @@ def compute_plan(
     managed: Mapping[str, ManagedGroup],
     policy: Policy = _DEFAULT_POLICY,
     known_usernames: frozenset[str] | None = None,
+    *,
+    rosters: Mapping[str, RosterCounts] | None = None,
+    last_rosters: Mapping[str, RosterCounts] | None = None,
 ) -> Plan:
     """known_usernames: the account's contacts, or None when they were not read (every desired
     username already shows in some group: see usernames_to_verify) and nothing is checked.
+    rosters: what each roster yields now; last_rosters: at the last applied run.
 
     Linear in groups plus memberships: actual groups are indexed by id once (and by name only if
     some key must be adopted by name); sorting touches the changes, not the account.
@@ -58,6 +62,7 @@ def compute_plan(
                 for key in sorted(errors)
                 for message in sorted(errors[key])
             ),
-            refusals=safety.refusals(changes, by_id, managed, policy),
+            refusals=safety.refusals(changes, by_id, managed, policy)
+            + safety.roster_refusals(rosters or {}, last_rosters or {}, policy),
             managed_count=len(managed),
         )

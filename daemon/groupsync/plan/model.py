@@ -65,6 +65,15 @@ class Policy:
     max_archive_fraction: float = 0.25
     max_member_removal_fraction: float = 0.25
     min_member_removals: int = 10  # removing this many memberships is never refused
+    min_roster_fraction: float = 0.5  # of a roster's groups and members at the last applied run
+
+
+@dataclass(frozen=True, slots=True)
+class RosterCounts:
+    """What one roster yields: the safety check compares it with the last applied run's."""
+
+    groups: int
+    members: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from groupsync.models import Group
-from groupsync.plan.model import Action, Cause, Change, ManagedGroup, Policy
+from groupsync.plan.model import Action, Cause, Change, ManagedGroup, Policy, RosterCounts
 
 MIN_MANAGED_FOR_FRACTIONS = 10
 """Below this many managed groups a fraction means little (1 of 3 is 33%): the limit is half."""
@@ -34,6 +34,36 @@ def refusals(
         _recreates(changes, len(managed), policy),
     ]
     return tuple(r for r in out if r)
+
+
+def roster_refusals(
+    now: Mapping[str, RosterCounts], last: Mapping[str, RosterCounts], policy: Policy
+) -> tuple[str, ...]:
+    """A roster that shrank below `min_roster_fraction` of the last applied run's yield.
+
+    An export that is empty, cut short or half-written looks like a campus that dropped out;
+    the archive and removal limits alone would still let a quarter of it go per run. A roster
+    new since that run has nothing to compare with.
+    """
+    if policy.force:
+        return ()
+    out = []
+    for name in sorted(now):
+        before = last.get(name)
+        if before is None:
+            continue
+        for what, n, then in (
+            ("groups", now[name].groups, before.groups),
+            ("members", now[name].members, before.members),
+        ):
+            if then and n < then * policy.min_roster_fraction:
+                out.append(
+                    f"roster {name} yields {n} {what}, {_percent(n / then)} of the {then} at"
+                    f" the last applied run (< {_percent(policy.min_roster_fraction)},"
+                    " safety.min_roster_fraction): is the export empty, cut short or half"
+                    " written?"
+                )
+    return tuple(out)
 
 
 def _archives(changes: Sequence[Change], total: int, policy: Policy) -> str | None:
