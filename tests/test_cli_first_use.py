@@ -36,6 +36,18 @@ def test_the_packaged_demo_campus_is_the_examples_folder() -> None:
     assert (mismatch, errors) == ([], []), fix
 
 
+def test_the_packaged_roster_example_is_the_examples_folder() -> None:
+    fix = f"cp -r examples/roster into {DEMO_DATA}/roster"
+    ours = sorted(p.relative_to(EXAMPLES / "roster") for p in (EXAMPLES / "roster").rglob("*"))
+    packaged = sorted(p.relative_to(DEMO_DATA / "roster") for p in (DEMO_DATA / "roster").rglob("*"))
+    assert ours == packaged, fix
+    files = [str(p) for p in ours if (EXAMPLES / "roster" / p).is_file()]
+    _, mismatch, errors = filecmp.cmpfiles(
+        EXAMPLES / "roster", DEMO_DATA / "roster", files, shallow=False
+    )
+    assert (mismatch, errors) == ([], []), fix
+
+
 @pytest.mark.slow
 def test_demo_runs_from_a_read_only_folder_and_writes_nothing_there(tmp_path: Path) -> None:
     here = tmp_path / "elsewhere"  # neither the repository nor anything holding examples/
@@ -55,7 +67,9 @@ def test_demo_runs_from_a_read_only_folder_and_writes_nothing_there(tmp_path: Pa
     )
     here.chmod(stat.S_IRWXU)
     assert result.returncode == 0, result.stdout + result.stderr
-    for step in ("Plan: 1 to create, 10 to adopt", "No changes.", "(drift)", "run 2"):
+    steps = ("Plan: 1 to create, 10 to adopt", "No changes.", "(drift)", "run 2")
+    steps += ("roster sis (oneroster", "Plan: 4 to create", "Applied 4, failed 0")
+    for step in steps:
         assert step in result.stdout
     assert listing(here) == before
     assert list(scratch.iterdir()) == [], "the demo left its temporary files behind"

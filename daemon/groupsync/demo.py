@@ -25,7 +25,8 @@ from groupsync.emulator import DEMO_TOKEN, Emulator, serve_emulator
 from groupsync.outcomes import ExitCode
 
 DEMO_DATA = Path(__file__).with_name("data") / "demo"
-"""seed.yaml (the emulated account) and groups/ (the spec): the same files as examples/."""
+"""seed.yaml (the emulated account), groups/ (the spec) and roster/ (a registrar's export and
+the spec that generates its course groups): the same files as examples/."""
 
 TOKEN_ENV = "GROUPSYNC_DEMO_TOKEN"
 
@@ -62,20 +63,25 @@ def _rename_by_hand(emu: Emulator, name: str, new_name: str) -> None:
     emu.state.update_group(group["id"], {"name": new_name})
 
 
+def _config(folder: Path, name: str, base_url: str, spec: Path) -> Path:
+    """folder/NAME.yaml: the emulator's API, `spec`, and a journal of its own (NAME.db)."""
+    config = folder / f"{name}.yaml"
+    settings = {
+        "api": {"base_url": base_url, "token_env": TOKEN_ENV},
+        "spec": {"path": str(spec)},
+        "journal": {"path": str(folder / f"{name}.db")},
+    }
+    config.write_text(yaml.safe_dump(settings), encoding="utf-8")
+    return config
+
+
 def run_demo() -> int:
     seed, spec = DEMO_DATA / "seed.yaml", DEMO_DATA / "groups"
     with (
         tempfile.TemporaryDirectory(prefix="groupsync-demo-") as tmp,
         serve_emulator(token=DEMO_TOKEN, seed=seed) as emu,
     ):
-        config = Path(tmp) / "groupsync.yaml"
-        settings = {
-            "api": {"base_url": emu.base_url, "token_env": TOKEN_ENV},
-            "spec": {"path": str(spec)},
-            "journal": {"path": str(Path(tmp) / "groupsync.db")},
-        }
-        config.write_text(yaml.safe_dump(settings), encoding="utf-8")
-        commands = _Commands(config)
+        commands = _Commands(_config(Path(tmp), "groupsync", emu.base_url, spec))
         active, archived = emu.state.groups(archived=False), emu.state.groups(archived=True)
         _step(
             f"An eCampus account: the emulator at {emu.base_url}, seeded from {seed} "
@@ -96,6 +102,15 @@ def run_demo() -> int:
         commands.run("apply", "--yes")
         _step("What the journal recorded")
         commands.run("history", "--limit", "3")
+        roster_spec = DEMO_DATA / "roster" / "spec.yaml"
+        _step(
+            f"Course groups from the registrar: {roster_spec} generates a group per class of a"
+            " OneRoster export, and mixes a club's CSV list into a group"
+        )
+        courses = _Commands(_config(Path(tmp), "roster", emu.base_url, roster_spec))
+        courses.run("validate")
+        courses.run("apply", "--yes")
+        commands.all_ok &= courses.all_ok
         _step(
             f"Done: {emu.count()} API requests in all. Try `groupsync emulator --seed {seed}` "
             f"and a config of your own whose spec.path is {spec}."
