@@ -38,13 +38,11 @@ def test_the_packaged_demo_campus_is_the_examples_folder() -> None:
 
 def test_the_packaged_roster_example_is_the_examples_folder() -> None:
     fix = f"cp -r examples/roster into {DEMO_DATA}/roster"
-    ours = sorted(p.relative_to(EXAMPLES / "roster") for p in (EXAMPLES / "roster").rglob("*"))
-    packaged = sorted(p.relative_to(DEMO_DATA / "roster") for p in (DEMO_DATA / "roster").rglob("*"))
-    assert ours == packaged, fix
-    files = [str(p) for p in ours if (EXAMPLES / "roster" / p).is_file()]
-    _, mismatch, errors = filecmp.cmpfiles(
-        EXAMPLES / "roster", DEMO_DATA / "roster", files, shallow=False
-    )
+    source, packaged = EXAMPLES / "roster", DEMO_DATA / "roster"
+    ours = sorted(p.relative_to(source) for p in source.rglob("*"))
+    assert ours == sorted(p.relative_to(packaged) for p in packaged.rglob("*")), fix
+    files = [str(p) for p in ours if (source / p).is_file()]
+    _, mismatch, errors = filecmp.cmpfiles(source, packaged, files, shallow=False)
     assert (mismatch, errors) == ([], []), fix
 
 
