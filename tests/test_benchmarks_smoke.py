@@ -53,3 +53,12 @@ def test_apply_scale_quick_prints_its_table() -> None:
         assert failed == "0", row
         assert converged == "yes", row
         assert row[-1].startswith(("PASS", "MISS")), row
+
+
+def test_roster_scale_quick_prints_its_table() -> None:
+    output = run_quick("roster_scale.py")
+    rows = {row[0]: row for row in table_rows(output)}
+    assert len(rows) == 6
+    assert all(row[-1] in ("PASS", "MISS", "info") for row in rows.values())
+    # Exact, not a timing: a no-op plan of a generated roster costs only the list calls.
+    assert rows["API calls, no-op plan"][-1] == "PASS"
