@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from daemon_support import reconcile_now
 from groupsync.config import load_settings
 from groupsync.daemon import Daemon, Loaded
 from groupsync.emulator import Emulator
@@ -205,15 +206,15 @@ async def test_the_daemon_reads_the_rosters_again_at_every_run(
     try:
         loaded = Loaded(settings, load_spec(spec_path), Secret(TOKEN))
         daemon = Daemon(config, loaded, seat, notifier=Notifier({}))
-        first = await daemon.reconcile_now()
+        first = await reconcile_now(daemon)
         assert first is not None and first.outcome == "applied"
         drop(spec_path.parent / "export" / "enrollments.csv", {"userSourcedId": "u004"})
-        second = await daemon.reconcile_now()  # no SIGHUP, no reload
+        second = await reconcile_now(daemon)  # no SIGHUP, no reload
         assert second is not None and second.outcome == "applied"
         [bio] = [g for g in emulator.state.groups() if g["name"].endswith("(BIO110)")]
         assert "amara" not in {c["username"] for c in bio["contacts"]}
         (spec_path.parent / "export" / "users.csv").write_text("not,a\nroster\n")
-        third = await daemon.reconcile_now()
+        third = await reconcile_now(daemon)
         assert third is not None and (third.outcome, third.failure) == ("error", "roster")
         [run] = seat.journal.history(limit=1)
         assert run.id == second.run_id and len(run.rosters) == 2
