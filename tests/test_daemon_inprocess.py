@@ -14,9 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from groupsync import loader
 from groupsync.config import load_settings
-from groupsync.daemon import Daemon, Loaded, load_all
+from groupsync.daemon import Daemon
 from groupsync.emulator import Emulator
+from groupsync.loader import Loaded
 from groupsync.outcomes import RunOutcome
 from groupsync.reconcile import RunReport
 from groupsync.reloader import Reloader
@@ -184,12 +186,12 @@ async def test_git_pull_before_each_run_keeps_the_last_good_spec(
     assert any("keeping the last good checkout" in r.message for r in caplog.records)
 
 
-def test_load_all_refuses_a_bad_spec_with_file_and_line(tmp_path: Path) -> None:
+def test_load_refuses_a_bad_spec_with_file_and_line(tmp_path: Path) -> None:
     spec = tmp_path / "spec.yaml"
     spec.write_text("groups:\n  chess:\n    nme: Chess\n")
     config = write_config(tmp_path, "http://127.0.0.1:9/v1", spec)
     with pytest.raises(Exception, match=r"spec\.yaml:3"):
-        load_all(config)
+        loader.load(config)
 
 
 async def test_reload_requests_during_a_load_fold_into_one_more() -> None:

@@ -19,7 +19,8 @@ import pytest
 from daemon_support import TOKEN, RestartableEmulator
 from groupsync.api import ApiError, Client
 from groupsync.config import load_settings
-from groupsync.daemon import Daemon, Loaded
+from groupsync.daemon import Daemon
+from groupsync.loader import Loaded
 from groupsync.outcomes import RunOutcome
 from groupsync.schedule import BACKOFF_CAP, ticks_to_skip
 from groupsync.sdnotify import Notifier

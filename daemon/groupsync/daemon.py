@@ -20,7 +20,7 @@ import logging
 import signal
 import time
 from collections.abc import Coroutine
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -28,21 +28,20 @@ from typing import Any
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from groupsync.backoff import Backoff
-from groupsync.config import Settings, find_config, load_settings, resolve_token
+from groupsync.config import Settings, find_config
 from groupsync.errors import GroupsyncError
-from groupsync.gitspec import GitPullError, InvalidCommit, SpecPuller, git_info
+from groupsync.gitspec import GitPullError, InvalidCommit, SpecPuller
 from groupsync.journal import Journal, JournalError
 from groupsync.liveness import Liveness, keep_watchdog
+from groupsync.loader import Loaded, load, load_with, read_config
 from groupsync.logs import log_change, setup_logging
 from groupsync.metrics import Metrics, MetricsServer
 from groupsync.outcomes import ChangeStatus, ExitCode, Failure, RunOutcome
 from groupsync.plan import Change
-from groupsync.reconcile import RunReport, reconcile
+from groupsync.reconcile import RunOptions, RunReport, Session
 from groupsync.reloader import Reloader
 from groupsync.schedule import make_trigger, period_of
 from groupsync.sdnotify import Notifier
-from groupsync.secret import Secret
-from groupsync.spec import Spec, load_spec
 from groupsync.writer import JournalSeat
 
 log = logging.getLogger("groupsync.daemon")
@@ -55,27 +54,6 @@ GIT_PULL_TIMEOUT_S = 20.0  # below the drain timeout: a pull in a thread cannot 
 # only when that deadline did not end the run.
 MIN_STALL_S = 600.0
 JOB_ID = "reconcile"
-
-
-@dataclass(frozen=True, slots=True)
-class Loaded:
-    """Config, spec and token that loaded together; replaced only as a whole, by a good reload."""
-
-    settings: Settings
-    spec: Spec
-    token: Secret
-    source: tuple[str | None, bool | None] = (None, None)
-    """(git commit, dirty) of the spec as loaded: what each run journals, even after a newer
-    commit on disk failed to load."""
-
-
-def load_all(config_path: Path) -> Loaded:
-    return load_with(load_settings(config_path))
-
-
-def load_with(settings: Settings) -> Loaded:
-    source = git_info(settings.spec.path)
-    return Loaded(settings, load_spec(settings.spec.path), resolve_token(settings), source)
 
 
 def log_problems(headline: str, exc: GroupsyncError) -> None:
@@ -129,7 +107,7 @@ class Daemon:
         self._stall_after_s = stall_after_s
         self.liveness = Liveness(self._stall_limit_s(loaded.settings))
         self.reloader: Reloader[Loaded] = Reloader(
-            lambda: load_all(self.config_path),
+            lambda: load(self.config_path),
             self._adopt,
             self._reload_refused,
             starting=self.notifier.reloading,
@@ -353,15 +331,11 @@ class Daemon:
     async def _reconcile(self, trigger: str) -> RunReport:
         try:
             loaded = await self._pull() if self.loaded.settings.spec.git_pull else self.loaded
-            return await reconcile(
-                loaded.settings,
-                loaded.spec,
-                loaded.token,
-                self.journal,
-                trigger=trigger,
-                on_progress=self._on_change,
-                spec_source=loaded.source,
+            session = Session(loaded.settings, loaded.token, self.journal)
+            options = RunOptions(
+                trigger=trigger, on_progress=self._on_change, spec_source=loaded.source
             )
+            return await session.reconcile(loaded.spec, options)
         except JournalError as exc:  # the journal went away between the check and the run
             return RunReport(
                 run_id=None, outcome=RunOutcome.ERROR, failure=Failure.JOURNAL, error=str(exc)
@@ -507,7 +481,7 @@ def run(config_path: Path | None, *, once: bool = False) -> int:
     `run`/`apply` on the same journal fails at once on the writer lock.
     """
     path = find_config(config_path)
-    settings = load_settings(path)
+    settings = read_config(path)
     setup_logging(settings.log.format)
     seat = JournalSeat.take(settings.journal.path)
     try:
