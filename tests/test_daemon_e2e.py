@@ -106,7 +106,7 @@ class DaemonProcess:
         found = []
         for r in self.records():
             m = re.match(r"run (\d+) outcome=(\w+)", r.get("msg", ""))
-            if m and r.get("logger") == "groupsync.reconcile":
+            if m and r.get("logger") == "groupsync.run":
                 found.append((int(m.group(1)), m.group(2)))
         return found
 

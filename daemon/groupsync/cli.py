@@ -32,18 +32,30 @@ config_option = click.option(
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="groupsync")
+@click.option(
+    "-v",
+    "--verbose",
+    is_flag=True,
+    help="Log what happens on stderr as it happens: every API request and retry (never the"
+    " token). `run` logs by its config's log settings instead.",
+)
 @click.pass_context
-def cli(ctx: click.Context) -> None:
+def cli(ctx: click.Context, verbose: bool) -> None:
     """Keep eCampus chat groups the way a YAML spec in git says they should be.
 
     \b
     Examples:
       groupsync demo           # the whole story on a built-in emulator, no account needed
       groupsync plan --help    # every command has its own help and examples
+      groupsync -v plan        # and every API request it makes
     """
+    from groupsync.logs import setup_console_logging
     from groupsync.waitline import on_terminal
 
-    if ctx.invoked_subcommand != "run":  # the daemon logs; a status line would cut into it
+    if ctx.invoked_subcommand == "run":  # the daemon sets up its own logging, from its config
+        return
+    setup_console_logging(verbose=verbose)
+    if not verbose:  # a status line on a terminal; --verbose logs every retry instead
         ctx.with_resource(on_terminal(sys.stderr))
 
 
@@ -532,8 +544,8 @@ class _Progress:
         bar = self._shown()
         if bar is not None:
             bar.update(1)
-        if status == "failed":
-            self.note(f"  failed: {change.action} {change.key}")
+            if status == "failed":  # said as it happens; the summary gives the reason
+                self.note(f"  failed: {change.action} {change.key}")
 
     def note(self, message: str) -> None:
         """A line of its own, below the bar if one is drawn."""
@@ -563,9 +575,14 @@ def _echo_outcome(report: RunReport) -> None:
         return
     if report.error and report.outcome != "failed":
         click.echo(f"Error: {report.error}", err=True)
-    elif report.plan is not None:
-        for error in report.plan.errors:
-            click.echo(f"  {error.key}: {error.message}", err=True)
+    elif report.plan is not None and report.plan.errors:
+        count = len(report.plan.errors)
+        which = (
+            "1 group has an error and was left as it is"
+            if count == 1
+            else f"{count} groups have errors and were left as they are"
+        )
+        click.echo(f"{which} (see Errors in the plan above).", err=True)
 
 
 def main(argv: list[str] | None = None) -> None:

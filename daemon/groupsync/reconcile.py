@@ -21,6 +21,7 @@ from groupsync.deadline import RunDeadline
 from groupsync.errors import GroupsyncError
 from groupsync.gitspec import Source, git_info
 from groupsync.journal import Journal, JournalError
+from groupsync.logs import RUN_LOGGER
 from groupsync.models import Group
 from groupsync.outcomes import ChangeStatus, ExitCode, Failure, RunOutcome
 from groupsync.plan import (
@@ -36,6 +37,7 @@ from groupsync.spec import Spec
 from groupsync.stopping import Interrupted, RunStop
 
 log = logging.getLogger("groupsync.reconcile")
+run_log = logging.getLogger(RUN_LOGGER)
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,7 +247,9 @@ class _Run:
                 plan_checksum=report.plan.checksum if report.plan else None,
             )
             level = logging.INFO if report.exit_code == ExitCode.OK else logging.ERROR
-            log.log(level, "run %s %s (took %.2fs)", run_id, report.summary(), report.duration_s)
+            run_log.log(
+                level, "run %s %s (took %.2fs)", run_id, report.summary(), report.duration_s
+            )
         return report
 
     async def plan_and_settle(self) -> None:
