@@ -19,7 +19,8 @@ from groupsync.config import load_settings
 from groupsync.daemon import Daemon
 from groupsync.emulator import Emulator
 from groupsync.loader import Loaded
-from groupsync.outcomes import RunOutcome
+from groupsync.outcomes import ChangeStatus, Failure, RunOutcome
+from groupsync.plan import Change
 from groupsync.reconcile import RunReport
 from groupsync.reloader import Reloader
 from groupsync.sdnotify import Notifier
@@ -238,3 +239,48 @@ async def test_a_run_ended_by_its_deadline_backs_off_like_an_error(
     assert (await daemon.tick()) is None  # skipped by the backoff
     assert (await daemon.tick()).outcome == "applied"  # type: ignore[union-attr]
     assert daemon.backoff.failures == 0
+
+
+@pytest.mark.parametrize("when", ["start", "end"])
+async def test_a_journal_that_cannot_record_the_run_is_one_error_line_not_a_crash(
+    tmp_path: Path,
+    contacts: Emulator,
+    seat: JournalSeat,
+    caplog: pytest.LogCaptureFixture,
+    when: str,
+) -> None:
+    """The journal refuses writes (SQLite's own read-only error, as on a full or read-only disk)
+    before the run starts, or once its one change has settled: one line saying what to do."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("groups:\n  chess:\n    name: Chess Club\n")
+    daemon = make_daemon(write_config(tmp_path, contacts.base_url, spec), seat)
+    conn = daemon.journal._conn
+
+    settled = daemon._on_change
+
+    def refuse_writes_once_settled(change: Change, status: ChangeStatus) -> None:
+        settled(change, status)
+        conn.execute("PRAGMA query_only = ON")
+
+    if when == "start":
+        conn.execute("PRAGMA query_only = ON")
+    else:
+        daemon._on_change = refuse_writes_once_settled  # type: ignore[method-assign]
+    caplog.set_level(logging.INFO)
+    try:
+        report = await daemon.reconcile_now()
+    finally:
+        conn.execute("PRAGMA query_only = OFF")
+    assert report is not None
+    assert report.outcome is RunOutcome.ERROR and report.failure is Failure.JOURNAL
+    doing = (
+        "cannot start a run (nothing was applied)" if when == "start" else "could not be recorded"
+    )
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert [r.name for r in errors] == ["groupsync.daemon"]
+    [line] = errors
+    assert line.getMessage().startswith(f"journal {seat.path}: ") and doing in line.getMessage()
+    assert "make the file and its folder writable" in line.getMessage()
+    assert line.exc_info is None and line.failure == "journal"  # type: ignore[attr-defined]
+    assert "run crashed" not in caplog.text
+    assert daemon.backoff.failures == 1

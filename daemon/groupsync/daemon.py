@@ -33,7 +33,7 @@ from groupsync.backoff import Backoff
 from groupsync.config import Settings, find_config
 from groupsync.errors import GroupsyncError
 from groupsync.gitspec import GitPullError, InvalidCommit, SpecPuller
-from groupsync.journal import Journal, JournalError
+from groupsync.journal import Journal
 from groupsync.liveness import Liveness, keep_watchdog
 from groupsync.loader import Loaded, load, load_with, read_config
 from groupsync.logs import log_change, setup_logging
@@ -350,7 +350,10 @@ class Daemon:
                 trigger=trigger, on_progress=self._on_change, spec_source=loaded.source, stop=stop
             )
             return await session.reconcile(loaded.spec, options)
-        except JournalError as exc:  # the journal went away between the check and the run
+        except GroupsyncError as exc:
+            # reconcile makes every other failure the run's outcome: this is the journal failing
+            # to record the run (a full disk, a replaced file). Its message says what to do.
+            log.error("%s", exc, extra={"failure": Failure.JOURNAL})
             return RunReport(
                 run_id=None, outcome=RunOutcome.ERROR, failure=Failure.JOURNAL, error=str(exc)
             )
