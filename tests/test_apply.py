@@ -27,8 +27,8 @@ from groupsync.plan import (
     Policy,
     compute_plan,
 )
-from groupsync.secret import Secret
 from groupsync.spec import DesiredGroup
+from helpers import api_client
 
 pytestmark = pytest.mark.anyio
 
@@ -52,7 +52,7 @@ def emu(emulator: Emulator) -> Emulator:
 
 def client_for(emu: Emulator, **options: object) -> Client:
     options = {"backoff_base_s": 0.02, "backoff_max_s": 0.5, "max_requests_per_s": 1000} | options
-    return Client(emu.base_url, Secret(TOKEN), **options)  # type: ignore[arg-type]
+    return api_client(emu.base_url, TOKEN, **options)
 
 
 def spec(*groups: DesiredGroup) -> dict[str, DesiredGroup]:

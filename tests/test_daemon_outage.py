@@ -31,6 +31,7 @@ from groupsync.sdnotify import Notifier
 from groupsync.secret import Secret
 from groupsync.spec import load_spec
 from groupsync.writer import JournalSeat
+from helpers import api_client
 
 pytestmark = pytest.mark.anyio
 
@@ -110,7 +111,7 @@ def clock(daemon: Daemon, monkeypatch: pytest.MonkeyPatch) -> VirtualClock:
 
 async def client_message(base_url: str) -> str:
     """What the client itself says about the dead API: the CLI prints this, as the daemon logs."""
-    async with Client(base_url, Secret(TOKEN), max_attempts=1) as client:
+    async with api_client(base_url, TOKEN, max_attempts=1) as client:
         try:
             await client.list_all_groups()
         except ApiError as e:

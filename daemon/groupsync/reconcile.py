@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from groupsync.api import AuthError, Client, ClientStats, NotFound
+from groupsync.api import AuthError, Client, ClientStats, Limits, NotFound
 from groupsync.apply import ApplyControl, ApplyResult, apply_plan, recover_pending
 from groupsync.config import Settings, policy_from
 from groupsync.deadline import RunDeadline
@@ -116,15 +116,12 @@ class Session:
 
     def _client(self, *, read_only: bool, stats: ClientStats | None) -> Client:
         api = self.settings.api
-        return Client(
-            api.base_url,
-            self.token,
+        limits = Limits(
             timeout_s=api.timeout_s,
             max_concurrency=api.max_concurrency,
             max_requests_per_s=api.max_requests_per_s,
-            read_only=read_only,
-            stats=stats,
         )
+        return Client(api.base_url, self.token, limits=limits, read_only=read_only, stats=stats)
 
     def managed(self) -> dict[str, ManagedGroup]:
         """The journal's key -> group map; no journal yet means nothing is managed."""
