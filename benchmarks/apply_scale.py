@@ -46,7 +46,7 @@ from typing import Any
 
 import httpx
 
-from groupsync.api import Client
+from groupsync.api import Client, Limits
 from groupsync.apply import ApplyResult, apply_plan
 from groupsync.journal import Journal
 from groupsync.models import Group
@@ -193,7 +193,8 @@ async def timed_apply(
 
 
 async def read_account(base_url: str) -> list[Group]:
-    async with Client(base_url, Secret(TOKEN), max_requests_per_s=1000, read_only=True) as c:
+    fast = Limits(max_requests_per_s=1000)
+    async with Client(base_url, Secret(TOKEN), limits=fast, read_only=True) as c:
         return await c.list_all_groups()
 
 
@@ -210,9 +211,8 @@ def run(s: Scenario, workdir: Path, journal_dir: Path) -> dict[str, Any]:
     ):
         set_faults(admin, latency_s=s.latency_s, rate_limit_per_s=s.emulator_rate)
         admin.post("/reset", json={}).raise_for_status()
-        client = Client(
-            base_url, Secret(TOKEN), max_concurrency=CONCURRENCY, max_requests_per_s=s.client_rate
-        )
+        limits = Limits(max_concurrency=CONCURRENCY, max_requests_per_s=s.client_rate)
+        client = Client(base_url, Secret(TOKEN), limits=limits)
 
         async def go() -> tuple[ApplyResult, dict[str, float]]:
             async with client, asyncio.timeout(s.ideal_s * 4 + 60):

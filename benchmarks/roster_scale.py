@@ -4,7 +4,7 @@ Issue 13's targets, for a generated export of 5,000 classes, 20,000 users and 15
 enrollments (1 teacher and 29 students per class):
 
 - `load_spec` (reading and checking the four CSV files, generating 5,000 groups) plus the plan
-  (`reconcile.make_plan`: the group listing from the emulator over HTTP, then `compute_plan`)
+  (`reconcile.plan_with`: the group listing from the emulator over HTTP, then `compute_plan`)
   in under 2 s of CPU and 500 MiB of peak RSS;
 - a no-op plan makes only the list calls: ceil(5,000/100) active pages + 1 archived page, no
   contacts (every username already shows in some group).
@@ -32,11 +32,12 @@ from pathlib import Path
 from typing import Any
 
 from groupsync import reconcile
-from groupsync.config import Settings
+from groupsync.config import Settings, policy_from
 from groupsync.emulator import serve_emulator
 from groupsync.plan import AppliedState, ManagedGroup
+from groupsync.reconcile import Planned
 from groupsync.secret import Secret
-from groupsync.spec import load_spec
+from groupsync.spec import Spec, load_spec
 
 TOKEN = "bench-token"
 PAGE = 100
@@ -164,6 +165,12 @@ def own_peak_rss_mib() -> float:
     return int(match.group(1)) / 1024 if match else float("nan")
 
 
+async def _plan(settings: Settings, spec: Spec, managed: dict[str, ManagedGroup]) -> Planned:
+    """What `groupsync plan` does once the spec is loaded: list over HTTP, then diff."""
+    async with reconcile.Session(settings, Secret(TOKEN)).reader() as client:
+        return await reconcile.plan_with(client, spec, managed, policy_from(settings))
+
+
 def child(spec_path: Path, base_url: str) -> dict[str, Any]:
     """Load and plan as `groupsync plan` does; the journal's mapping is built from the spec."""
     settings = Settings.model_validate(
@@ -184,7 +191,7 @@ def child(spec_path: Path, base_url: str) -> dict[str, Any]:
         for key, g in spec.groups.items()
     }
     cpu2, wall2 = time.process_time(), time.perf_counter()
-    planned = asyncio.run(reconcile.make_plan(settings, spec, Secret(TOKEN), managed))
+    planned = asyncio.run(_plan(settings, spec, managed))
     plan_cpu, plan_wall = time.process_time() - cpu2, time.perf_counter() - wall2
     plan = planned.plan
     if plan.changes or plan.errors or plan.refused:

@@ -5,9 +5,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 import yaml
+
+from groupsync.api import Client, Limits, Retries
+from groupsync.secret import Secret
 
 
 def git(cwd: Path, *args: str) -> str:
@@ -21,6 +26,15 @@ def git(cwd: Path, *args: str) -> str:
         check=True,
     )
     return r.stdout.strip()
+
+
+def api_client(base_url: str, token: str | Secret, **knobs: Any) -> Client:
+    """A Client with each of its limits and retry settings given by name (`max_attempts=2`);
+    other keywords (`transport`, `sleep`, ...) go to Client as they are."""
+    secret = token if isinstance(token, Secret) else Secret(token)
+    limits = {f.name: knobs.pop(f.name) for f in fields(Limits) if f.name in knobs}
+    retries = {f.name: knobs.pop(f.name) for f in fields(Retries) if f.name in knobs}
+    return Client(base_url, secret, limits=Limits(**limits), retries=Retries(**retries), **knobs)
 
 
 def groupsync(

@@ -28,7 +28,7 @@ from groupsync.api import (
     call_trace,
 )
 from groupsync.emulator import Faults, serve_emulator
-from groupsync.secret import Secret
+from helpers import api_client
 
 TOKEN = "test-token"
 GROUPS = "/v1/groups"
@@ -65,7 +65,7 @@ def connect(emulator: Any, token: str = TOKEN, **kwargs: Any) -> Client:
         "timeout_s": 5,
         **kwargs,
     }
-    return Client(emulator.base_url, Secret(token), **options)
+    return api_client(emulator.base_url, token, **options)
 
 
 # --- reading ---------------------------------------------------------------------------------
@@ -239,7 +239,7 @@ async def test_5xx_retries_stop_at_the_attempt_limit(emulator: Any) -> None:
 @pytest.mark.anyio
 async def test_5xx_retries_stop_at_the_time_budget(emulator: Any) -> None:
     emulator.faults.error_fraction = 1.0
-    async with connect(emulator, backoff_base_s=0.05, retry_budget_s=0.2, max_attempts=100) as c:
+    async with connect(emulator, backoff_base_s=0.05, budget_s=0.2, max_attempts=100) as c:
         with pytest.raises(ServerError) as caught:
             await c.list_groups(archived=False)
 
@@ -266,8 +266,8 @@ async def test_an_unreachable_server_is_retried_even_for_a_post(method: str) -> 
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     sleep = Sleep()
-    async with Client(
-        f"http://127.0.0.1:{port}/v1", Secret(TOKEN), max_attempts=3, sleep=sleep
+    async with api_client(
+        f"http://127.0.0.1:{port}/v1", TOKEN, max_attempts=3, sleep=sleep
     ) as client:
         call = client.get_group("g1") if method == "get" else client.create_group(name="x")
         with pytest.raises(ServerError) as caught:

@@ -13,13 +13,14 @@ import pytest
 from groupsync.api import AmbiguousWrite, Client, MalformedAnswer, MalformedWrite
 from groupsync.contract import Contract, Malformed
 from groupsync.emulator import Emulator, serve_emulator
-from groupsync.secret import MASK, Secret
+from groupsync.secret import MASK
+from helpers import api_client
 
 TOKEN = "test-token"
 
 
 def connect(emulator: Emulator) -> Client:
-    return Client(emulator.base_url, Secret(TOKEN), max_requests_per_s=1000, timeout_s=5)
+    return api_client(emulator.base_url, TOKEN, max_requests_per_s=1000, timeout_s=5)
 
 
 async def listing_error(emulator: Emulator, **faults: Any) -> MalformedAnswer:
@@ -139,7 +140,7 @@ async def test_a_value_quoted_in_an_error_is_redacted_and_cut() -> None:
     with serve_emulator(token=secret) as emulator:
         emulator.state.add_group("Chess")
         emulator.faults.update(override_fields={"created_at": f"Bearer {secret} " + "x" * 200})
-        async with Client(emulator.base_url, Secret(secret), max_requests_per_s=1000) as client:
+        async with api_client(emulator.base_url, secret, max_requests_per_s=1000) as client:
             with pytest.raises(MalformedAnswer) as caught:
                 await client.list_groups(archived=False)
     text = str(caught.value)

@@ -16,12 +16,12 @@ import pytest
 from groupsync import api
 from groupsync.api import AmbiguousWrite, ApiError, Client, ServerError
 from groupsync.emulator import Emulator
-from groupsync.secret import Secret
+from helpers import api_client
 
 
 def connect(emulator: Emulator, **kwargs: Any) -> Client:
     options: dict[str, Any] = {"max_requests_per_s": 1000, "backoff_base_s": 0.01, **kwargs}
-    return Client(emulator.base_url, Secret("test-token"), **options)
+    return api_client(emulator.base_url, "test-token", **options)
 
 
 # --- drip: the whole request has one deadline ----------------------------------------------
@@ -36,7 +36,7 @@ async def test_a_dripping_answer_times_out_at_timeout_s_and_the_retries_end(
     emulator.faults.drip_s = 0.05
     timeout_s, budget_s = 0.3, 0.8
     started = time.monotonic()
-    async with connect(emulator, timeout_s=timeout_s, retry_budget_s=budget_s) as client:
+    async with connect(emulator, timeout_s=timeout_s, budget_s=budget_s) as client:
         with pytest.raises(ServerError) as caught:
             await client.list_groups(archived=False)
     elapsed = time.monotonic() - started

@@ -14,8 +14,8 @@ import pytest
 
 from groupsync.api import ApiError, Client, InvalidRequest
 from groupsync.emulator import Faults, serve_emulator
-from groupsync.secret import MASK, Secret
-from helpers import token_pieces
+from groupsync.secret import MASK
+from helpers import api_client, token_pieces
 
 TOKEN = "sk-live-9f8e7d6c5b4a3210-AbCdEfGhIjKl"
 MODES = ("type", "message", "html")
@@ -27,7 +27,7 @@ def every_text(error: ApiError) -> str:
 
 
 def connect(emulator: Any) -> Client:
-    return Client(emulator.base_url, Secret(TOKEN), max_requests_per_s=1000, timeout_s=5)
+    return api_client(emulator.base_url, TOKEN, max_requests_per_s=1000, timeout_s=5)
 
 
 @pytest.mark.parametrize("mode", MODES)

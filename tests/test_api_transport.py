@@ -29,7 +29,7 @@ from groupsync.api import (
     call_trace,
     parse_retry_after,
 )
-from groupsync.secret import Secret
+from helpers import api_client
 
 TOKEN = "tok-7f3a9c-never-shown"
 
@@ -48,9 +48,9 @@ def make_client(
     handler: Callable[[httpx.Request], httpx.Response], sleep: Recorder, **kwargs: object
 ) -> Client:
     options: dict[str, object] = {"max_requests_per_s": 1000, "backoff_base_s": 0.01, **kwargs}
-    return Client(
+    return api_client(
         "http://ecampus.test/v1",
-        Secret(TOKEN),
+        TOKEN,
         transport=httpx.MockTransport(handler),
         sleep=sleep,
         **options,  # type: ignore[arg-type]
@@ -152,7 +152,7 @@ async def test_retry_after_longer_than_the_budget_gives_up_at_once() -> None:
         )
 
     sleep = Recorder()
-    async with make_client(handler, sleep, retry_budget_s=60) as client:
+    async with make_client(handler, sleep, budget_s=60) as client:
         with pytest.raises(RateLimited) as caught:
             await client.list_groups(archived=False)
     assert caught.value.status == 429 and caught.value.retry_after == 120

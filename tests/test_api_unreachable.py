@@ -34,6 +34,7 @@ from groupsync.emulator import Emulator
 from groupsync.errors import GroupsyncError
 from groupsync.secret import Secret
 from groupsync.waitline import WaitLine, on_terminal, render
+from helpers import api_client
 
 TOKEN = "test-token"
 # 64 characters: longer than a DNS label may be, so the lookup fails before any query is sent.
@@ -48,8 +49,7 @@ def closed_port() -> int:
 
 
 def client(base_url: str, token: Secret | str = TOKEN, **kwargs: Any) -> Client:
-    secret = token if isinstance(token, Secret) else Secret(token)
-    return Client(base_url, secret, max_requests_per_s=1000, **kwargs)
+    return api_client(base_url, token, max_requests_per_s=1000, **kwargs)
 
 
 async def failure_of(base_url: str, **kwargs: Any) -> tuple[Exception, float]:

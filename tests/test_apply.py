@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from groupsync.api import Client
-from groupsync.apply import ApplyResult, UnsafePlan, apply_plan, recover_pending
+from groupsync.apply import ApplyControl, ApplyResult, UnsafePlan, apply_plan, recover_pending
 from groupsync.emulator import Emulator
 from groupsync.journal import ChangeRecord, Journal
 from groupsync.outcomes import RunOutcome
@@ -27,8 +27,8 @@ from groupsync.plan import (
     Policy,
     compute_plan,
 )
-from groupsync.secret import Secret
 from groupsync.spec import DesiredGroup
+from helpers import api_client
 
 pytestmark = pytest.mark.anyio
 
@@ -52,7 +52,7 @@ def emu(emulator: Emulator) -> Emulator:
 
 def client_for(emu: Emulator, **options: object) -> Client:
     options = {"backoff_base_s": 0.02, "backoff_max_s": 0.5, "max_requests_per_s": 1000} | options
-    return Client(emu.base_url, Secret(TOKEN), **options)  # type: ignore[arg-type]
+    return api_client(emu.base_url, TOKEN, **options)
 
 
 def spec(*groups: DesiredGroup) -> dict[str, DesiredGroup]:
@@ -250,7 +250,7 @@ async def test_changes_for_keys_with_plan_errors_are_skipped(
             journal,
             run,
             seen_ids=(),
-            on_progress=lambda c, s: seen.append((c.key, s)),
+            control=ApplyControl(on_progress=lambda c, s: seen.append((c.key, s))),
         )
     assert (result.applied, result.failed, result.skipped) == (1, 0, 1)
     assert sorted(seen) == [("a", "applied"), ("b", "skipped")]
@@ -270,7 +270,7 @@ async def test_progress_names_the_group_a_create_made(emu: Emulator, journal: Jo
             journal,
             run,
             seen_ids=(),
-            on_progress=lambda c, s: seen.append((c.group_id, s)),
+            control=ApplyControl(on_progress=lambda c, s: seen.append((c.group_id, s))),
         )
     assert seen == [(journal.managed()["a"].group_id, "applied")]
 

@@ -25,8 +25,8 @@ from groupsync.apply import apply_plan, recover_pending
 from groupsync.emulator import Emulator
 from groupsync.journal import Journal
 from groupsync.plan import compute_plan
-from groupsync.secret import Secret
 from groupsync.spec import DesiredGroup
+from helpers import api_client
 
 TOKEN = "test-token"
 TRIALS = 20
@@ -46,7 +46,7 @@ def desired_for(prefix: str) -> dict[str, DesiredGroup]:
 def client_for(base_url: str) -> Client:
     # verify=False: plain HTTP on 127.0.0.1, and it spares loading CA certificates per process.
     transport = httpx.AsyncHTTPTransport(verify=False)
-    return Client(base_url, Secret(TOKEN), max_requests_per_s=1000, transport=transport)
+    return api_client(base_url, TOKEN, max_requests_per_s=1000, transport=transport)
 
 
 def _apply_in_child(base_url: str, path: Path, prefix: str, ready: Connection) -> None:

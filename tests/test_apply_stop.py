@@ -16,14 +16,14 @@ from pathlib import Path
 import pytest
 
 from groupsync.api import ClientStats
-from groupsync.apply import ApplyResult, apply_plan
+from groupsync.apply import ApplyControl, ApplyResult, apply_plan
 from groupsync.config import ApiSettings
 from groupsync.deadline import RunDeadline
 from groupsync.emulator import Emulator
 from groupsync.journal import Journal
 from groupsync.outcomes import RunOutcome
 from groupsync.plan import Change, compute_plan
-from groupsync.reconcile import Planned, reconcile
+from groupsync.reconcile import Planned, RunOptions, Session
 from groupsync.spec import DesiredGroup, load_spec
 from groupsync.stopping import RunStop
 from test_apply import client_for, ids, names, rows, spec
@@ -54,8 +54,7 @@ async def apply_stopped(
             journal,
             run,
             seen_ids=ids(emu),
-            stop=stop,
-            on_start=on_start,  # type: ignore[arg-type]
+            control=ApplyControl(stop, on_start=on_start),  # type: ignore[arg-type]
             workers=2,
         )
 
@@ -168,14 +167,9 @@ async def test_a_run_past_its_deadline_is_interrupted_and_settles_every_change(
 
     with Journal.open(settings.journal.path) as journal, caplog.at_level(logging.ERROR):
         started = time.monotonic()
-        report = await reconcile(
-            settings,
+        report = await Session(settings, TOKEN, journal).reconcile(
             load_spec(settings.spec.path),
-            TOKEN,
-            journal,
-            trigger="schedule",
-            show=slow_down,
-            deadline_s=1.0,
+            RunOptions(trigger="schedule", show=slow_down, deadline_s=1.0),
         )
         elapsed = time.monotonic() - started
         [run] = journal.history(limit=1)
@@ -201,13 +195,8 @@ async def test_a_deadline_that_passes_while_reading_writes_nothing(
     settings = settings_for(tmp_path, emulator, {"g": {"name": "G"}})
     emulator.faults.latency_s = 1.0
     with Journal.open(settings.journal.path) as journal:
-        report = await reconcile(
-            settings,
-            load_spec(settings.spec.path),
-            TOKEN,
-            journal,
-            trigger="schedule",
-            deadline_s=0.3,
+        report = await Session(settings, TOKEN, journal).reconcile(
+            load_spec(settings.spec.path), RunOptions(trigger="schedule", deadline_s=0.3)
         )
         [run] = journal.history(limit=1)
     assert report.outcome is RunOutcome.INTERRUPTED
@@ -225,14 +214,8 @@ async def test_time_at_the_prompt_counts_for_neither_the_deadline_nor_the_durati
         return True
 
     with Journal.open(settings.journal.path) as journal:
-        report = await reconcile(
-            settings,
-            load_spec(settings.spec.path),
-            TOKEN,
-            journal,
-            trigger="manual",
-            approve=person_thinks,
-            deadline_s=0.8,
+        report = await Session(settings, TOKEN, journal).reconcile(
+            load_spec(settings.spec.path), RunOptions(approve=person_thinks, deadline_s=0.8)
         )
     assert report.outcome is RunOutcome.APPLIED, report.error
     assert report.duration_s < 0.8

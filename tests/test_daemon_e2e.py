@@ -43,7 +43,7 @@ groups:
     members: [carol]
 """
 RUN_TIMEOUT_S = 30.0
-STOP_TIMEOUT_S = 45.0  # the daemon drains for at most 30 s, then cancels
+STOP_TIMEOUT_S = 45.0  # a run still going 30 s after SIGTERM is cancelled: the last resort
 
 
 def wait_until(
@@ -106,7 +106,7 @@ class DaemonProcess:
         found = []
         for r in self.records():
             m = re.match(r"run (\d+) outcome=(\w+)", r.get("msg", ""))
-            if m and r.get("logger") == "groupsync.reconcile":
+            if m and r.get("logger") == "groupsync.run":
                 found.append((int(m.group(1)), m.group(2)))
         return found
 
@@ -155,6 +155,10 @@ class DaemonProcess:
             )
 
         return self.wait_for(check, f"a log line matching {pattern!r}", timeout)
+
+    def said(self, pattern: str) -> bool:
+        """Whether a log line matches `pattern`: for a daemon that has exited."""
+        return any(re.search(pattern, r.get("msg", "")) for r in self.records())
 
     def signal(self, sig: signal.Signals) -> None:
         self.proc.send_signal(sig)
@@ -245,10 +249,14 @@ metrics:
         )
 
     def pending_rows(self) -> int:
+        return self.statuses().get("pending", 0)
+
+    def statuses(self) -> dict[str, int]:
+        """How many journaled changes have each status."""
+        if not self.journal.exists():
+            return {}
         with contextlib.closing(sqlite3.connect(self.journal)) as db:
-            return int(
-                db.execute("SELECT count(*) FROM changes WHERE status = 'pending'").fetchone()[0]
-            )
+            return dict(db.execute("SELECT status, count(*) FROM changes GROUP BY status"))
 
     def metrics(
         self, port: int | None = None
@@ -397,44 +405,55 @@ def test_a_refused_token_is_loud_backs_off_and_a_reload_fixes_it(setup: Setup) -
     assert d.wait_exit() == 0
 
 
-@pytest.mark.slow
-def test_sigterm_during_an_apply_finishes_it_and_exits_zero(setup: Setup) -> None:
+def start_a_slow_apply(setup: Setup, latency_s: float) -> DaemonProcess:
+    """A daemon applying eight creates one at a time, every request taking `latency_s`; returned
+    once the first create is in flight (journaled `pending`, its answer not back yet)."""
     many = "groups:\n" + "".join(f"  g{i}:\n    name: Group {i}\n" for i in range(8))
     setup.spec_file.write_text(many)
-    setup.write_config(extra_api="  max_concurrency: 1\n")
+    setup.write_config(extra_api="  max_concurrency: 1\n")  # timeout_s 5: the grace
     assert setup.emulator.emu is not None
-    setup.emulator.emu.faults.update(latency_s=0.25)
+    setup.emulator.emu.faults.update(latency_s=latency_s)
     d = setup.start()
-    d.wait_log(r"^applied create", logger="groupsync.change")  # the apply is in flight
-    d.signal(signal.SIGTERM)
-    assert d.wait_exit() == 0
-    assert setup.pending_rows() == 0
-    assert [o for _, o in d.runs()] == ["applied"]
-    assert {f"Group {i}" for i in range(8)} <= set(setup.emulator.by_name())
+    d.wait_for(lambda: setup.pending_rows() == 1, "the first create in flight")
+    return d
 
 
 @pytest.mark.slow
-def test_a_second_signal_interrupts_and_the_next_start_settles_the_rest(setup: Setup) -> None:
-    many = "groups:\n" + "".join(f"  g{i}:\n    name: Group {i}\n" for i in range(8))
-    setup.spec_file.write_text(many)
-    setup.write_config(extra_api="  max_concurrency: 1\n")
-    assert setup.emulator.emu is not None
-    setup.emulator.emu.faults.update(latency_s=0.5)
-    d = setup.start()
-    d.wait_log(r"^applied create", logger="groupsync.change")
-    d.signal(signal.SIGTERM)
-    d.wait_log(r"SIGTERM: finishing the run in flight")
+def test_sigterm_lets_the_change_in_flight_finish_starts_no_more_and_exits_zero(
+    setup: Setup,
+) -> None:
+    d = start_a_slow_apply(setup, latency_s=1.0)
     d.signal(signal.SIGTERM)
     assert d.wait_exit(timeout=15) == 0
-    assert any("interrupted" in r.get("msg", "") for r in d.records())
-    assert len(setup.emulator.by_name()) < 8
+    assert d.said(r"^SIGTERM: starting no more changes; the ones in flight get 5s to finish")
+    assert [o for _, o in d.runs()] == ["interrupted"]
+    assert setup.statuses() == {"applied": 1, "skipped": 7}
+    assert setup.pending_rows() == 0
+    assert len(setup.emulator.by_name()) == 1
+    assert "cancelling it" not in d.log_text()  # the last resort was not needed
+    assert "failed run" not in d.log_text()  # a stop asked for is no failure to back off from
 
+
+@pytest.mark.slow
+def test_a_second_signal_abandons_the_change_in_flight_and_the_next_start_settles_it(
+    setup: Setup,
+) -> None:
+    d = start_a_slow_apply(setup, latency_s=2.0)
+    d.signal(signal.SIGTERM)
+    d.wait_log(r"^SIGTERM: starting no more changes")
+    d.signal(signal.SIGTERM)
+    assert d.wait_exit(timeout=15) == 0
+    assert d.said(r"^SIGTERM again: abandoning the changes in flight now")
+    assert [o for _, o in d.runs()] == ["interrupted"]
+    assert setup.statuses() == {"unknown": 1, "skipped": 7}  # sent, answer never seen
+
+    assert setup.emulator.emu is not None
     setup.emulator.emu.faults.update(latency_s=0)
     r = setup.once()
     assert r.returncode == 0, r.stderr
     assert setup.pending_rows() == 0
     names = [g["name"] for g in setup.emulator.emu.state.groups()]
-    assert sorted(names) == sorted(f"Group {i}" for i in range(8))  # no duplicates
+    assert sorted(names) == sorted(f"Group {i}" for i in range(8))  # the abandoned one once
 
 
 @pytest.mark.slow

@@ -15,10 +15,13 @@ from pathlib import Path
 import pytest
 
 from daemon_support import reconcile_now, tick
+from groupsync import loader
 from groupsync.config import load_settings
-from groupsync.daemon import Daemon, Loaded, load_all
+from groupsync.daemon import Daemon
 from groupsync.emulator import Emulator
-from groupsync.outcomes import RunOutcome
+from groupsync.loader import Loaded
+from groupsync.outcomes import ChangeStatus, Failure, RunOutcome
+from groupsync.plan import Change
 from groupsync.reconcile import RunReport
 from groupsync.reloader import Reloader
 from groupsync.sdnotify import Notifier
@@ -185,12 +188,12 @@ async def test_git_pull_before_each_run_keeps_the_last_good_spec(
     assert any("keeping the last good checkout" in r.message for r in caplog.records)
 
 
-def test_load_all_refuses_a_bad_spec_with_file_and_line(tmp_path: Path) -> None:
+def test_load_refuses_a_bad_spec_with_file_and_line(tmp_path: Path) -> None:
     spec = tmp_path / "spec.yaml"
     spec.write_text("groups:\n  chess:\n    nme: Chess\n")
     config = write_config(tmp_path, "http://127.0.0.1:9/v1", spec)
     with pytest.raises(Exception, match=r"spec\.yaml:3"):
-        load_all(config)
+        loader.load(config)
 
 
 async def test_reload_requests_during_a_load_fold_into_one_more() -> None:
@@ -237,3 +240,48 @@ async def test_a_run_ended_by_its_deadline_backs_off_like_an_error(
     assert (await tick(daemon)) is None  # skipped by the backoff
     assert (await tick(daemon)).outcome == "applied"  # type: ignore[union-attr]
     assert daemon.backoff.failures == 0
+
+
+@pytest.mark.parametrize("when", ["start", "end"])
+async def test_a_journal_that_cannot_record_the_run_is_one_error_line_not_a_crash(
+    tmp_path: Path,
+    contacts: Emulator,
+    seat: JournalSeat,
+    caplog: pytest.LogCaptureFixture,
+    when: str,
+) -> None:
+    """The journal refuses writes (SQLite's own read-only error, as on a full or read-only disk)
+    before the run starts, or once its one change has settled: one line saying what to do."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("groups:\n  chess:\n    name: Chess Club\n")
+    daemon = make_daemon(write_config(tmp_path, contacts.base_url, spec), seat)
+    conn = daemon.journal._conn
+
+    settled = daemon._on_change
+
+    def refuse_writes_once_settled(change: Change, status: ChangeStatus) -> None:
+        settled(change, status)
+        conn.execute("PRAGMA query_only = ON")
+
+    if when == "start":
+        conn.execute("PRAGMA query_only = ON")
+    else:
+        daemon._on_change = refuse_writes_once_settled  # type: ignore[method-assign]
+    caplog.set_level(logging.INFO)
+    try:
+        report = await reconcile_now(daemon)
+    finally:
+        conn.execute("PRAGMA query_only = OFF")
+    assert report is not None
+    assert report.outcome is RunOutcome.ERROR and report.failure is Failure.JOURNAL
+    doing = (
+        "cannot start a run (nothing was applied)" if when == "start" else "could not be recorded"
+    )
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert [r.name for r in errors] == ["groupsync.daemon"]
+    [line] = errors
+    assert line.getMessage().startswith(f"journal {seat.path}: ") and doing in line.getMessage()
+    assert "make the file and its folder writable" in line.getMessage()
+    assert line.exc_info is None and line.failure == "journal"  # type: ignore[attr-defined]
+    assert "run crashed" not in caplog.text
+    assert daemon.backoff.failures == 1

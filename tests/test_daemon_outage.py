@@ -3,34 +3,41 @@ converges once the API is back.
 
 Minutes of schedule pass in a few seconds: the test is the scheduler (it fires the daemon's job
 once per virtual period, as APScheduler would), and the client's retry waits move the virtual
-clock on instead of sleeping. The rest is real: the emulator stopped and restarted on its port
-(connections refused meanwhile), HTTP, and the journal on disk.
+clock on instead of sleeping. The rest is real: HTTP, the journal on disk, and two kinds of
+outage. A stopped API (the emulator gone from its port, connections refused) fails each run
+within the client's few seconds for a refused connection; a failing one (every answer a 5xx)
+keeps each run retrying for the whole retry budget, across many ticks.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import random
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
 from daemon_support import TOKEN, RestartableEmulator, tick
 from groupsync.api import ApiError, Client
 from groupsync.config import load_settings
-from groupsync.daemon import Daemon, Loaded
+from groupsync.daemon import Daemon
+from groupsync.loader import Loaded
 from groupsync.outcomes import RunOutcome
 from groupsync.schedule import BACKOFF_CAP, ticks_to_skip
 from groupsync.sdnotify import Notifier
 from groupsync.secret import Secret
 from groupsync.spec import load_spec
 from groupsync.writer import JournalSeat
+from helpers import api_client
 
 pytestmark = pytest.mark.anyio
 
 PERIOD_S = 1.0
 SPEC = "groups:\n  chess:\n    name: Chess Club\n    members: [ada, bob]\n"
+REFUSED_WITHIN_S = 10.0  # a refused connection fails a command within 10 s (issue 10)
 
 
 class VirtualClock:
@@ -95,6 +102,7 @@ def daemon(tmp_path: Path, api: RestartableEmulator) -> Iterator[Daemon]:
 @pytest.fixture
 def clock(daemon: Daemon, monkeypatch: pytest.MonkeyPatch) -> VirtualClock:
     clock = VirtualClock(daemon)
+    random.seed(11)  # the client's retry jitter: the same virtual outage every time
     defaults = Client.__init__.__kwdefaults__
     assert defaults is not None and "sleep" in defaults  # the client's seam for retry waits
     monkeypatch.setitem(defaults, "sleep", clock.sleep)
@@ -103,7 +111,7 @@ def clock(daemon: Daemon, monkeypatch: pytest.MonkeyPatch) -> VirtualClock:
 
 async def client_message(base_url: str) -> str:
     """What the client itself says about the dead API: the CLI prints this, as the daemon logs."""
-    async with Client(base_url, Secret(TOKEN), max_attempts=1) as client:
+    async with api_client(base_url, TOKEN, max_attempts=1) as client:
         try:
             await client.list_all_groups()
         except ApiError as e:
@@ -111,25 +119,41 @@ async def client_message(base_url: str) -> str:
     pytest.fail("the API answered during the outage")
 
 
-@pytest.mark.parametrize("outage_s", [30, 60 * 60], ids=["30s", "1h-past-the-cap"])
+class Outage(NamedTuple):
+    seconds: int
+    refused: bool  # the API stopped (connections refused), else up and answering only 5xx
+
+
+@pytest.mark.parametrize(
+    "outage",
+    [Outage(30, True), Outage(60 * 60, True), Outage(30, False), Outage(60 * 60, False)],
+    ids=["30s-stopped", "1h-stopped-past-the-cap", "30s-failing", "1h-failing-past-the-cap"],
+)
 async def test_an_outage_is_survived_backed_off_within_the_cap_and_then_converged(
-    outage_s: int,
+    outage: Outage,
     api: RestartableEmulator,
     daemon: Daemon,
     clock: VirtualClock,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
+    outage_s, refused = outage
     caplog.set_level(logging.INFO)
     await clock.run_until(1)
     assert [o for _, _, o in clock.attempts] == [RunOutcome.APPLIED]
     chess_id = api.by_name()["Chess Club"]["id"]
 
-    api.stop()
+    if refused:
+        api.stop()
+    else:
+        assert api.emu is not None
+        api.emu.faults.update(error_fraction=1.0)
     outage_start, outage_end = clock.now, clock.now + outage_s
     dead_message = await client_message(api.base_url)
 
     def api_back() -> None:
-        emu = api.start()  # same port, same state file
+        emu = api.start() if refused else api.emu  # same port, same state file
+        assert emu is not None
+        emu.faults.update(error_fraction=0.0)
         emu.state.update_group(chess_id, {"name": "Chess (changed during the outage)"})
 
     clock.at(outage_end, api_back)
@@ -168,14 +192,17 @@ async def test_an_outage_is_survived_backed_off_within_the_cap_and_then_converge
 
     messages = [r.getMessage() for r in caplog.records]
     assert not any("tick(s)" in m for m in messages)
-    # A run retrying through the outage outlasts ticks: the first skip is news, the rest warn.
     busy = [r.levelno for r in caplog.records if "the previous run is still going" in r.message]
-    assert busy[:3] == [logging.INFO, logging.WARNING, logging.WARNING]
+    if refused:  # each run gives up on the refused connection within seconds
+        assert all(end - start < REFUSED_WITHIN_S for start, end, _ in during)
+    else:
+        # A run retrying a failing API outlasts many ticks: the first skip is news, the rest warn.
+        assert busy[:3] == [logging.INFO, logging.WARNING, logging.WARNING]
     if not long_outage:
         return
-    # The client's own words for the dead API, once per run line: what the CLI prints too.
     runs = [m for m in messages if "outcome=error" in m]
-    assert runs and all(m.count(dead_message) == 1 for m in runs), (dead_message, runs[0])
+    if refused:  # the client's own words for the dead API, once per run line, as the CLI says
+        assert runs and all(m.count(dead_message) == 1 for m in runs), (dead_message, runs[0])
     assert "1 failed run in a row; next attempt at the next scheduled run" in messages
     assert any(
         m.startswith("2 failed runs in a row; next attempt after skipping 1 ") for m in messages

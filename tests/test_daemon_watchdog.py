@@ -19,9 +19,10 @@ from pathlib import Path
 import pytest
 
 from groupsync.config import load_settings
-from groupsync.daemon import Daemon, Loaded
+from groupsync.daemon import Daemon
 from groupsync.emulator import Emulator
 from groupsync.liveness import Liveness
+from groupsync.loader import Loaded
 from groupsync.sdnotify import Notifier
 from groupsync.secret import Secret
 from groupsync.spec import load_spec

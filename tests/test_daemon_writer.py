@@ -15,12 +15,13 @@ import pytest
 
 from daemon_support import reconcile_now, tick
 from groupsync.config import load_settings
-from groupsync.daemon import Daemon, Loaded
+from groupsync.daemon import Daemon
 from groupsync.emulator import Emulator
 from groupsync.journal import Journal, JournalReplaced
+from groupsync.loader import Loaded
 from groupsync.outcomes import ChangeStatus, Failure, RunOutcome
 from groupsync.plan import Change
-from groupsync.reconcile import reconcile
+from groupsync.reconcile import RunOptions, Session
 from groupsync.sdnotify import Notifier
 from groupsync.secret import Secret
 from groupsync.spec import load_spec
@@ -95,12 +96,9 @@ async def test_apply_stops_before_the_next_write_phase(
     settings = load_settings(config)
     seat = JournalSeat.take(settings.journal.path)
     try:
-        first = await reconcile(
-            settings,
-            load_spec(config.parent / "spec.yaml"),
-            Secret(TOKEN),
-            seat.journal,
-            trigger="test",
+        session = Session(settings, Secret(TOKEN), seat.journal)
+        first = await session.reconcile(
+            load_spec(config.parent / "spec.yaml"), RunOptions(trigger="test")
         )
         assert first.outcome is RunOutcome.APPLIED
         spec = CHESS.replace("Chess Club", "Chess & Go") + "  film:\n    name: Film\n"
@@ -110,13 +108,9 @@ async def test_apply_stops_before_the_next_write_phase(
             if change.key == "film":
                 replace_folder(state)
 
-        report = await reconcile(
-            settings,
+        report = await session.reconcile(
             load_spec(tmp_path / "spec.yaml"),
-            Secret(TOKEN),
-            seat.journal,
-            trigger="test",
-            on_progress=replace_on_create,
+            RunOptions(trigger="test", on_progress=replace_on_create),
         )
     finally:
         seat.release()

@@ -13,7 +13,7 @@ from groupsync.emulator import Emulator
 from groupsync.journal import Journal
 from groupsync.outcomes import Failure, RunOutcome
 from groupsync.plan import Action, AppliedState
-from groupsync.reconcile import make_plan, reconcile
+from groupsync.reconcile import RunOptions, Session
 from groupsync.secret import Secret
 from groupsync.spec import load_spec
 
@@ -50,7 +50,7 @@ async def test_a_group_deleted_by_hand_is_recreated_after_one_check(
     emulator.state.delete_group(str(gone["id"]))
     with Journal.open(settings.journal.path) as journal:
         manage(journal, "club", gone)
-        planned = await make_plan(settings, load_spec(settings.spec.path), TOKEN, journal.managed())
+        planned = await Session(settings, TOKEN, journal).plan(load_spec(settings.spec.path))
     [change] = planned.plan.changes
     assert change.action == Action.CREATE
     assert "deleted out of band" in change.note
@@ -70,7 +70,7 @@ async def test_a_group_missed_by_both_lists_is_not_recreated(
     monkeypatch.setattr(Client, "list_all_groups", list_missing_club)
     with Journal.open(settings.journal.path) as journal:
         manage(journal, "club", club)
-        planned = await make_plan(settings, load_spec(settings.spec.path), TOKEN, journal.managed())
+        planned = await Session(settings, TOKEN, journal).plan(load_spec(settings.spec.path))
     assert planned.plan.changes == ()
     assert emulator.count(method="POST") == 0
 
@@ -80,13 +80,8 @@ async def test_a_refused_token_is_an_error_outcome_not_a_crash(
 ) -> None:
     settings = settings_for(tmp_path, emulator, {"club": {"name": "Club"}})
     with Journal.open(settings.journal.path) as journal:
-        report = await reconcile(
-            settings,
-            load_spec(settings.spec.path),
-            Secret("wrong-token"),
-            journal,
-            trigger="manual",
-        )
+        session = Session(settings, Secret("wrong-token"), journal)
+        report = await session.reconcile(load_spec(settings.spec.path))
         [run] = journal.history(limit=1)
     assert report.outcome is RunOutcome.ERROR and report.exit_code == 1
     assert report.failure is Failure.AUTH  # what the daemon acts on, not the message's words
@@ -99,18 +94,17 @@ async def test_apply_then_noop_then_refused(emulator: Emulator, tmp_path: Path) 
     groups = {f"g{i}": {"name": f"G{i}"} for i in range(4)}
     settings = settings_for(tmp_path, emulator, groups)
     with Journal.open(settings.journal.path) as journal:
-        first = await reconcile(
-            settings, load_spec(settings.spec.path), TOKEN, journal, trigger="manual"
-        )
+        session = Session(settings, TOKEN, journal)
+        first = await session.reconcile(load_spec(settings.spec.path))
         assert (first.outcome, first.counts["create"]) == ("applied", 4)
-        again = await reconcile(
-            settings, load_spec(settings.spec.path), TOKEN, journal, trigger="schedule"
+        again = await session.reconcile(
+            load_spec(settings.spec.path), RunOptions(trigger="schedule")
         )
         assert again.outcome == "noop"
 
         settings_for(tmp_path, emulator, {"g0": {"name": "G0"}})  # 3 of 4 would be archived
-        refused = await reconcile(
-            settings, load_spec(settings.spec.path), TOKEN, journal, trigger="schedule"
+        refused = await session.reconcile(
+            load_spec(settings.spec.path), RunOptions(trigger="schedule")
         )
     assert refused.outcome == "refused" and refused.exit_code == 3
     assert "would archive 3 of 4" in (refused.error or "")
@@ -123,9 +117,7 @@ async def test_a_runs_request_counts_match_what_the_api_saw(
     settings = settings_for(tmp_path, emulator, {"a": {"name": "A"}, "b": {"name": "B"}})
     emulator.state.add_group("A")  # adopted by name
     with Journal.open(settings.journal.path) as journal:
-        report = await reconcile(
-            settings, load_spec(settings.spec.path), TOKEN, journal, trigger="manual"
-        )
+        report = await Session(settings, TOKEN, journal).reconcile(load_spec(settings.spec.path))
     seen: dict[tuple[str, str], int] = {}
     for (method, _path, status), n in emulator.counters.items():
         seen[method, str(status)] = seen.get((method, str(status)), 0) + n

@@ -115,7 +115,7 @@ def test_service_directives() -> None:
         assert d.get(key) == [value], key
     assert "@system-service" in d["Service.SystemCallFilter"]
     assert d["Service.WatchdogSec"]
-    # The daemon drains for 30 s on SIGTERM: systemd must wait longer than that.
+    # The daemon cancels a run still going 30 s after SIGTERM: systemd must wait longer.
     assert int(d["Service.TimeoutStopSec"][0].rstrip("s")) > 30
 
 

@@ -177,6 +177,40 @@ class ReadOnlyViolation(GroupsyncError):
     """A dry run tried to write: a bug, caught before anything was sent."""
 
 
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What one client asks of the API at most: `timeout_s` is each attempt's whole deadline,
+    from connecting to the answer's last byte, so a server that trickles bytes cannot hold a
+    call longer; `max_pages` caps one list."""
+
+    timeout_s: float = 10
+    max_concurrency: int = 8
+    max_requests_per_s: float = 10
+    max_pages: int = MAX_PAGES
+
+    def __post_init__(self) -> None:
+        if min(self.timeout_s, self.max_concurrency, self.max_requests_per_s, self.max_pages) <= 0:
+            raise ValueError(
+                "timeout_s, max_concurrency, max_requests_per_s and max_pages must be positive"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class Retries:
+    """When a failed call is sent again: at most `max_attempts` in all, and never once the next
+    wait would pass `budget_s`; each wait is the server's Retry-After, else an exponential
+    backoff from `backoff_base_s` up to `backoff_max_s`, with full jitter."""
+
+    max_attempts: int = 8
+    budget_s: float = 60
+    backoff_base_s: float = 0.5
+    backoff_max_s: float = 30
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError("max_attempts must be positive")
+
+
 @dataclass
 class ClientStats:
     """What the client did, for benchmarks and metrics: every attempt counts, retries included."""
@@ -301,15 +335,10 @@ class _BearerAuth(httpx.Auth):
 class Client:
     """The eCampus API, as groupsync needs it.
 
-    `timeout_s` is each attempt's whole deadline, from connecting to the answer's last byte, so
-    a server that trickles bytes cannot hold a call longer. Retries stop at `max_attempts` or
-    when the next wait would pass `retry_budget_s`, so one call takes at most `retry_budget_s`
-    plus one attempt's `timeout_s` (plus waits for a concurrency slot or the rate limit).
-
-    Extra knobs beyond the shared interface: `backoff_base_s`/`backoff_max_s` shape the retry
-    backoff, `max_pages` caps one list, and `sleep` is how retries wait (tests pass a recorder).
-    A `transport` passed in brings its own connection limits: httpx ignores `limits=` next to
-    `transport=`.
+    One call takes at most `retries.budget_s` plus one attempt's `limits.timeout_s` (plus waits
+    for a concurrency slot or the rate limit). `sleep` is how retries wait (tests pass a
+    recorder or a virtual clock). A `transport` passed in brings its own connection limits:
+    httpx ignores `limits=` next to `transport=`.
     """
 
     def __init__(
@@ -317,42 +346,29 @@ class Client:
         base_url: str,
         token: Secret,
         *,
-        timeout_s: float = 10,
-        max_concurrency: int = 8,
-        max_requests_per_s: float = 10,
+        limits: Limits | None = None,
+        retries: Retries | None = None,
         read_only: bool = False,
-        retry_budget_s: float = 60,
         transport: httpx.AsyncBaseTransport | None = None,
-        backoff_base_s: float = 0.5,
-        backoff_max_s: float = 30,
-        max_attempts: int = 8,
-        max_pages: int = MAX_PAGES,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         stats: ClientStats | None = None,
     ) -> None:
-        if max_concurrency < 1 or max_requests_per_s <= 0 or max_attempts < 1 or max_pages < 1:
-            raise ValueError(
-                "max_concurrency, max_requests_per_s, max_attempts and max_pages must be positive"
-            )
         _check_token(token)
         self.base_url = base_url
+        self.limits = limits = limits if limits is not None else Limits()
+        self.retries = retries if retries is not None else Retries()
         self._read_only = read_only
         self.stats = stats if stats is not None else ClientStats()
         self._token = token
-        self._timeout_s = timeout_s
-        self._retry_budget_s = retry_budget_s
-        self._backoff_base_s = backoff_base_s
-        self._backoff_max_s = backoff_max_s
-        self._max_attempts = max_attempts
-        self._max_pages = max_pages
         self._sleep = sleep
-        self._in_flight = asyncio.Semaphore(max_concurrency)
-        self._bucket = _TokenBucket(max_requests_per_s, burst=max(1.0, max_requests_per_s / 5))
+        self._in_flight = asyncio.Semaphore(limits.max_concurrency)
+        rate = limits.max_requests_per_s
+        self._bucket = _TokenBucket(rate, burst=max(1.0, rate / 5))
         options: dict[str, Any] = (
             {"transport": transport}
             if transport is not None
             else {
-                "limits": httpx.Limits(max_connections=max_concurrency),
+                "limits": httpx.Limits(max_connections=limits.max_concurrency),
                 "verify": _tls_context(),
             }
         )
@@ -360,7 +376,7 @@ class Client:
             base_url=base_url,
             auth=_BearerAuth(token),
             headers={"User-Agent": f"groupsync/{__version__}", "Accept": "application/json"},
-            timeout=httpx.Timeout(timeout_s),
+            timeout=httpx.Timeout(limits.timeout_s),
             **options,
         )
 
@@ -472,13 +488,13 @@ class Client:
         query: dict[str, Any] = {"limit": PAGE_SIZE, **params}
         endpoint = f"{path}?{urlencode(params)}" if params else path
         listing = _Listing(endpoint, self._contract, read_item)
-        for _ in range(self._max_pages):
+        for _ in range(self.limits.max_pages):
             has_more = await self._request("GET", path, params=query, parse=listing.add)
             if not has_more:
                 return listing.items
             query["starting_after"] = listing.items[-1].id
         raise ApiError(
-            f"stopped after {self._max_pages} pages ({len(listing.items)} items), all saying"
+            f"stopped after {self.limits.max_pages} pages ({len(listing.items)} items), all saying"
             f" has_more: that is past what an account's limits allow (100,000 groups at"
             f" {PAGE_SIZE} a page, plus 10%), so the server's paging looks broken and the list"
             " is not used",
@@ -522,7 +538,7 @@ class Client:
         """Attempts until one succeeds or `_retry_delay` says to stop; the answer of the
         successful one is read outside the retry, as a malformed body is no transient error."""
         started = time.monotonic()
-        for attempt in range(1, self._max_attempts + 1):
+        for attempt in range(1, self.retries.max_attempts + 1):
             try:
                 response = await self._attempt(method, path, params, json, attempt=attempt)
             except (ServerError, RateLimited) as failure:
@@ -577,7 +593,7 @@ class Client:
         earns only a short retry (see _CONNECT_ATTEMPTS)."""
         retry_after = getattr(failure, "retry_after", None)
         delay = retry_after if retry_after is not None else self._backoff(attempt)
-        if attempt >= self._max_attempts or waited_s + delay > self._retry_budget_s:
+        if attempt >= self.retries.max_attempts or waited_s + delay > self.retries.budget_s:
             return None
         if isinstance(failure, Unreachable) and (
             attempt >= _CONNECT_ATTEMPTS or waited_s + delay > _CONNECT_WINDOW_S
@@ -590,12 +606,14 @@ class Client:
     ) -> ApiError:
         where: dict[str, Any] = {"attempts": attempt, "method": method, "path": path}
         if isinstance(exc, _CONNECT_FAILED):
-            cause, hint = _connect_cause(exc, self._timeout_s)
+            cause, hint = _connect_cause(exc, self.limits.timeout_s)
             failure: ApiError = Unreachable(cause, base_url=self.base_url, hint=hint, **where)
         else:
             kind = ServerError if idempotent or isinstance(exc, _UNSENT) else AmbiguousWrite
             if isinstance(exc, httpx.TimeoutException):
-                failure = kind(f"timed out after {self._timeout_s:g} s (api.timeout_s)", **where)
+                failure = kind(
+                    f"timed out after {self.limits.timeout_s:g} s (api.timeout_s)", **where
+                )
             else:
                 failure = kind(f"the connection broke ({type(exc).__name__})", **where)
         return failure
@@ -633,7 +651,7 @@ class Client:
             sent = sent or event.endswith(".send_request_headers.started")
 
         try:
-            async with asyncio.timeout(self._timeout_s):
+            async with asyncio.timeout(self.limits.timeout_s):
                 return await self._http.request(
                     method, path, params=params, json=json, extensions={"trace": watch}
                 )
@@ -641,12 +659,12 @@ class Client:
             # Cancelled by the deadline, which httpx sees only as a cancellation: say which
             # phase it was, since a request not yet sent cannot have changed anything.
             kind = httpx.ReadTimeout if sent else httpx.ConnectTimeout
-            raise kind(f"no complete answer within {self._timeout_s:g} s") from exc
+            raise kind(f"no complete answer within {self.limits.timeout_s:g} s") from exc
 
     def _backoff(self, attempt: int) -> float:
         """Exponential backoff with full jitter: spreads retries of many callers apart."""
         return random.uniform(
-            0, min(self._backoff_max_s, self._backoff_base_s * 2 ** (attempt - 1))
+            0, min(self.retries.backoff_max_s, self.retries.backoff_base_s * 2 ** (attempt - 1))
         )
 
     def _error(

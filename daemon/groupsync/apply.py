@@ -65,6 +65,17 @@ class ApplyResult:
     failures: list[tuple[str, str]] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class ApplyControl:
+    """What steers an apply from outside: the run's stop, checked before each change starts (see
+    groupsync.stopping), and who hears of each change: `on_start(change)` as it is sent,
+    `on_progress(change, status)` once as it settles (applied, failed, skipped or unknown)."""
+
+    stop: RunStop = field(default_factory=RunStop)
+    on_start: Callable[[Change], None] | None = None
+    on_progress: Callable[[Change, ChangeStatus], None] | None = None
+
+
 @dataclass
 class _Outcome:
     """What one change's API calls did, for its journal row."""
@@ -176,18 +187,16 @@ class _Applier:
         run_id: int,
         *,
         seen_ids: Collection[str],
-        stop: RunStop,
-        on_start: Callable[[Change], None] | None,
-        on_progress: Callable[[Change, ChangeStatus], None] | None,
+        control: ApplyControl,
     ) -> None:
         self.desired = desired
         self.client = client
         self.journal = journal
         self.run_id = run_id
         self.seen_ids = seen_ids
-        self.stop = stop
-        self.on_start = on_start
-        self.on_progress = on_progress
+        self.stop = control.stop
+        self.on_start = control.on_start
+        self.on_progress = control.on_progress
         self.result = ApplyResult()
 
     async def run_phase(self, changes: list[Change], workers: int) -> None:
@@ -407,41 +416,30 @@ async def apply_plan(
     run_id: int,
     *,
     seen_ids: Collection[str],
-    stop: RunStop | None = None,
-    on_start: Callable[[Change], None] | None = None,
-    on_progress: Callable[[Change, ChangeStatus], None] | None = None,
+    control: ApplyControl | None = None,
     workers: int = DEFAULT_WORKERS,
 ) -> ApplyResult:
     """Apply the plan's changes, phase by phase; one change failing never stops the others.
 
     `seen_ids`: the id of every group the plan read. After an ambiguous create, a group with
     the name and an id outside them (and outside the journal's) is the one the create made.
-    `stop`: checked before each change starts (see groupsync.stopping). `on_start(change)` is
-    called as a change is sent, `on_progress(change, status)` once per change as it settles
-    (applied, failed, skipped or unknown). `workers` caps the tasks (and so the `pending` rows)
-    at a time; the client's own concurrency and rate limits decide what is really in flight.
+    `control`: the run's stop and who hears of each change (by default no one, and no stop).
+    `workers` caps the tasks (and so the `pending` rows) at a time; the client's own concurrency
+    and rate limits decide what is really in flight.
     """
     if plan.refused:
         raise UnsafePlan(
             "refusing to apply a plan over the safety limits: " + "; ".join(plan.refusals)
         )
-    applier = _Applier(
-        desired,
-        client,
-        journal,
-        run_id,
-        seen_ids=seen_ids,
-        stop=stop if stop is not None else RunStop(),
-        on_start=on_start,
-        on_progress=on_progress,
-    )
+    control = control if control is not None else ApplyControl()
+    applier = _Applier(desired, client, journal, run_id, seen_ids=seen_ids, control=control)
     errored = {e.key for e in plan.errors}
     phases: dict[int, list[Change]] = {}
     for change in plan.changes:
         if change.key in errored:
             applier.result.skipped += 1
-            if on_progress is not None:
-                on_progress(change, ChangeStatus.SKIPPED)
+            if control.on_progress is not None:
+                control.on_progress(change, ChangeStatus.SKIPPED)
             continue
         phases.setdefault(change.phase, []).append(change)
     for phase in sorted(phases):

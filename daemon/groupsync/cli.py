@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -11,18 +10,16 @@ import anyio
 import click
 
 from groupsync import __version__, private
-from groupsync.config import Settings, find_config, load_settings, resolve_token
 from groupsync.errors import GroupsyncError
+from groupsync.loader import load, read_config
 from groupsync.outcomes import ExitCode
 from groupsync.render import want_color
-from groupsync.spec import Spec, load_spec
 
 if TYPE_CHECKING:
     from groupsync.models import Group
     from groupsync.outcomes import ChangeStatus
     from groupsync.plan import Change, Plan
     from groupsync.reconcile import RunReport
-    from groupsync.secret import Secret
 
 config_option = click.option(
     "--config",
@@ -35,18 +32,30 @@ config_option = click.option(
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="groupsync")
+@click.option(
+    "-v",
+    "--verbose",
+    is_flag=True,
+    help="Log what happens on stderr as it happens: every API request and retry (never the"
+    " token). `run` logs by its config's log settings instead.",
+)
 @click.pass_context
-def cli(ctx: click.Context) -> None:
+def cli(ctx: click.Context, verbose: bool) -> None:
     """Keep eCampus chat groups the way a YAML spec in git says they should be.
 
     \b
     Examples:
       groupsync demo           # the whole story on a built-in emulator, no account needed
       groupsync plan --help    # every command has its own help and examples
+      groupsync -v plan        # and every API request it makes
     """
+    from groupsync.logs import setup_console_logging
     from groupsync.waitline import on_terminal
 
-    if ctx.invoked_subcommand != "run":  # the daemon logs; a status line would cut into it
+    if ctx.invoked_subcommand == "run":  # the daemon sets up its own logging, from its config
+        return
+    setup_console_logging(verbose=verbose)
+    if not verbose:  # a status line on a terminal; --verbose logs every retry instead
         ctx.with_resource(on_terminal(sys.stderr))
 
 
@@ -211,12 +220,6 @@ def run(config_path: Path | None, once: bool) -> None:
     sys.exit(run_daemon(config_path, once=once))
 
 
-def _load(config_path: Path | None) -> tuple[Settings, Spec, Secret]:
-    """Config, spec and token: everything a command that reads the API needs."""
-    settings = load_settings(find_config(config_path))
-    return settings, load_spec(settings.spec.path), resolve_token(settings)
-
-
 def _render(plan: Plan, fmt: str, *, color: bool) -> str:
     from groupsync import render
 
@@ -287,27 +290,17 @@ def plan_command(
       groupsync plan -o plan.json   # review it, then: groupsync apply plan.json
     """
     from groupsync.planfile import dump
-    from groupsync.reconcile import last_roster_counts, make_plan, managed_state
+    from groupsync.reconcile import RunOptions, Session
 
-    settings, spec, token = _load(config_path)
-    managed = managed_state(settings.journal.path)
-    for roster in spec.rosters:  # on stderr: stdout is the plan, maybe JSON for a tool
+    loaded = load(config_path)
+    for roster in loaded.spec.rosters:  # on stderr: stdout is the plan, maybe JSON for a tool
         click.echo(roster.line(), err=True)
-    planned = anyio.run(
-        partial(
-            make_plan,
-            settings,
-            spec,
-            token,
-            managed,
-            force=force,
-            allow_delete=allow_delete,
-            last_rosters=last_roster_counts(settings.journal.path),
-        )
-    )
+    session = Session(loaded.settings, loaded.token)  # no journal: it reads, never writes
+    options = RunOptions(force=force, allow_delete=allow_delete)
+    planned = anyio.run(session.plan, loaded.spec, options)
     click.echo(_render(planned.plan, fmt, color=want_color(sys.stdout)))
     if out is not None:
-        _write(out, dump(planned.plan, spec.digest, planned.actual))
+        _write(out, dump(planned.plan, loaded.spec.digest, planned.actual))
         click.echo(f"Saved the plan to {out}; apply it with: groupsync apply {out}", err=True)
     sys.exit(_plan_exit_code(planned.plan, detailed=detailed_exitcode))
 
@@ -343,13 +336,14 @@ def apply(
       groupsync apply
       groupsync apply --yes plan.json   # exactly the plan saved by `plan -o plan.json`
     """
+    from groupsync import planfile as planfiles
     from groupsync.journal import Journal
-    from groupsync.planfile import StalePlan, check_fresh, load
-    from groupsync.reconcile import Planned, reconcile
+    from groupsync.reconcile import Planned, RunOptions, Session
     from groupsync.stopping import RunStop, stop_on_signals
 
-    settings, spec, token = _load(config_path)
-    saved = load(planfile) if planfile is not None else None
+    loaded = load(config_path)
+    settings = loaded.settings
+    saved = planfiles.load(planfile) if planfile is not None else None
     interactive = sys.stdin.isatty() and sys.stdout.isatty()
     if not yes and not interactive:
         raise GroupsyncError("not on a terminal: pass --yes to apply without confirmation")
@@ -360,9 +354,9 @@ def apply(
         # Checked on every plan, an empty one too: "no changes" must not pass for "applied
         # the plan that was reviewed".
         if saved is not None:
-            check_fresh(saved, planned.plan, spec.digest, planned.actual)
+            planfiles.check_fresh(saved, planned.plan, loaded.spec.digest, planned.actual)
         if checksum is not None and planned.plan.checksum != checksum:
-            raise StalePlan(
+            raise planfiles.StalePlan(
                 f"plan checksum is {planned.plan.checksum}, not {checksum}: "
                 "the plan changed since it was reviewed; plan again"
             )
@@ -374,21 +368,18 @@ def apply(
 
     async def run(journal: Journal) -> RunReport:
         stop = RunStop()
+        options = RunOptions(
+            force=force,
+            allow_delete=allow_delete,
+            show=show,
+            approve=approve,
+            on_start=progress.start,
+            on_progress=progress.update,
+            spec_source=loaded.source,
+            stop=stop,
+        )
         with stop_on_signals(stop, grace_s=settings.api.timeout_s, notify=progress.note):
-            return await reconcile(
-                settings,
-                spec,
-                token,
-                journal,
-                trigger="manual",
-                force=force,
-                allow_delete=allow_delete,
-                show=show,
-                approve=approve,
-                on_start=progress.start,
-                on_progress=progress.update,
-                stop=stop,
-            )
+            return await Session(settings, loaded.token, journal).reconcile(loaded.spec, options)
 
     with Journal.open(settings.journal.path) as journal, journal.writer_lock(), progress:
         report = anyio.run(run, journal)
@@ -420,7 +411,7 @@ def history(config_path: Path | None, limit: int, key: str | None, as_json: bool
     from groupsync.journal import Journal
     from groupsync.roster.summary import history_line
 
-    settings = load_settings(find_config(config_path))
+    settings = read_config(config_path)
     runs: list[dict[str, Any]] = []
     # Reading must not create the journal: a missing one just means nothing ran yet.
     if settings.journal.path.exists():
@@ -458,14 +449,15 @@ def export(config_path: Path | None, include_archived: bool, out: Path | None) -
       groupsync export -o groups/existing.yaml
       groupsync export --include-archived > everything.yaml
     """
+    from groupsync.config import resolve_token
     from groupsync.export import export_spec
-    from groupsync.reconcile import open_client
+    from groupsync.reconcile import Session
 
-    settings = load_settings(find_config(config_path))
-    token = resolve_token(settings)
+    settings = read_config(config_path)  # no spec: exporting is how a first spec is made
+    session = Session(settings, resolve_token(settings))
 
     async def read() -> list[Group]:
-        async with open_client(settings, token, read_only=True) as client:
+        async with session.reader() as client:
             return await client.list_all_groups()
 
     groups = anyio.run(read)
@@ -557,8 +549,8 @@ class _Progress:
         bar = self._shown()
         if bar is not None:
             bar.update(1)
-        if status == "failed":
-            self.note(f"  failed: {change.action} {change.key}")
+            if status == "failed":  # said as it happens; the summary gives the reason
+                self.note(f"  failed: {change.action} {change.key}")
 
     def note(self, message: str) -> None:
         """A line of its own, below the bar if one is drawn."""
@@ -588,9 +580,14 @@ def _echo_outcome(report: RunReport) -> None:
         return
     if report.error and report.outcome != "failed":
         click.echo(f"Error: {report.error}", err=True)
-    elif report.plan is not None:
-        for error in report.plan.errors:
-            click.echo(f"  {error.key}: {error.message}", err=True)
+    elif report.plan is not None and report.plan.errors:
+        count = len(report.plan.errors)
+        which = (
+            "1 group has an error and was left as it is"
+            if count == 1
+            else f"{count} groups have errors and were left as they are"
+        )
+        click.echo(f"{which} (see Errors in the plan above).", err=True)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -4,9 +4,11 @@ How the pieces meet:
 - One thread, one event loop. The journal's SQLite connection, the scheduler, the signal
   handlers and every reconcile live on it; only the metrics server, `git pull` and reload's
   loading use threads, and none of them touches the journal.
-- Each reconcile runs in a task of its own (`_current`). The scheduler's job only starts it,
-  so `AsyncIOScheduler.shutdown()` (which cancels running coroutine jobs) never cancels a
-  reconcile: the daemon drains that one itself, with a deadline, before shutting it down.
+- Each reconcile runs in a task of its own (`_current`), with a `RunStop` of its own. The
+  scheduler's job only starts it, so `AsyncIOScheduler.shutdown()` (which cancels running
+  coroutine jobs) never cancels a reconcile: the daemon stops that one itself. The first SIGTERM
+  or SIGINT lets the changes in flight finish (at most `api.timeout_s`) and starts no more; the
+  second abandons them at once; a run still going `DRAIN_TIMEOUT_S` after the first is cancelled.
 - The pieces with one job each: `JournalSeat` (one writer, even when the journal folder is
   replaced), `Backoff` (ticks skipped after failed runs), `Reloader` (SIGHUP, coalesced, off
   the loop), `SpecPuller` (git pull), `Liveness` (the watchdog is pinged while runs finish).
@@ -20,7 +22,7 @@ import logging
 import signal
 import time
 from collections.abc import Coroutine
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -28,26 +30,29 @@ from typing import Any
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from groupsync.backoff import Backoff
-from groupsync.config import Settings, find_config, load_settings, resolve_token
+from groupsync.config import Settings, find_config
 from groupsync.errors import GroupsyncError
-from groupsync.gitspec import GitPullError, InvalidCommit, SpecPuller, git_info
-from groupsync.journal import Journal, JournalError
+from groupsync.gitspec import GitPullError, InvalidCommit, SpecPuller
+from groupsync.journal import Journal
 from groupsync.liveness import Liveness, keep_watchdog
+from groupsync.loader import Loaded, load, load_with, read_config
 from groupsync.logs import log_change, setup_logging
 from groupsync.metrics import Metrics, MetricsServer
 from groupsync.outcomes import ChangeStatus, ExitCode, Failure, RunOutcome
 from groupsync.plan import Change
-from groupsync.reconcile import RunReport, reconcile
+from groupsync.reconcile import RunOptions, RunReport, Session
 from groupsync.reloader import Reloader
 from groupsync.schedule import make_trigger, period_of
 from groupsync.sdnotify import Notifier
-from groupsync.secret import Secret
-from groupsync.spec import Spec, load_spec, refresh_rosters
+from groupsync.spec import Spec, refresh_rosters
+from groupsync.stopping import RunStop
 from groupsync.writer import JournalSeat
 
 log = logging.getLogger("groupsync.daemon")
 
-DRAIN_TIMEOUT_S = 30.0  # SIGTERM: how long the run in flight may take to finish
+# SIGTERM's last resort: a run still going this long after the first signal (a timeout_s above it,
+# or a run that does not heed its stop) is cancelled.
+DRAIN_TIMEOUT_S = 30.0
 CANCEL_TIMEOUT_S = 5.0  # then: how long a cancelled run may take to settle its journal rows
 GIT_PULL_TIMEOUT_S = 20.0  # below the drain timeout: a pull in a thread cannot be cancelled
 # The watchdog allows a run this long without settling a change, and at least a few schedule
@@ -55,27 +60,6 @@ GIT_PULL_TIMEOUT_S = 20.0  # below the drain timeout: a pull in a thread cannot 
 # only when that deadline did not end the run.
 MIN_STALL_S = 600.0
 JOB_ID = "reconcile"
-
-
-@dataclass(frozen=True, slots=True)
-class Loaded:
-    """Config, spec and token that loaded together; replaced only as a whole, by a good reload."""
-
-    settings: Settings
-    spec: Spec
-    token: Secret
-    source: tuple[str | None, bool | None] = (None, None)
-    """(git commit, dirty) of the spec as loaded: what each run journals, even after a newer
-    commit on disk failed to load."""
-
-
-def load_all(config_path: Path) -> Loaded:
-    return load_with(load_settings(config_path))
-
-
-def load_with(settings: Settings) -> Loaded:
-    source = git_info(settings.spec.path)
-    return Loaded(settings, load_spec(settings.spec.path), resolve_token(settings), source)
 
 
 def log_problems(headline: str, exc: GroupsyncError) -> None:
@@ -101,8 +85,8 @@ def _clock_time(when: datetime) -> str:
 
 class State(enum.Enum):
     SERVING = "serving"  # runs at start, on the schedule and after reloads
-    DRAINING = "draining"  # asked to stop: no new run; the one in flight may finish
-    INTERRUPTING = "interrupting"  # asked again: the run in flight is cancelled
+    DRAINING = "draining"  # asked to stop: no new run or change; the changes in flight may finish
+    INTERRUPTING = "interrupting"  # asked again: the changes in flight are abandoned
 
 
 class Daemon:
@@ -129,7 +113,7 @@ class Daemon:
         self._stall_after_s = stall_after_s
         self.liveness = Liveness(self._stall_limit_s(loaded.settings))
         self.reloader: Reloader[Loaded] = Reloader(
-            lambda: load_all(self.config_path),
+            lambda: load(self.config_path),
             self._adopt,
             self._reload_refused,
             starting=self.notifier.reloading,
@@ -141,6 +125,7 @@ class Daemon:
         self.metrics.run_in_flight.set_function(self.liveness.in_flight_s)
         self._stop = asyncio.Event()
         self._current: asyncio.Task[RunReport | None] | None = None
+        self._run_stop = RunStop()  # the stop of the run in flight, or of the last one
         self._queued: str | None = None  # the trigger of a run wanted once the current one ends
         self._busy_ticks = 0  # ticks skipped in a row because a run was still going
         self._said: str | None = None  # the seat's problem, once logged
@@ -216,11 +201,11 @@ class Daemon:
         log.info("schedule: %s (UTC)", self._trigger)
 
     async def _shutdown(self) -> int:
-        """Drain the run in flight (bounded), stop the scheduler, report what was left.
+        """Wait for the run in flight to stop (bounded), stop the scheduler, report what was left.
 
-        A stop that had to interrupt the run still exits 0 in daemon mode: the stop was asked
-        for and done, and the journal says what was interrupted. With --once the exit code is
-        the run's, and an interrupted run is an error.
+        A stop that interrupted the run still exits 0 in daemon mode: the stop was asked for and
+        done, and the journal says what was interrupted. With --once the exit code is the run's:
+        130 for a run that was stopped, as for `apply`.
         """
         if self.state is State.SERVING:
             self.state = State.DRAINING
@@ -230,8 +215,9 @@ class Daemon:
         if task is not None and not task.done():
             done, _ = await asyncio.wait({task}, timeout=DRAIN_TIMEOUT_S)
             if not done:
-                log.warning("the run is still going after %.0fs: interrupting it", DRAIN_TIMEOUT_S)
-                self._interrupt()
+                log.warning("the run is still going after %.0fs: cancelling it", DRAIN_TIMEOUT_S)
+                self.state = State.INTERRUPTING
+                task.cancel()
                 await asyncio.wait({task}, timeout=CANCEL_TIMEOUT_S)
             interrupted = task.cancelled()
         if self._scheduler is not None and self._scheduler.running:
@@ -246,28 +232,34 @@ class Daemon:
                 log.warning("%d change(s) left pending; the next run settles them", len(pending))
         if self.once:
             report = self._last
-            return ExitCode.ERROR if interrupted or report is None else report.exit_code
+            if interrupted:
+                return ExitCode.INTERRUPTED
+            return ExitCode.ERROR if report is None else report.exit_code
         log.info("stopped")
         return ExitCode.OK
 
     def _on_stop_signal(self, sig: signal.Signals) -> None:
+        """The first signal starts no new run or change and gives the changes in flight
+        api.timeout_s; the second abandons them (journaled `unknown`, re-read by the next plan)."""
         if self.state is State.SERVING:
             self.state = State.DRAINING
-            log.info(
-                "%s: finishing the run in flight (at most %.0fs), then exiting",
-                sig.name,
-                DRAIN_TIMEOUT_S,
-            )
             self.notifier.stopping()
             self._stop.set()
-        elif self._busy():
-            log.warning("%s again: interrupting the run in flight now", sig.name)
-            self._interrupt()
-
-    def _interrupt(self) -> None:
-        self.state = State.INTERRUPTING
-        if self._current is not None:
-            self._current.cancel()
+            if self._busy():
+                grace_s = self.loaded.settings.api.timeout_s
+                log.info(
+                    "%s: starting no more changes; the ones in flight get %gs to finish, then"
+                    " the daemon exits (a second signal stops them at once)",
+                    sig.name,
+                    grace_s,
+                )
+                self._run_stop.request(f"stopped by {sig.name}", grace_s=grace_s)
+            else:
+                log.info("%s: exiting", sig.name)
+        elif self.state is State.DRAINING and self._busy():
+            self.state = State.INTERRUPTING
+            log.warning("%s again: abandoning the changes in flight now", sig.name)
+            self._run_stop.now(f"{sig.name} again")
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)
@@ -282,7 +274,8 @@ class Daemon:
 
     def _start_run(self, trigger: str) -> asyncio.Task[RunReport | None]:
         self._busy_ticks = 0
-        self._current = asyncio.get_running_loop().create_task(self._run(trigger))
+        self._run_stop = RunStop()
+        self._current = asyncio.get_running_loop().create_task(self._run(trigger, self._run_stop))
         return self._current
 
     def _request_run(self, trigger: str) -> None:
@@ -319,7 +312,7 @@ class Daemon:
         # scheduler's shutdown (which cancels running coroutine jobs) has nothing to cancel.
         self._start_run("schedule")
 
-    async def _run(self, trigger: str) -> RunReport | None:
+    async def _run(self, trigger: str, stop: RunStop) -> RunReport | None:
         if not self.seat.ready():
             problem = self.seat.problem()
             if problem != self._said:  # once per state, not at every tick
@@ -329,7 +322,7 @@ class Daemon:
             return None
         self.liveness.started()
         try:
-            report = await self._reconcile(trigger)
+            report = await self._reconcile(trigger, stop)
         finally:
             self.liveness.finished()
         self._after_run(report)
@@ -338,7 +331,7 @@ class Daemon:
             self._request_run(queued)
         return report
 
-    async def _reconcile(self, trigger: str) -> RunReport:
+    async def _reconcile(self, trigger: str, stop: RunStop) -> RunReport:
         try:
             loaded = await self._pull() if self.loaded.settings.spec.git_pull else self.loaded
             spec = await self._read_rosters(loaded.spec)
@@ -349,16 +342,15 @@ class Daemon:
                     failure=Failure.ROSTER,
                     error="a roster could not be read (see the log)",
                 )
-            return await reconcile(
-                loaded.settings,
-                spec,
-                loaded.token,
-                self.journal,
-                trigger=trigger,
-                on_progress=self._on_change,
-                spec_source=loaded.source,
+            session = Session(loaded.settings, loaded.token, self.journal)
+            options = RunOptions(
+                trigger=trigger, on_progress=self._on_change, spec_source=loaded.source, stop=stop
             )
-        except JournalError as exc:  # the journal went away between the check and the run
+            return await session.reconcile(spec, options)
+        except GroupsyncError as exc:
+            # reconcile makes every other failure the run's outcome: this is the journal failing
+            # to record the run (a full disk, a replaced file). Its message says what to do.
+            log.error("%s", exc, extra={"failure": Failure.JOURNAL})
             return RunReport(
                 run_id=None, outcome=RunOutcome.ERROR, failure=Failure.JOURNAL, error=str(exc)
             )
@@ -390,13 +382,7 @@ class Daemon:
         self.metrics.observe_requests(report.api)
         if report.failure is Failure.JOURNAL:
             self.seat.ready()  # a replaced journal is said at crit now, not at the next tick
-        # A run past its deadline is as much a sign of a failing API as an error.
-        if report.outcome in (RunOutcome.ERROR, RunOutcome.INTERRUPTED):
-            self._after_failure(report)
-        else:
-            failures = self.backoff.reset()
-            if failures:
-                log.info("the API is usable again after %s", _plural(failures, "failed run"))
+        self._count_for_backoff(report)
         if report.outcome is RunOutcome.REFUSED:
             # The reasons are on the run's line, just above: said once.
             log.error(
@@ -407,6 +393,16 @@ class Daemon:
         self.metrics.consecutive_errors.set(self.backoff.failures)
         stamp = time.strftime("%H:%M:%SZ", time.gmtime())
         self.notifier.status(f"last run {stamp}: {report.summary()}")
+
+    def _count_for_backoff(self, report: RunReport) -> None:
+        """A run past its deadline is as much a sign of a failing API as an error; a run stopped
+        because the daemon is stopping is neither a failure nor a success."""
+        if report.outcome not in (RunOutcome.ERROR, RunOutcome.INTERRUPTED):
+            failures = self.backoff.reset()
+            if failures:
+                log.info("the API is usable again after %s", _plural(failures, "failed run"))
+        elif report.outcome is RunOutcome.ERROR or self.state is State.SERVING:
+            self._after_failure(report)
 
     def _after_failure(self, report: RunReport) -> None:
         self.backoff.failed()
@@ -512,7 +508,7 @@ def run(config_path: Path | None, *, once: bool = False) -> int:
     `run`/`apply` on the same journal fails at once on the writer lock.
     """
     path = find_config(config_path)
-    settings = load_settings(path)
+    settings = read_config(path)
     setup_logging(settings.log.format)
     seat = JournalSeat.take(settings.journal.path)
     try:

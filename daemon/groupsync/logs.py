@@ -1,4 +1,5 @@
-"""Logging for a process that runs unattended: text or JSON lines on stderr, journald-aware.
+"""Logging on stderr: for the daemon (`setup_logging`), and for a command a person runs
+(`setup_console_logging`).
 
 Every line is masked of the secrets the process holds (`redact_secrets`), tracebacks included:
 an exception's text can carry what a server or a library echoed.
@@ -33,6 +34,10 @@ _PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERRO
 # Libraries that log every request or every tick at INFO: one line per change and one per run
 # is the contract, so they speak only when something is wrong.
 _CHATTY = ("httpx", "httpcore", "apscheduler", "uvicorn.access")
+
+RUN_LOGGER = "groupsync.run"
+"""The one line per run (reconcile logs it): the daemon's record of each run. A command says the
+outcome in its own words, so at a console this line shows only with --verbose."""
 
 
 def under_journald(stream: TextIO, environ: Mapping[str, str] | None = None) -> bool:
@@ -121,6 +126,47 @@ def setup_logging(
     handler.setFormatter(
         JsonFormatter(journald=journald) if fmt == "json" else TextFormatter(journald=journald)
     )
+    _install(handler)
+    logging.getLogger().setLevel(level)
+    for name in _CHATTY:
+        logging.getLogger(name).setLevel(max(level, logging.WARNING))
+    return handler
+
+
+class MessageFormatter(logging.Formatter):
+    """The message alone, as a command's own output reads; masked like every other line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = record.getMessage()
+        if record.exc_info:
+            line = f"{line}\n{self.formatException(record.exc_info)}"
+        return redact_secrets(line)
+
+
+def setup_console_logging(*, verbose: bool, stream: TextIO | None = None) -> logging.Handler:
+    """Logging for a command a person runs: its own output comes first.
+
+    By default only groupsync's warnings and errors show, as plain lines ("recovered: ..."),
+    and never the run's line, which repeats what the command prints (RUN_LOGGER). `verbose`
+    shows groupsync's debug lines too, the client's requests and retries among them, as
+    octodns's --debug does, each with its time, level and logger. The libraries' own request
+    lines stay off: groupsync's say the same, without the query string's noise.
+    """
+    handler = logging.StreamHandler(sys.stderr if stream is None else stream)
+    if verbose:
+        handler.setFormatter(TextFormatter(journald=False))
+    else:
+        handler.setLevel(logging.WARNING)
+        handler.setFormatter(MessageFormatter())
+        handler.addFilter(lambda record: record.name != RUN_LOGGER)
+    _install(handler)
+    logging.getLogger("groupsync").setLevel(logging.DEBUG if verbose else logging.NOTSET)
+    return handler
+
+
+def _install(handler: logging.Handler) -> None:
+    """Make `handler` the root's groupsync handler: the one installed before is replaced, and
+    handlers others installed (pytest's, say) are left alone."""
     root = logging.getLogger()
     for old in root.handlers[:]:
         if getattr(old, "_groupsync", False):
@@ -128,10 +174,6 @@ def setup_logging(
             old.close()
     handler._groupsync = True  # type: ignore[attr-defined]
     root.addHandler(handler)
-    root.setLevel(level)
-    for name in _CHATTY:
-        logging.getLogger(name).setLevel(max(level, logging.WARNING))
-    return handler
 
 
 _change_log = logging.getLogger("groupsync.change")

@@ -1,9 +1,10 @@
 """One reconcile: read the account, plan, apply, journal. Shared by `plan`, `apply` and `run`.
 
-The plan half holds a read-only client, so nothing before `execute` can write to the API
-however it is called; only `execute` opens a client that may write. A run ends early, truthfully
-journaled as `interrupted`, when its `RunStop` is asked to (a signal) or its deadline passes
-(groupsync.deadline).
+A `Session` holds what every run against one account shares (settings, token, journal); a run's
+own knobs come in `RunOptions`. Reading and planning use a read-only client, so nothing before
+the apply step can write to the API however it is called: `_Run.apply` is the one place that
+opens a client that may write. A run ends early, truthfully journaled as `interrupted`, when
+its `RunStop` is asked to (a signal) or its deadline passes (groupsync.deadline).
 """
 
 from __future__ import annotations
@@ -12,21 +13,23 @@ import asyncio
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import TypeVar
 
-from groupsync.api import AuthError, Client, ClientStats, NotFound
-from groupsync.apply import ApplyResult, apply_plan, recover_pending
+from groupsync.api import AuthError, Client, ClientStats, Limits, NotFound
+from groupsync.apply import ApplyControl, ApplyResult, apply_plan, recover_pending
 from groupsync.config import Settings, policy_from
 from groupsync.deadline import RunDeadline
 from groupsync.errors import GroupsyncError
-from groupsync.gitspec import git_info
+from groupsync.gitspec import Source, git_info
 from groupsync.journal import Journal, JournalError
+from groupsync.logs import RUN_LOGGER
 from groupsync.models import Group
 from groupsync.outcomes import ChangeStatus, ExitCode, Failure, RunOutcome
 from groupsync.plan import (
     Change,
     ManagedGroup,
     Plan,
+    Policy,
     RosterCounts,
     compute_plan,
     usernames_to_verify,
@@ -36,6 +39,8 @@ from groupsync.spec import Spec
 from groupsync.stopping import Interrupted, RunStop
 
 log = logging.getLogger("groupsync.reconcile")
+T = TypeVar("T")
+run_log = logging.getLogger(RUN_LOGGER)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,56 +76,103 @@ class RunReport:
         return " ".join(parts)
 
 
-def open_client(
-    settings: Settings, token: Secret, *, read_only: bool, stats: ClientStats | None = None
-) -> Client:
-    api = settings.api
-    return Client(
-        api.base_url,
-        token,
-        timeout_s=api.timeout_s,
-        max_concurrency=api.max_concurrency,
-        max_requests_per_s=api.max_requests_per_s,
-        read_only=read_only,
-        stats=stats,
-    )
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    """One run's knobs; the defaults suit an unattended run.
 
-
-def managed_state(journal_path: Path) -> dict[str, ManagedGroup]:
-    """The journal's key -> group map for a dry run; no journal yet means nothing is managed.
-
-    A dry run must not create a journal (CI plans on pull requests have none).
+    `show` sees every plan (refused ones too, so the reviewer sees why); `approve` is asked only
+    when there is something to apply and may refuse it (outcome `declined`), raise Interrupted
+    (outcome `interrupted`), or raise to stop it. `on_start` and `on_progress` hear of each
+    change (see ApplyControl). `spec_source` is the (commit, dirty) the spec was loaded at; by
+    default, the tree's now. `stop` lets a signal handler end the run early (see
+    groupsync.stopping); `deadline_s` replaces the computed deadline (groupsync.deadline).
     """
-    if not journal_path.exists():
-        return {}
-    with Journal.open(journal_path) as journal:
-        return journal.managed()
+
+    trigger: str = "manual"
+    force: bool = False
+    allow_delete: bool = False
+    show: Callable[[Planned], None] | None = None
+    approve: Callable[[Planned], bool] | None = None
+    on_start: Callable[[Change], None] | None = None
+    on_progress: Callable[[Change, ChangeStatus], None] | None = None
+    spec_source: Source | None = None
+    stop: RunStop | None = None
+    deadline_s: float | None = None
 
 
-def last_roster_counts(journal_path: Path) -> dict[str, RosterCounts]:
-    """The journal's roster yields at the last applied run, for a dry run (see managed_state)."""
-    if not journal_path.exists():
-        return {}
-    with Journal.open(journal_path) as journal:
-        return journal.last_roster_counts()
+class Session:
+    """Settings, token and journal: what every run against one account shares.
+
+    Without a journal a session reads and plans only, taking the managed groups from the journal
+    file if there is one: a dry run must not create a journal (CI plans on pull requests have
+    none).
+    """
+
+    def __init__(self, settings: Settings, token: Secret, journal: Journal | None = None) -> None:
+        self.settings = settings
+        self.token = token
+        self.journal = journal
+
+    def reader(self, stats: ClientStats | None = None) -> Client:
+        """A client that cannot write, for reading the account."""
+        return self._client(read_only=True, stats=stats)
+
+    def _client(self, *, read_only: bool, stats: ClientStats | None) -> Client:
+        api = self.settings.api
+        limits = Limits(
+            timeout_s=api.timeout_s,
+            max_concurrency=api.max_concurrency,
+            max_requests_per_s=api.max_requests_per_s,
+        )
+        return Client(api.base_url, self.token, limits=limits, read_only=read_only, stats=stats)
+
+    def managed(self) -> dict[str, ManagedGroup]:
+        """The journal's key -> group map; no journal yet means nothing is managed."""
+        return self._read(Journal.managed, {})
+
+    def last_rosters(self) -> dict[str, RosterCounts]:
+        """What each roster yielded at the last applied run, for the roster safety check."""
+        return self._read(Journal.last_roster_counts, {})
+
+    def _read(self, what: Callable[[Journal], T], missing: T) -> T:
+        if self.journal is not None:
+            return what(self.journal)
+        path = self.settings.journal.path
+        if not path.exists():
+            return missing
+        with Journal.open(path) as journal:
+            return what(journal)
+
+    async def plan(
+        self, spec: Spec, options: RunOptions | None = None, *, stats: ClientStats | None = None
+    ) -> Planned:
+        """Read the account with a read-only client and compute the plan (`force` and
+        `allow_delete` come from `options`)."""
+        options = options or RunOptions()
+        policy = policy_from(self.settings, force=options.force, allow_delete=options.allow_delete)
+        async with self.reader(stats) as client:
+            return await plan_with(client, spec, self.managed(), policy, self.last_rosters())
+
+    async def reconcile(self, spec: Spec, options: RunOptions | None = None) -> RunReport:
+        """One journaled run. API and apply failures become the report's outcome, never raise;
+        a journal that cannot record the run raises its JournalError."""
+        if self.journal is None:
+            raise TypeError("a session without a journal only plans")
+        return await _Run(self, self.journal, spec, options or RunOptions()).go()
 
 
 def roster_counts(spec: Spec) -> dict[str, RosterCounts]:
     return {r.name: RosterCounts(r.groups, r.members) for r in spec.rosters}
 
 
-async def make_plan(
-    settings: Settings,
+async def plan_with(
+    client: Client,
     spec: Spec,
-    token: Secret,
     managed: dict[str, ManagedGroup],
-    *,
-    force: bool = False,
-    allow_delete: bool = False,
-    stats: ClientStats | None = None,
+    policy: Policy,
     last_rosters: Mapping[str, RosterCounts] | None = None,
 ) -> Planned:
-    """Read the account with a read-only client and compute the plan.
+    """The plan for the account as `client` reads it.
 
     `last_rosters`: what the spec's rosters yielded at the last applied run (the journal's),
     for the roster safety check.
@@ -128,14 +180,11 @@ async def make_plan(
     Contacts are listed only when the spec adds a username that no group shows yet: the cost
     model says a no-op reconcile costs the group list calls and nothing else.
     """
-    policy = policy_from(settings, force=force, allow_delete=allow_delete)
-    async with open_client(settings, token, read_only=True, stats=stats) as client:
-        groups = await client.list_all_groups()
-        groups += await _confirm_vanished(client, groups, managed)
-        unknown = usernames_to_verify(spec.groups, groups)
-        known = None
-        if unknown:
-            known = frozenset(c.username for c in await client.list_contacts())
+    groups = await client.list_all_groups()
+    groups += await _confirm_vanished(client, groups, managed)
+    known = None
+    if usernames_to_verify(spec.groups, groups):
+        known = frozenset(c.username for c in await client.list_contacts())
     plan = compute_plan(
         spec.groups,
         groups,
@@ -168,44 +217,6 @@ async def _confirm_vanished(
     return found
 
 
-async def execute(
-    planned: Planned,
-    settings: Settings,
-    token: Secret,
-    journal: Journal,
-    run_id: int,
-    *,
-    stop: RunStop | None = None,
-    on_start: Callable[[Change], None] | None = None,
-    on_progress: Callable[[Change, ChangeStatus], None] | None = None,
-    stats: ClientStats | None = None,
-) -> ApplyResult:
-    """Apply a confirmed plan with a client that may write; every change is journaled."""
-    async with open_client(settings, token, read_only=False, stats=stats) as client:
-        return await apply_plan(
-            planned.plan,
-            planned.spec.groups,
-            client,
-            journal,
-            run_id,
-            seen_ids=planned.actual.keys(),
-            stop=stop,
-            on_start=on_start,
-            on_progress=on_progress,
-            workers=settings.api.max_concurrency,
-        )
-
-
-async def recover(
-    settings: Settings, token: Secret, journal: Journal, stats: ClientStats | None = None
-) -> list[str]:
-    """Settle `pending` rows a crashed run left, before anything new is planned."""
-    if not journal.pending_changes():
-        return []
-    async with open_client(settings, token, read_only=True, stats=stats) as client:
-        return await recover_pending(client, journal)
-
-
 def _describe(exc: BaseException) -> tuple[Failure, str]:
     if isinstance(exc, AuthError):
         return Failure.AUTH, f"the eCampus API refused the token (HTTP 401): {exc.message}"
@@ -213,139 +224,91 @@ def _describe(exc: BaseException) -> tuple[Failure, str]:
     return kind, str(exc) or type(exc).__name__
 
 
-async def reconcile(
-    settings: Settings,
-    spec: Spec,
-    token: Secret,
-    journal: Journal,
-    *,
-    trigger: str,
-    force: bool = False,
-    allow_delete: bool = False,
-    show: Callable[[Planned], None] | None = None,
-    approve: Callable[[Planned], bool] | None = None,
-    on_start: Callable[[Change], None] | None = None,
-    on_progress: Callable[[Change, ChangeStatus], None] | None = None,
-    spec_source: tuple[str | None, bool | None] | None = None,
-    stop: RunStop | None = None,
-    deadline_s: float | None = None,
-) -> RunReport:
-    """One journaled run. API and apply failures become the report's outcome, never raise.
+class _Run:
+    """One run of a session: recover, plan, show, approve, apply, journal, report."""
 
-    `show` sees every plan (refused ones too, so the reviewer sees why); `approve` is asked only
-    when there is something to apply and may refuse it (outcome `declined`), raise Interrupted
-    (outcome `interrupted`), or raise to stop it. `spec_source` is the (commit, dirty) the spec
-    was loaded at; by default, the tree's now. `stop` lets a signal handler end the run early
-    (see groupsync.stopping); `deadline_s` replaces the computed deadline (groupsync.deadline).
-    """
-    stop = stop if stop is not None else RunStop()
-    commit, dirty = spec_source if spec_source is not None else git_info(settings.spec.path)
-    journal.ensure_still_held()  # one writer: a replaced journal is never written to
-    run_id = journal.start_run(
-        trigger=trigger,
-        mode="apply",
-        spec_digest=spec.digest,
-        spec_commit=commit,
-        spec_dirty=dirty,
-        rosters=[r.to_json() for r in spec.rosters],
-    )
-    report = RunReport(run_id=run_id, outcome=RunOutcome.ERROR)
-    deadline = RunDeadline(settings.api, report.api, fixed_s=deadline_s)
-    watch = asyncio.ensure_future(deadline.watch(stop))
-    try:
-        for note in await stop.guard(recover(settings, token, journal, report.api)):
-            log.warning("recovered: %s", note)
-        planned = await stop.guard(
-            make_plan(
-                settings,
-                spec,
-                token,
-                journal.managed(),
-                force=force,
-                allow_delete=allow_delete,
-                stats=report.api,
-                last_rosters=journal.last_roster_counts(),
-            )
+    def __init__(self, session: Session, journal: Journal, spec: Spec, options: RunOptions) -> None:
+        self.session = session
+        self.journal = journal
+        self.spec = spec
+        self.options = options
+        self.stop = options.stop if options.stop is not None else RunStop()
+        self.report = RunReport(run_id=None, outcome=RunOutcome.ERROR)
+        self.deadline = RunDeadline(
+            session.settings.api, self.report.api, fixed_s=options.deadline_s
         )
+
+    async def go(self) -> RunReport:
+        report, source = self.report, self.options.spec_source
+        commit, dirty = source if source is not None else git_info(self.session.settings.spec.path)
+        self.journal.ensure_still_held()  # one writer: a replaced journal is never written to
+        run_id = report.run_id = self.journal.start_run(
+            trigger=self.options.trigger,
+            mode="apply",
+            spec_digest=self.spec.digest,
+            spec_commit=commit,
+            spec_dirty=dirty,
+            rosters=[r.to_json() for r in self.spec.rosters],
+        )
+        watch = asyncio.ensure_future(self.deadline.watch(self.stop))
+        try:
+            await self.plan_and_settle()
+        except Interrupted as exc:
+            report.outcome, report.error = RunOutcome.INTERRUPTED, str(exc)
+        except asyncio.CancelledError:
+            report.outcome, report.error = RunOutcome.INTERRUPTED, "stopped before the run finished"
+            raise
+        except (GroupsyncError, OSError) as exc:
+            report.failure, report.error = _describe(exc)
+        except BaseException as exc:  # a bug: the run row still says so
+            report.failure, report.error = Failure.BUG, f"unexpected: {exc!r}"
+            raise
+        finally:
+            watch.cancel()
+            report.duration_s = self.deadline.elapsed_s()
+            self.journal.finish_run(
+                run_id,
+                outcome=report.outcome,
+                counts=report.counts,
+                error=report.error,
+                plan_checksum=report.plan.checksum if report.plan else None,
+            )
+            level = logging.INFO if report.exit_code == ExitCode.OK else logging.ERROR
+            run_log.log(
+                level, "run %s %s (took %.2fs)", run_id, report.summary(), report.duration_s
+            )
+        return report
+
+    async def plan_and_settle(self) -> None:
+        session, report = self.session, self.report
+        for note in await self.stop.guard(self.recover()):
+            log.warning("recovered: %s", note)
+        planned = await self.stop.guard(session.plan(self.spec, self.options, stats=report.api))
         report.plan = planned.plan
         report.counts = planned.plan.counts
-        if show is not None:
-            show(planned)
-        run = _Run(settings, token, journal, stop, deadline, on_start, on_progress)
-        await run.settle_plan(planned, report, approve)
-    except Interrupted as exc:
-        report.outcome, report.error = RunOutcome.INTERRUPTED, str(exc)
-    except asyncio.CancelledError:
-        report.outcome, report.error = RunOutcome.INTERRUPTED, "stopped before the run finished"
-        raise
-    except (GroupsyncError, OSError) as exc:
-        report.failure, report.error = _describe(exc)
-    except BaseException as exc:  # a bug: the run row still says so
-        report.failure, report.error = Failure.BUG, f"unexpected: {exc!r}"
-        raise
-    finally:
-        watch.cancel()
-        report.duration_s = deadline.elapsed_s()
-        journal.finish_run(
-            run_id,
-            outcome=report.outcome,
-            counts=report.counts,
-            error=report.error,
-            plan_checksum=report.plan.checksum if report.plan else None,
-        )
-        level = logging.INFO if report.exit_code == ExitCode.OK else logging.ERROR
-        log.log(level, "run %s %s (took %.2fs)", run_id, report.summary(), report.duration_s)
-    return report
+        if self.options.show is not None:
+            self.options.show(planned)
+        await self.settle(planned)
 
+    async def recover(self) -> list[str]:
+        """Settle `pending` rows a crashed run left, before anything new is planned."""
+        if not self.journal.pending_changes():
+            return []
+        async with self.session.reader(self.report.api) as client:
+            return await recover_pending(client, self.journal)
 
-@dataclass(slots=True)
-class _Run:
-    """What applying a plan needs, beyond the plan."""
-
-    settings: Settings
-    token: Secret
-    journal: Journal
-    stop: RunStop
-    deadline: RunDeadline
-    on_start: Callable[[Change], None] | None
-    on_progress: Callable[[Change, ChangeStatus], None] | None
-
-    async def settle_plan(
-        self, planned: Planned, report: RunReport, approve: Callable[[Planned], bool] | None
-    ) -> None:
-        plan = planned.plan
+    async def settle(self, planned: Planned) -> None:
+        plan, report = planned.plan, self.report
         if plan.refused:
             report.outcome, report.error = RunOutcome.REFUSED, "; ".join(plan.refusals)
             return
-        if plan.changes and approve is not None:
+        if plan.changes and self.options.approve is not None:
             with self.deadline.paused():
-                approved = approve(planned)
+                approved = self.options.approve(planned)
             if not approved:
                 report.outcome = RunOutcome.DECLINED
                 return
-        result = None
-        if plan.changes:
-            if self.stop.requested.is_set():  # a signal that came while the plan was shown
-                raise Interrupted(f"{self.stop.reason} before anything was applied")
-            self.deadline.changes = len(plan.changes)
-            result = await execute(
-                planned,
-                self.settings,
-                self.token,
-                self.journal,
-                report.run_id or 0,
-                stop=self.stop,
-                on_start=self.on_start,
-                on_progress=self.on_progress,
-                stats=report.api,
-            )
-            report.result = result
-            report.counts |= {
-                "applied": result.applied,
-                "failed": result.failed,
-                "skipped": result.skipped,
-                "unknown": result.unknown,
-            }
+        result = await self.apply(planned) if plan.changes else None
         problems = [f"{key}: {msg}" for key, msg in (result.failures if result else [])]
         problems += [f"{e.key}: {e.message}" for e in plan.errors]
         if self.stop.requested.is_set():
@@ -359,3 +322,30 @@ class _Run:
             report.outcome, report.error = RunOutcome.FAILED, "; ".join(problems)
         else:
             report.outcome = RunOutcome.APPLIED if plan.changes else RunOutcome.NOOP
+
+    async def apply(self, planned: Planned) -> ApplyResult:
+        """Apply a confirmed plan, every change journaled: the one client that may write."""
+        if self.stop.requested.is_set():  # a signal that came while the plan was shown
+            raise Interrupted(f"{self.stop.reason} before anything was applied")
+        report, options = self.report, self.options
+        self.deadline.changes = len(planned.plan.changes)
+        control = ApplyControl(self.stop, options.on_start, options.on_progress)
+        async with self.session._client(read_only=False, stats=report.api) as client:
+            result = await apply_plan(
+                planned.plan,
+                planned.spec.groups,
+                client,
+                self.journal,
+                report.run_id or 0,
+                seen_ids=planned.actual.keys(),
+                control=control,
+                workers=self.session.settings.api.max_concurrency,
+            )
+        report.result = result
+        report.counts |= {
+            "applied": result.applied,
+            "failed": result.failed,
+            "skipped": result.skipped,
+            "unknown": result.unknown,
+        }
+        return result

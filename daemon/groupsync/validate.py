@@ -13,7 +13,8 @@ from pathlib import Path
 
 import anyio
 
-from groupsync.config import ConfigError, Settings, find_config, load_settings, resolve_token
+from groupsync.config import ConfigError, Settings, resolve_token
+from groupsync.loader import read_config
 from groupsync.outcomes import ExitCode
 from groupsync.spec import Spec, SpecError, load_spec
 from groupsync.strictmodel import did_you_mean
@@ -60,7 +61,7 @@ def validate(config_path: Path | None, *, spec_path: Path | None, online: bool) 
     need_config = spec_path is None or online or config_path is not None
     try:
         if need_config:
-            settings = load_settings(find_config(config_path))
+            settings = read_config(config_path)
     except ConfigError as e:
         result.errors.extend(e.issues)
         return result
@@ -80,10 +81,9 @@ def validate(config_path: Path | None, *, spec_path: Path | None, online: bool) 
 
 async def check_usernames(settings: Settings, spec: Spec) -> list[Issue]:
     """One issue per group and unknown username, placed where the group's list brings it in."""
-    from groupsync.reconcile import open_client  # the API stack is only needed online
+    from groupsync.reconcile import Session  # the API stack is only needed online
 
-    token = resolve_token(settings)
-    async with open_client(settings, token, read_only=True) as client:
+    async with Session(settings, resolve_token(settings)).reader() as client:
         known = {contact.username for contact in await client.list_contacts()}
     issues = []
     for key, group in spec.groups.items():
