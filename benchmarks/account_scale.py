@@ -135,7 +135,8 @@ def finished_runs(journal: Path) -> int:
     if not journal.exists():
         return 0
     with sqlite3.connect(f"file:{journal}?mode=ro", uri=True) as db:
-        return int(db.execute("SELECT count(*) FROM runs WHERE finished_at IS NOT NULL").fetchone()[0])
+        row = db.execute("SELECT count(*) FROM runs WHERE finished_at IS NOT NULL").fetchone()
+    return int(row[0])
 
 
 def proc_status(pid: int) -> dict[str, float]:
@@ -227,9 +228,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="2,000 groups (smoke)")
     args = parser.parse_args()
     groups = 2_000 if args.quick else args.groups
-    with tempfile.TemporaryDirectory(prefix="groupsync-account-") as tmp, serve_emulator(
-        token=TOKEN
-    ) as emu:
+    with (
+        tempfile.TemporaryDirectory(prefix="groupsync-account-") as tmp,
+        serve_emulator(token=TOKEN) as emu,
+    ):
         work = Path(tmp)
         start = time.perf_counter()
         account = seed(emu, groups, args.members)

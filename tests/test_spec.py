@@ -13,7 +13,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from groupsync.models import UNSET
-from groupsync.spec import DesiredGroup, SpecError, dump_spec, json_schema, load_spec
+from groupsync.spec import (
+    DesiredGroup,
+    SpecError,
+    dump_spec,
+    json_schema,
+    load_spec,
+    member_origin,
+)
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -43,7 +50,7 @@ def test_example_campus_loads_with_sets_expanded() -> None:
     assert summer.archived and summer.description is None
     assert spec.groups["film-society"].id == "FilmSoc7Qx2LmN4p"
     assert str(spec.groups["cs101"].location) == "groups/courses.yaml:6:3"
-    where, via = spec.origins["cs101"]["hester"]
+    where, via = member_origin(spec, "cs101", "hester")
     assert (str(where), via) == ("groups/courses.yaml:10:35", "cs101-students")
 
 

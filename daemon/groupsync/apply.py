@@ -33,7 +33,7 @@ import httpx
 from groupsync.api import AmbiguousWrite, ApiError, Client, NotFound, ServerError, call_trace
 from groupsync.errors import GroupsyncError
 from groupsync.journal import Journal, JournalError
-from groupsync.models import UNSET, Group
+from groupsync.models import UNSET, Group, Members
 from groupsync.outcomes import ChangeStatus, ExitCode
 from groupsync.plan import Action, AppliedState, Change, Plan
 from groupsync.spec import DesiredGroup
@@ -136,7 +136,7 @@ def _shows(group: Group, change: Change) -> bool:
     """True when the group already looks the way the change would make it."""
     return (
         all(getattr(group, f.field) == f.new for f in change.fields)
-        and (change.members is None or group.members == frozenset(change.members))
+        and (change.members is None or group.members == Members(change.members))
         and (change.set_archived is None or group.archived == change.set_archived)
     )
 

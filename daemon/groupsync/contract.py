@@ -10,10 +10,11 @@ may put the token in any field.
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from groupsync.models import Contact, Group
+from groupsync.models import Contact, Group, Members
 
 _SHOWN_CHARS = 60
 _MISSING: Any = object()
@@ -88,7 +89,8 @@ class Contract:
         members = []
         for i, contact in enumerate(contacts):
             try:
-                members.append(self._read(contact, _CONTACT)[1])
+                # Interned: a username is in many groups, and in the spec and journal too.
+                members.append(sys.intern(self._read(contact, _CONTACT)[1]))
             except Malformed as exc:
                 raise exc.within(f"contacts[{i}]") from None
         return Group(
@@ -96,7 +98,7 @@ class Contract:
             name=name,
             description=description,
             avatar_url=avatar_url,
-            members=frozenset(members),
+            members=Members(members),
             archived_at=archived_at,
             created_at=created_at,
             conversation_id=conversation_id,

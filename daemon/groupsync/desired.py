@@ -10,7 +10,7 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 
-from groupsync.models import UNSET, _Unset
+from groupsync.models import UNSET, Members, _Unset
 from groupsync.yamlstrict import Location
 
 KEY_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
@@ -34,10 +34,14 @@ class DesiredGroup:
     name: str
     description: str | _Unset | None = UNSET
     avatar_url: str | _Unset | None = UNSET
-    members: frozenset[str] | None = None  # None: membership is not managed
+    members: Members | None = None  # None: membership is not managed; any iterable is accepted
     archived: bool = False
     id: str | None = None  # pinned group id
     location: Location | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.members is not None and type(self.members) is not Members:
+            object.__setattr__(self, "members", Members(self.members))
 
 
 def name_error(name: str) -> str | None:

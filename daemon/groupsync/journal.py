@@ -33,6 +33,7 @@ import json
 import os
 import sqlite3
 import stat
+import sys
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
@@ -48,6 +49,7 @@ from groupsync.canonical import canonical_json
 from groupsync.errors import GroupsyncError
 from groupsync.journal_errors import JournalError, advice, journal_error
 from groupsync.journal_schema import SCHEMA_VERSION, check_identity, migrate
+from groupsync.models import Members
 from groupsync.outcomes import ChangeStatus, RunOutcome
 from groupsync.plan import Action, AppliedState, Cause, Change, ManagedGroup, RosterCounts
 from groupsync.render import show_members, show_value
@@ -114,7 +116,7 @@ def _applied_from_json(text: str | None) -> AppliedState | None:
         name=data["name"],
         description=data.get("description"),
         avatar_url=data.get("avatar_url"),
-        members=None if members is None else frozenset(members),
+        members=None if members is None else Members(map(sys.intern, members)),
         archived=bool(data.get("archived")),
     )
 
@@ -590,12 +592,12 @@ class Journal:
     # --- managed groups ----------------------------------------------------------------------
 
     def managed(self) -> dict[str, ManagedGroup]:
+        """Built row by row, never holding the rows themselves: an account may have 100,000."""
         with self._reading() as db:
-            rows = list(db.query("SELECT key, group_id, applied FROM groups ORDER BY key"))
-        return {
-            r["key"]: ManagedGroup(r["key"], r["group_id"], _applied_from_json(r["applied"]))
-            for r in rows
-        }
+            return {
+                r["key"]: ManagedGroup(r["key"], r["group_id"], _applied_from_json(r["applied"]))
+                for r in db.query("SELECT key, group_id, applied FROM groups ORDER BY key")
+            }
 
     def set_managed(self, key: str, group_id: str, applied: AppliedState) -> None:
         """Map key -> group (keeping `managed_since`) and remember the state groupsync gave it."""

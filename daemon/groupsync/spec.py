@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import datetime as dt
 import errno
+import functools
 import hashlib
 import os
 import stat
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,10 +28,10 @@ from groupsync.canonical import canonical_json
 from groupsync.desired import KEY_PATTERN, MAX_MEMBERS, MAX_NAME, DesiredGroup, name_error
 from groupsync.errors import GroupsyncError
 from groupsync.gcpause import paused_gc
-from groupsync.models import UNSET
+from groupsync.models import UNSET, Members
 from groupsync.roster import schema as roster_schema
 from groupsync.roster.oneroster import UsernameRule
-from groupsync.roster.recipe import Origins, Recipe, RosterRef, RosterSource, Rule
+from groupsync.roster.recipe import Origins, Recipe, RosterRef, RosterSource, Rule, SpecFile
 from groupsync.roster.resolve import resolve
 from groupsync.roster.summary import RosterSummary
 from groupsync.strictmodel import StrictModel, did_you_mean, issues_from, no_default
@@ -40,7 +42,8 @@ from groupsync.yamlstrict import (
     PathT,
     YamlError,
     format_path,
-    load_file,
+    parse,
+    read_text,
 )
 
 __all__ = [
@@ -54,6 +57,7 @@ __all__ = [
     "dump_spec",
     "json_schema",
     "load_spec",
+    "member_origin",
     "refresh_rosters",
 ]
 
@@ -70,11 +74,15 @@ class Spec:
     digest: str  # SHA-256 of the canonical desired state
     warnings: tuple[SpecIssue, ...] = ()
     files: tuple[str, ...] = ()
-    # key -> username -> (where the group's member list brings it in, the @set it came through)
+    # key -> username -> (the `@roster:group` bringing it in, its text), for roster members only;
+    # the others' places are found again when asked (member_origin)
     origins: dict[str, Origins] = field(default_factory=dict, compare=False, repr=False)
     rosters: tuple[RosterSummary, ...] = ()  # as read for these groups
     # What to read again for the next run's rosters; None when the spec names no roster.
     recipe: Recipe | None = field(default=None, compare=False, repr=False)
+    # member set -> its usernames, and file as shown -> where it is: for member_origin
+    sets: dict[str, Members] = field(default_factory=dict, compare=False, repr=False)
+    spec_files: dict[str, SpecFile] = field(default_factory=dict, compare=False, repr=False)
 
 
 class SpecError(GroupsyncError):
@@ -185,10 +193,55 @@ def _message(kind: str, path: PathT, value: Any) -> str | None:
 
 
 @dataclass
-class _Entry:
-    """A group or member set as written, with the document it came from."""
+class _Source:
+    """A spec file as loaded: positions down to each entry's key (`_DEPTH`); a message about
+    anything deeper parses the file again, once, keeping every position.
+
+    Keeping every position costs about 8 KB a group, more than the group itself. If the file
+    changed since it was loaded, the entry's own position stands in."""
 
     doc: Document
+    file: SpecFile
+    full: Document | None = None
+
+    def where(self, path: PathT, *, key: bool = False) -> Location:
+        depth = self.doc.depth
+        doc = self.doc if depth is None or len(path) <= depth else self._full()
+        return doc.where(path, key=key)
+
+    def issue(self, path: PathT, message: str, *, key: bool = False) -> Issue:
+        return Issue(self.where(path, key=key), format_path(path), message)
+
+    def _full(self) -> Document:
+        if self.full is None:
+            self.full = _reread(self.file, self.doc.file) or self.doc
+        return self.full
+
+
+_DEPTH = 2  # ("groups", key): where each group, member set and roster is written
+
+
+def _file_digest(text: str) -> bytes:
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
+
+
+@functools.lru_cache(maxsize=4)
+def _reread(file: SpecFile, display: str) -> Document | None:
+    """The file parsed again with every position, if it still holds what was loaded."""
+    try:
+        text = read_text(file.path, display)
+        if _file_digest(text) != file.digest:
+            return None
+        return parse(text, display)
+    except YamlError:
+        return None
+
+
+@dataclass
+class _Entry:
+    """A group or member set as written, with the file it came from."""
+
+    doc: _Source
     path: PathT
     raw: Any
 
@@ -204,17 +257,21 @@ class _Loader:
     folders: dict[str, Path] = field(default_factory=dict)  # file as shown -> its real folder
     refs: dict[str, tuple[RosterRef, ...]] = field(default_factory=dict)
     has_groups_key: bool = False
-    expanded: dict[str, frozenset[str]] = field(default_factory=dict)
+    expanded: dict[str, Members] = field(default_factory=dict)
+    spec_files: dict[str, SpecFile] = field(default_factory=dict)  # file as shown -> where
     expanding: list[str] = field(default_factory=list)
     used_sets: set[str] = field(default_factory=set)
 
     def add_file(self, path: Path, display: str, *, sets_only_ok: bool) -> None:
         try:
-            doc = load_file(path, display, too_big=_TOO_BIG)
+            text = read_text(path, display, too_big=_TOO_BIG)
+            light = parse(text, display, depth=_DEPTH)
         except YamlError as e:
             self.errors.extend(e.issues)
             return
-        data = doc.data
+        spec_file = self.spec_files[display] = SpecFile(path, _file_digest(text))
+        doc = _Source(light, spec_file)
+        data = light.data
         if data is None:
             self.errors.append(
                 doc.issue((), "empty file: write 'groups: {}' for a file with no groups")
@@ -223,7 +280,9 @@ class _Loader:
         try:
             SpecDocument.model_validate(data)
         except ValidationError as e:
-            self.errors.extend(issues_from(e, doc, SpecDocument, _message))
+            doc.full = parse(text, display)  # the text in hand: no need to read it again
+            self.errors.extend(issues_from(e, doc.full, SpecDocument, _message))
+        del text
         if not isinstance(data, dict):
             return
         unknown = set(data) - set(SpecDocument.model_fields)  # already reported, with a hint
@@ -232,7 +291,7 @@ class _Loader:
             message = "no 'groups' key (write 'groups: {}' for a file with no groups)"
             self.errors.append(doc.issue((), message))
         self.has_groups_key |= makes_groups
-        self.folders[doc.file] = path.parent
+        self.folders[display] = path.parent
         self._collect(doc, "groups", self.groups, "group")
         self._collect(doc, "member_sets", self.sets, "member set")
         self._collect(doc, "rosters", self.rosters, "roster")
@@ -240,8 +299,8 @@ class _Loader:
         if isinstance(rules, list):
             self.rules += [_Entry(doc, ("generate", i), raw) for i, raw in enumerate(rules)]
 
-    def _collect(self, doc: Document, section: str, into: dict[str, _Entry], what: str) -> None:
-        entries = doc.data.get(section)
+    def _collect(self, doc: _Source, section: str, into: dict[str, _Entry], what: str) -> None:
+        entries = doc.doc.data.get(section)
         if not isinstance(entries, dict):
             return
         for key, raw in entries.items():
@@ -254,7 +313,7 @@ class _Loader:
                 continue
             into[key] = _Entry(doc, path, raw)
 
-    def expand_set(self, name: str) -> frozenset[str]:
+    def expand_set(self, name: str) -> Members:
         """A member set's usernames, following nested @sets; a cycle is an error, reported once."""
         if name in self.expanded:
             return self.expanded[name]
@@ -264,7 +323,7 @@ class _Loader:
         for i, item, ref in self._items(entry):
             path = (*entry.path, i)
             if ref is None:
-                users.add(item)
+                users.add(sys.intern(item))
             elif ":" in ref:
                 message = (
                     f"{item!r}: a roster's group goes in a group's members, not in a member set"
@@ -278,9 +337,9 @@ class _Loader:
                     entry.doc.issue(path, f"member sets include each other: {chain}")
                 )
             elif self._known_set(entry, path, item):
-                users |= self.expand_set(ref)
+                users.update(self.expand_set(ref))
         self.expanding.pop()
-        self.expanded[name] = frozenset(users)
+        self.expanded[name] = Members(users)
         return self.expanded[name]
 
     def _items(self, entry: _Entry) -> list[tuple[int, str, str | None]]:
@@ -310,7 +369,7 @@ class _Loader:
         self.errors.append(entry.doc.issue(path, f"{item!r} is not a defined member set{hint}"))
         return False
 
-    def _roster_ref(self, doc: Document, path: PathT, ref: str) -> list[RosterRef]:
+    def _roster_ref(self, doc: _Source, path: PathT, ref: str) -> list[RosterRef]:
         """`@roster:group` -> the reference, if the roster is declared and lists groups."""
         roster, _, group = ref.partition(":")
         entry = self.rosters.get(roster)
@@ -342,7 +401,7 @@ class _Loader:
                 if isinstance(username, str)
                 else UsernameRule(username["column"], username.get("strip_domain", False))
             )
-            path = self.folders[entry.doc.file] / Path(written).expanduser()
+            path = self.folders[entry.doc.doc.file] / Path(written).expanduser()
             out[name] = RosterSource(name, kind, path, written, rule)
         return out
 
@@ -380,25 +439,21 @@ class _Loader:
             )
         return tuple(out)
 
-    def desired(
-        self, key: str, entry: _Entry
-    ) -> tuple[DesiredGroup, dict[str, tuple[Location, str | None]]]:
+    def desired(self, key: str, entry: _Entry) -> DesiredGroup:
         raw = entry.raw if isinstance(entry.raw, dict) else {}
-        members: frozenset[str] | None = None
-        origins: dict[str, tuple[Location, str | None]] = {}
+        members: Members | None = None
         if "members" in raw:
             members_path = (*entry.path, "members")
             refs = []
+            users: set[str] = set()
             for i, item, ref in self._items(_Entry(entry.doc, members_path, raw["members"])):
-                where = entry.doc.where((*members_path, i))
                 if ref is None:
-                    origins.setdefault(item, (where, None))
+                    users.add(sys.intern(item))  # a username is in many groups
                 elif ":" in ref:
                     refs += self._roster_ref(entry.doc, (*members_path, i), ref)
                 elif self._known_set(entry, (*members_path, i), item):
-                    for user in self.expand_set(ref):
-                        origins.setdefault(user, (where, ref))
-            members = frozenset(origins)
+                    users.update(self.expand_set(ref))
+            members = Members(users)
             if refs:
                 self.refs[key] = tuple(refs)
             if len(members) > MAX_MEMBERS:
@@ -418,16 +473,15 @@ class _Loader:
             id=raw.get("id"),
             location=entry.doc.where(entry.path, key=True),
         )
-        return group, origins
+        return group
 
     def finish(self, files: tuple[str, ...]) -> Recipe:
         """Everything the YAML says, checked; raises SpecError. Rosters are read later."""
         groups: dict[str, DesiredGroup] = {}
-        origins: dict[str, Origins] = {}
         pinned: dict[str, str] = {}
         for key in sorted(self.groups):
             entry = self.groups[key]
-            groups[key], origins[key] = self.desired(key, entry)
+            groups[key] = self.desired(key, entry)
             pin = groups[key].id
             if isinstance(pin, str) and pin in pinned:
                 message = f"id {pin!r} is also pinned by group {pinned[pin]!r}"
@@ -446,7 +500,9 @@ class _Loader:
         warnings = _sorted(self.warnings)
         if self.errors:
             raise SpecError(_sorted(self.errors), warnings)
-        return Recipe(groups, origins, self.refs, sources, rules, files, warnings)
+        return Recipe(
+            groups, self.refs, sources, rules, files, warnings, self.expanded, self.spec_files
+        )
 
 
 def _sorted(issues: list[Issue]) -> tuple[Issue, ...]:
@@ -552,7 +608,14 @@ def _assemble(recipe: Recipe, now: dt.datetime | None) -> Spec:
     """The recipe and its rosters as read now -> the Spec; raises SpecError."""
     if not recipe.sources:
         groups = recipe.groups
-        return Spec(groups, digest(groups), recipe.warnings, recipe.files, recipe.origins)
+        return Spec(
+            groups,
+            digest(groups),
+            recipe.warnings,
+            recipe.files,
+            sets=recipe.sets,
+            spec_files=recipe.spec_files,
+        )
     resolved = resolve(recipe, now if now is not None else dt.datetime.now(dt.UTC))
     warnings = _sorted([*recipe.warnings, *resolved.warnings])
     if resolved.errors:
@@ -565,7 +628,41 @@ def _assemble(recipe: Recipe, now: dt.datetime | None) -> Spec:
         origins=resolved.origins,
         rosters=resolved.rosters,
         recipe=recipe,
+        sets=recipe.sets,
+        spec_files=recipe.spec_files,
     )
+
+
+def member_origin(spec: Spec, key: str, user: str) -> tuple[Location | None, str | None]:
+    """Where group `key`'s member list brings `user` in, and the @set or @roster:group it came
+    through (None: listed by name); for a message.
+
+    Found again when asked, by parsing the group's file once more: a position kept for every
+    member would cost more than the rest of a 100,000-group spec. A generated group, or a file
+    changed since loading, gives the group's own position."""
+    brought = spec.origins.get(key, {}).get(user)
+    if brought is not None:
+        return brought
+    location = spec.groups[key].location
+    file = spec.spec_files.get(location.file) if location is not None else None
+    doc = _reread(file, location.file) if file is not None and location is not None else None
+    members_path = ("groups", key, "members")
+    written = _at(doc.data, members_path) if doc is not None else None
+    if doc is None or not isinstance(written, list):
+        return location, None
+    for i, item in enumerate(written):
+        via = item[1:] if isinstance(item, str) and item.startswith("@") else None
+        if item == user or (via is not None and user in spec.sets.get(via, ())):
+            return doc.where((*members_path, i)), via
+    return location, None
+
+
+def _at(data: Any, path: PathT) -> Any:
+    for part in path:
+        if not isinstance(data, dict):
+            return None
+        data = data.get(part)
+    return data
 
 
 def _load(path: Path) -> Recipe:

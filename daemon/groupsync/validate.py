@@ -16,7 +16,7 @@ import anyio
 from groupsync.config import ConfigError, Settings, resolve_token
 from groupsync.loader import read_config
 from groupsync.outcomes import ExitCode
-from groupsync.spec import Spec, SpecError, load_spec
+from groupsync.spec import Spec, SpecError, load_spec, member_origin
 from groupsync.strictmodel import did_you_mean
 from groupsync.yamlstrict import Issue
 
@@ -87,9 +87,8 @@ async def check_usernames(settings: Settings, spec: Spec) -> list[Issue]:
         known = {contact.username for contact in await client.list_contacts()}
     issues = []
     for key, group in spec.groups.items():
-        origins = spec.origins.get(key, {})  # generated groups: their class's row
         for user in sorted((group.members or frozenset()) - known):
-            where, via = origins.get(user, (group.location, None))
+            where, via = member_origin(spec, key, user)  # generated groups: their class's row
             through = f" (from @{via})" if via else ""
             message = f"{user!r}{through} is not an eCampus contact{did_you_mean(user, known)}"
             issues.append(Issue(where, f"groups.{key}.members", message))

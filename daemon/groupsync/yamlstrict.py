@@ -91,13 +91,16 @@ class Document:
 
     Positions are kept as the parser's marks; a Location is only built for the few paths a
     message or a caller asks about: building one per value would cost about a quarter of the
-    load time (benchmarks/RESULTS.md)."""
+    load time (benchmarks/RESULTS.md). Parsed with a `depth`, only the positions of the first
+    levels are kept (a spec's sections and entries): the rest, about 8 KB a group, is found
+    again by parsing the text once more when a message needs it."""
 
     file: str
     data: Any
     value_marks: dict[PathT, yaml.Mark] = field(default_factory=dict)
     key_marks: dict[PathT, yaml.Mark] = field(default_factory=dict)
     plain: set[PathT] = field(default_factory=set)  # unquoted scalars: YAML guessed their type
+    depth: int | None = None  # positions kept for paths at most this long; None: every path
 
     def where(self, path: PathT, *, key: bool = False) -> Location:
         """Position of `path` (its key when asked), else of its nearest recorded ancestor."""
@@ -263,6 +266,7 @@ class _Walker:
 
     def __init__(self, doc: Document, constructor: yaml.SafeLoader) -> None:
         self.doc = doc
+        self.depth = doc.depth
         self.constructor = constructor
         self.issues: list[Issue] = []
         self.aliased = 0
@@ -277,15 +281,18 @@ class _Walker:
             self.aliased += 1
             if self.aliased > MAX_ALIAS_NODES:
                 raise _AliasBomb(self.alias_start)
-        self.doc.value_marks[path] = node.start_mark
+        record = self.depth is None or len(path) <= self.depth
+        if record:
+            self.doc.value_marks[path] = node.start_mark
         kind = node.__class__
         if kind is yaml.ScalarNode:
             if not node.style and node.tag in _TYPED_SCALARS:
-                self.doc.plain.add(path)
+                if record:
+                    self.doc.plain.add(path)
                 return self.constructor.construct_object(node)
             return node.value
         if id(node.value) in self.open:
-            self.issues.append(self.doc.issue(path, "an alias refers to itself (recursive anchor)"))
+            self.issue_at(path, "an alias refers to itself (recursive anchor)")
             return None
         self.open.add(id(node.value))
         try:
@@ -309,10 +316,13 @@ class _Walker:
                 self.issue(key_node, path, "YAML merge keys ('<<') are not supported")
                 continue
             if key in out:
+                if child not in key_marks:
+                    raise _NeedPositions
                 first = key_marks[child].line + 1
                 self.issue(key_node, path, f"duplicate key {key!r} (first defined at line {first})")
                 continue
-            key_marks[child] = key_node.start_mark
+            if self.depth is None or len(child) <= self.depth:
+                key_marks[child] = key_node.start_mark
             out[key] = self.walk(value_node, child, in_alias)
         return out
 
@@ -320,10 +330,22 @@ class _Walker:
         location = _location(self.doc.file, key_node.start_mark)
         self.issues.append(Issue(location, format_path(path), message))
 
+    def issue_at(self, path: PathT, message: str) -> None:
+        if path not in self.doc.value_marks:
+            raise _NeedPositions
+        self.issues.append(self.doc.issue(path, message))
 
-def parse(text: str, file: str) -> Document:
-    """Text -> Document; raises YamlError with every problem found (syntax stops at the first)."""
-    doc = Document(file=file, data=None)
+
+class _NeedPositions(Exception):
+    """A problem found where positions were not kept: parse again, keeping them all."""
+
+
+def parse(text: str, file: str, *, depth: int | None = None) -> Document:
+    """Text -> Document; raises YamlError with every problem found (syntax stops at the first).
+
+    `depth`: keep positions only for paths at most this long (see Document); a problem is
+    always reported at its exact place."""
+    doc = Document(file=file, data=None, depth=depth)
     bad = _NON_PRINTABLE.search(text)
     if bad is not None:
         line = text.count("\n", 0, bad.start()) + 1
@@ -355,6 +377,8 @@ def parse(text: str, file: str) -> Document:
         message = f"aliases expand to more than {MAX_ALIAS_NODES} values (alias bomb?)"
         location = _location(file, bomb.mark)
         raise YamlError([Issue(location, "", message)]) from None
+    except _NeedPositions:
+        return parse(text, file)
     if walker.issues:
         raise YamlError(walker.issues)
     return doc

@@ -72,7 +72,7 @@ def create(key: str, d: DesiredGroup, target: Target) -> Change:
         for f in FIELDS
         if (v := getattr(d, f)) is not UNSET and v is not None
     )
-    members = None if d.members is None else tuple(sorted(d.members))
+    members = None if d.members is None else tuple(d.members)
     return Change(
         key=key,
         action=Action.CREATE,
@@ -154,9 +154,9 @@ def _member_changes(
     if d.members is None or d.members == g.members:
         return (), (), None, None
     return (
-        tuple(sorted(d.members - g.members)),
-        tuple(sorted(g.members - d.members)),
-        tuple(sorted(d.members)),
+        tuple(d.members - g.members),  # Members are sorted
+        tuple(g.members - d.members),
+        tuple(d.members),
         _cause(applied is None or applied.members != d.members),
     )
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from groupsync.canonical import canonical_json
+from groupsync.models import Members
 
 FIELDS: tuple[Literal["name", "description", "avatar_url"], ...] = (
     "name",
@@ -45,8 +46,12 @@ class AppliedState:
     name: str
     description: str | None
     avatar_url: str | None
-    members: frozenset[str] | None  # None: membership not managed
+    members: Members | None  # None: membership not managed; any iterable is accepted
     archived: bool
+
+    def __post_init__(self) -> None:
+        if self.members is not None and type(self.members) is not Members:
+            object.__setattr__(self, "members", Members(self.members))
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from groupsync.models import Group
+from groupsync.models import Group, Members
 from groupsync.spec import MAX_MEMBERS, DesiredGroup
 from groupsync.strictmodel import did_you_mean
 
@@ -23,11 +23,11 @@ def usernames_to_verify(
     wanted: set[str] = set()
     for d in desired.values():
         if d.members:
-            wanted |= d.members
+            wanted.update(d.members)
     for g in actual:
         if not wanted:
             break
-        wanted -= g.members
+        wanted.difference_update(g.members)
     return frozenset(wanted)
 
 
@@ -38,7 +38,7 @@ class MemberCheck:
         self.known = known  # None: not read (every username shows in some group), not checked
         self._suggestions_left = _SUGGESTION_BUDGET
 
-    def errors(self, members: frozenset[str]) -> list[str]:
+    def errors(self, members: Members) -> list[str]:
         out = []
         if len(members) > MAX_MEMBERS:
             out.append(f"{len(members)} members is over the limit of {MAX_MEMBERS}")

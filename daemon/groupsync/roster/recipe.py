@@ -14,11 +14,20 @@ from pathlib import Path
 from typing import Literal
 
 from groupsync.desired import DesiredGroup
-from groupsync.models import UNSET, _Unset
+from groupsync.models import UNSET, Members, _Unset
 from groupsync.roster.oneroster import UsernameRule
 from groupsync.yamlstrict import Issue, Location
 
 Origins = dict[str, tuple[Location, str | None]]  # username -> (where it comes in, through what)
+
+
+@dataclass(frozen=True, slots=True)
+class SpecFile:
+    """A spec file as loaded: where it is, and a digest of its text so that a position looked
+    up in it later (for a message) is looked up in the same text."""
+
+    path: Path
+    digest: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,9 +71,10 @@ class Rule:
 @dataclass(frozen=True, slots=True)
 class Recipe:
     groups: dict[str, DesiredGroup]  # hand-written, members without their roster references
-    origins: dict[str, Origins]
     refs: dict[str, tuple[RosterRef, ...]]  # key -> roster references in its members
     sources: dict[str, RosterSource]
     rules: tuple[Rule, ...]
     files: tuple[str, ...]
     warnings: tuple[Issue, ...] = field(default=())
+    sets: dict[str, Members] = field(default_factory=dict)  # member set -> its usernames
+    spec_files: dict[str, SpecFile] = field(default_factory=dict)  # file as shown -> where

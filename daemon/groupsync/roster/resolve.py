@@ -11,6 +11,7 @@ import datetime as dt
 from dataclasses import dataclass, field, replace
 
 from groupsync.desired import MAX_MEMBERS, DesiredGroup
+from groupsync.models import Members
 from groupsync.roster.csvlist import CsvRoster, read_csv_roster
 from groupsync.roster.generate import Generation, generate
 from groupsync.roster.issues import RosterError
@@ -31,7 +32,7 @@ class Resolved:
 
 
 def resolve(recipe: Recipe, now: dt.datetime) -> Resolved:
-    out = Resolved(origins=dict(recipe.origins))
+    out = Resolved()
     read: dict[str, OneRoster | CsvRoster] = {}
     for name, source in recipe.sources.items():
         try:
@@ -77,19 +78,22 @@ def _hand_written(
     groups = dict(recipe.groups)
     for key, refs in recipe.refs.items():
         group = groups[key]
-        origins = out.origins[key] = dict(out.origins.get(key, {}))
+        users = set(group.members or ())
+        origins = out.origins[key] = {}  # only the users the rosters bring
         for ref in refs:
             roster = read[ref.roster]
             assert isinstance(roster, CsvRoster)  # the loader checked the reference's kind
-            users = roster.groups.get(ref.group)
-            if users is None:
+            roster_users = roster.groups.get(ref.group)
+            if roster_users is None:
                 hint = did_you_mean(ref.group, roster.groups, prefix=f"@{ref.roster}:")
                 message = f"'@{ref.text}': roster {ref.roster!r} has no group {ref.group!r}{hint}"
                 out.errors.append(Issue(ref.location, f"groups.{key}.members", message))
                 continue
-            for user in users:
-                origins.setdefault(user, (ref.location, ref.text))
-        members = frozenset(origins)
+            for user in roster_users:
+                if user not in users:
+                    users.add(user)
+                    origins[user] = (ref.location, ref.text)
+        members = Members(users)
         if len(members) > MAX_MEMBERS:
             message = (
                 f"{len(members)} members with its rosters', over the limit of {MAX_MEMBERS}:"
