@@ -221,6 +221,15 @@ class _Source:
 _DEPTH = 2  # ("groups", key): where each group, member set and roster is written
 
 
+def _names_only(raw: Any) -> bool:
+    """Whether a group as written lists no `@set` or `@roster:group` (which may be defined in
+    a file not read yet)."""
+    members = raw.get("members") if isinstance(raw, dict) else None
+    return not isinstance(members, list) or not any(
+        isinstance(item, str) and item.startswith("@") for item in members
+    )
+
+
 def _file_digest(text: str) -> bytes:
     return hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
 
@@ -237,7 +246,7 @@ def _reread(file: SpecFile, display: str) -> Document | None:
         return None
 
 
-@dataclass
+@dataclass(slots=True)
 class _Entry:
     """A group or member set as written, with the file it came from."""
 
@@ -251,6 +260,7 @@ class _Loader:
     errors: list[Issue] = field(default_factory=list)
     warnings: list[Issue] = field(default_factory=list)
     groups: dict[str, _Entry] = field(default_factory=dict)
+    built: dict[str, DesiredGroup] = field(default_factory=dict)  # groups built as read
     sets: dict[str, _Entry] = field(default_factory=dict)
     rosters: dict[str, _Entry] = field(default_factory=dict)
     rules: list[_Entry] = field(default_factory=list)
@@ -292,17 +302,24 @@ class _Loader:
             self.errors.append(doc.issue((), message))
         self.has_groups_key |= makes_groups
         self.folders[display] = path.parent
-        self._collect(doc, "groups", self.groups, "group")
+        for key in self._collect(doc, "groups", self.groups, "group"):
+            entry = self.groups[key]
+            if _names_only(entry.raw):  # needs no set or roster: built now, the YAML dropped
+                self.built[key] = self.desired(key, entry)
+                entry.raw = None
         self._collect(doc, "member_sets", self.sets, "member set")
         self._collect(doc, "rosters", self.rosters, "roster")
         rules = data.get("generate")
         if isinstance(rules, list):
             self.rules += [_Entry(doc, ("generate", i), raw) for i, raw in enumerate(rules)]
+        light.data = None  # what is still needed is in the entries
 
-    def _collect(self, doc: _Source, section: str, into: dict[str, _Entry], what: str) -> None:
+    def _collect(self, doc: _Source, section: str, into: dict[str, _Entry], what: str) -> list[str]:
+        """The section's entries into `into`; the keys added."""
         entries = doc.doc.data.get(section)
         if not isinstance(entries, dict):
-            return
+            return []
+        added = []
         for key, raw in entries.items():
             path = (section, key)
             first = into.get(key)
@@ -312,6 +329,8 @@ class _Loader:
                 self.errors.append(doc.issue(path, message, key=True))
                 continue
             into[key] = _Entry(doc, path, raw)
+            added.append(key)
+        return added
 
     def expand_set(self, name: str) -> Members:
         """A member set's usernames, following nested @sets; a cycle is an error, reported once."""
@@ -481,7 +500,8 @@ class _Loader:
         pinned: dict[str, str] = {}
         for key in sorted(self.groups):
             entry = self.groups[key]
-            groups[key] = self.desired(key, entry)
+            built = self.built.pop(key, None)
+            groups[key] = built if built is not None else self.desired(key, entry)
             pin = groups[key].id
             if isinstance(pin, str) and pin in pinned:
                 message = f"id {pin!r} is also pinned by group {pinned[pin]!r}"

@@ -89,7 +89,8 @@ def format_path(path: Iterable[str | int]) -> str:
 class Document:
     """Plain data (dict/list/str/int/float/bool/None/date) and where each piece was written.
 
-    Positions are kept as the parser's marks; a Location is only built for the few paths a
+    Positions are kept packed in one int each (a parser's Mark takes ten times the room); a
+    Location is only built for the few paths a
     message or a caller asks about: building one per value would cost about a quarter of the
     load time (benchmarks/RESULTS.md). Parsed with a `depth`, only the positions of the first
     levels are kept (a spec's sections and entries): the rest, about 8 KB a group, is found
@@ -97,8 +98,8 @@ class Document:
 
     file: str
     data: Any
-    value_marks: dict[PathT, yaml.Mark] = field(default_factory=dict)
-    key_marks: dict[PathT, yaml.Mark] = field(default_factory=dict)
+    value_marks: dict[PathT, int] = field(default_factory=dict)  # packed: see _pack
+    key_marks: dict[PathT, int] = field(default_factory=dict)
     plain: set[PathT] = field(default_factory=set)  # unquoted scalars: YAML guessed their type
     depth: int | None = None  # positions kept for paths at most this long; None: every path
 
@@ -111,10 +112,20 @@ class Document:
         while mark is None and end > 0:
             end -= 1
             mark = self.value_marks.get(path[:end])
-        return _location(self.file, mark)
+        if mark is None:
+            return Location(self.file, 1, 1)
+        line, column = divmod(mark, _LINE)
+        return Location(self.file, line + 1, column + 1)
 
     def issue(self, path: PathT, message: str, *, key: bool = False) -> Issue:
         return Issue(self.where(path, key=key), format_path(path), message)
+
+
+_LINE = MAX_BYTES + 1  # a column is below this, so line * _LINE + column packs both
+
+
+def _pack(mark: yaml.Mark) -> int:
+    return mark.line * _LINE + mark.column
 
 
 def _location(file: str, mark: yaml.Mark | None) -> Location:
@@ -283,7 +294,7 @@ class _Walker:
                 raise _AliasBomb(self.alias_start)
         record = self.depth is None or len(path) <= self.depth
         if record:
-            self.doc.value_marks[path] = node.start_mark
+            self.doc.value_marks[path] = _pack(node.start_mark)
         kind = node.__class__
         if kind is yaml.ScalarNode:
             if not node.style and node.tag in _TYPED_SCALARS:
@@ -318,11 +329,11 @@ class _Walker:
             if key in out:
                 if child not in key_marks:
                     raise _NeedPositions
-                first = key_marks[child].line + 1
+                first = key_marks[child] // _LINE + 1
                 self.issue(key_node, path, f"duplicate key {key!r} (first defined at line {first})")
                 continue
             if self.depth is None or len(child) <= self.depth:
-                key_marks[child] = key_node.start_mark
+                key_marks[child] = _pack(key_node.start_mark)
             out[key] = self.walk(value_node, child, in_alias)
         return out
 
