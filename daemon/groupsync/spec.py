@@ -84,6 +84,13 @@ class Spec:
     sets: dict[str, Members] = field(default_factory=dict, compare=False, repr=False)
     spec_files: dict[str, SpecFile] = field(default_factory=dict, compare=False, repr=False)
 
+    def __repr__(self) -> str:
+        """Short: asyncio formats a callback's arguments with repr (a partial holding the Spec),
+        and the dataclass's would spell out every group: 2 s for 100,000 of them."""
+        return (
+            f"Spec({len(self.groups)} groups, digest={self.digest[:12]}, files={len(self.files)})"
+        )
+
 
 class SpecError(GroupsyncError):
     def __init__(self, issues: list[SpecIssue], warnings: tuple[SpecIssue, ...] = ()) -> None:
