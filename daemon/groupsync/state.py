@@ -39,6 +39,7 @@ from groupsync.desired import MAX_MEMBERS
 from groupsync.errors import GroupsyncError
 from groupsync.journal import Journal, applied_to_dict
 from groupsync.plan import AppliedState, ManagedGroup, RosterCounts
+from groupsync.render import StateLine
 
 FORMAT = "groupsync-state"
 FORMAT_VERSION = 1
@@ -55,21 +56,37 @@ class SnapshotError(GroupsyncError):
 
 @dataclass(frozen=True, slots=True)
 class State:
-    """What a plan reads from the journal, wherever it came from."""
+    """What a plan reads from the journal, and where it came from (for the plan's state line)."""
 
     run_id: int | None  # the journal's newest run; None before the first
     managed: Mapping[str, ManagedGroup]  # key -> group id and last-applied state
     rosters: Mapping[str, RosterCounts]  # each roster at the last applied run
+    source: Literal["journal", "snapshot", "none"] = "none"
+    location: str | None = None  # the journal's path, the snapshot's file or URL
 
     @property
     def managed_count(self) -> int:
         return len(self.managed)
 
+    @property
+    def line(self) -> StateLine:
+        return StateLine(self.source, self.location, self.run_id, self.managed_count)
+
+
+NO_STATE = State(None, {}, {})
+"""No journal and no snapshot: nothing is managed, every key is planned as new."""
+
 
 def read_state(journal: Journal) -> State:
     """The journal's state, read in one transaction so a run writing meanwhile is not half in."""
     with journal.one_read():
-        return State(journal.last_run_id(), journal.managed(), journal.last_roster_counts())
+        return State(
+            journal.last_run_id(),
+            journal.managed(),
+            journal.last_roster_counts(),
+            "journal",
+            str(journal.path),
+        )
 
 
 def to_snapshot(state: State) -> dict[str, Any]:
@@ -261,7 +278,7 @@ def _state(parsed: _Snapshot, source: str) -> State:
         if r.name in rosters:
             raise SnapshotError(f"state snapshot {source}: rosters[{i}]: roster {r.name!r} twice")
         rosters[r.name] = RosterCounts(r.groups, r.members)
-    return State(parsed.run_id, dict(sorted(managed.items())), rosters)
+    return State(parsed.run_id, dict(sorted(managed.items())), rosters, "snapshot", source)
 
 
 def _applied(applied: _Applied | None) -> AppliedState | None:
