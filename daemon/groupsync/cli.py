@@ -315,10 +315,8 @@ def plan_command(
 
     \b
     Examples:
-      groupsync plan --detailed-exitcode
       groupsync plan -o plan.json   # review it, then: groupsync apply plan.json
-      groupsync plan --state https://groupsync.example.edu/state --require-state \\
-          --format markdown        # in CI; the token in $GROUPSYNC_HTTP_TOKEN
+      groupsync plan --state https://sync.example.edu/state --require-state   # CI
     """
     from groupsync.planfile import dump
     from groupsync.reconcile import RunOptions, Session
@@ -532,9 +530,8 @@ def state_group() -> None:
     """State snapshots: what a plan reads from the journal, for plans made where it is not.
 
     \b
-    Examples:
-      groupsync state export -o state.json
-      groupsync plan --state state.json   # elsewhere: the same plan as here
+    Example:
+      groupsync state export -o state.json   # then elsewhere: groupsync plan --state state.json
     """
 
 
