@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import stat
 from pathlib import Path
 from typing import Any
@@ -146,3 +147,15 @@ def test_state_export_needs_a_journal_and_creates_none(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert f"journal {tmp_path / 'j.db'} does not exist" in result.stderr
     assert not (tmp_path / "j.db").exists()
+
+
+def test_the_ci_example_plans_from_the_daemons_state() -> None:
+    from groupsync.cli import cli
+
+    workflow = Path(__file__).resolve().parent.parent / "examples" / "ci" / "github-actions.yml"
+    steps = yaml.safe_load(workflow.read_text(encoding="utf-8"))["jobs"]["plan"]["steps"]
+    [script] = [s["run"] for s in steps if "groupsync plan" in s.get("run", "")]
+    line = script.split("groupsync plan", 1)[1].split(">", 1)[0].replace("\\\n", " ")
+    args = shlex.split(line)
+    assert "--require-state" in args and "--state" in args
+    cli.commands["plan"].make_context("plan", args)  # a UsageError here: the example is wrong
