@@ -548,20 +548,20 @@ def state_export(config_path: Path | None, out: Path | None) -> None:
       groupsync state export -o state.json
     """
     from groupsync.journal import Journal
-    from groupsync.state import dumps, read_state, to_snapshot
+    from groupsync.state import load_snapshot, snapshot_bytes
 
     path = read_config(config_path).journal.path
     if not path.exists():  # exporting must not create a journal
         raise GroupsyncError(f"journal {path} does not exist: nothing was applied with it yet")
     with Journal.open(path) as journal:
-        state = read_state(journal)
-    text = dumps(to_snapshot(state)).decode("utf-8")
+        data = snapshot_bytes(journal)
+    where = str(out or "the output")
+    state = load_snapshot(data, where)  # what `plan --state` would refuse is not written
     if out is None:
-        click.echo(text, nl=False)
+        click.echo(data.decode("utf-8"), nl=False)
         return
-    _write(out, text)
-    run = "no run yet" if state.run_id is None else f"run {state.run_id}"
-    click.echo(f"Exported {state.managed_count} managed groups ({run}) to {out}.", err=True)
+    _write(out, data.decode("utf-8"))
+    click.echo(f"Exported {state.line.text()}", err=True)
 
 
 @cli.command()
