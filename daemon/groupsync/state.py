@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import json.encoder
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
@@ -40,6 +41,7 @@ from groupsync.desired import MAX_MEMBERS
 from groupsync.errors import GroupsyncError
 from groupsync.gcpause import paused_gc
 from groupsync.journal import Journal, applied_to_dict
+from groupsync.models import Members
 from groupsync.plan import AppliedState, ManagedGroup, RosterCounts
 from groupsync.render import StateLine
 
@@ -346,7 +348,7 @@ def _group(entry: Any) -> ManagedGroup:
         name,
         applied["description"],
         applied["avatar_url"],
-        None if members is None else frozenset(members),
+        None if members is None else Members(map(sys.intern, members)),  # as the journal
         archived,
     )
     return ManagedGroup(key, group_id, state)
