@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import json.encoder
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
@@ -348,7 +347,7 @@ def _group(entry: Any) -> ManagedGroup:
         name,
         applied["description"],
         applied["avatar_url"],
-        None if members is None else Members(map(sys.intern, members)),  # as the journal
+        None if members is None else Members(members),
         archived,
     )
     return ManagedGroup(key, group_id, state)
