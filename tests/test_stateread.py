@@ -19,7 +19,7 @@ from groupsync.state import NO_STATE, SnapshotError, dumps, to_snapshot
 from groupsync.stateread import read_snapshot
 from helpers import serve_asgi
 
-TOKEN = Secret("http-token-0123456789abcdef")
+TOKEN = Secret("state-bearer-Zq7Xk2Lp9Wm4Rt")  # shares no piece with other tests
 SNAPSHOT = dumps(to_snapshot(NO_STATE))
 
 
@@ -78,7 +78,7 @@ def test_the_token_goes_as_bearer(base: str) -> None:
 
 
 def test_a_refused_or_missing_token_names_the_variable(base: str) -> None:
-    wrong = Secret("wrong-token-0123456789abcdef")
+    wrong = Secret("not-the-bearer-Hy3Vn8Qc")
     message = _refusal(f"{base}/state", token=wrong, token_name="$GROUPSYNC_HTTP_TOKEN")
     assert "HTTP 401: the server refused the token in $GROUPSYNC_HTTP_TOKEN" in message
     message = _refusal(f"{base}/state", token_name="$GROUPSYNC_HTTP_TOKEN")
