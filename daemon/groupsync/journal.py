@@ -62,6 +62,7 @@ __all__ = [
     "JournalError",
     "JournalLocked",
     "RunRecord",
+    "applied_to_dict",
     "now_iso",
 ]
 
@@ -95,16 +96,19 @@ def _masked(text: str | None) -> str | None:
     return None if text is None else redact_secrets(text)
 
 
+def applied_to_dict(applied: AppliedState) -> dict[str, Any]:
+    """The JSON form of an AppliedState: the `groups.applied` column and the state snapshot."""
+    return {
+        "name": applied.name,
+        "description": applied.description,
+        "avatar_url": applied.avatar_url,
+        "members": None if applied.members is None else sorted(applied.members),
+        "archived": applied.archived,
+    }
+
+
 def _applied_to_json(applied: AppliedState) -> str:
-    return _json(
-        {
-            "name": applied.name,
-            "description": applied.description,
-            "avatar_url": applied.avatar_url,
-            "members": None if applied.members is None else sorted(applied.members),
-            "archived": applied.archived,
-        }
-    )
+    return _json(applied_to_dict(applied))
 
 
 def _applied_from_json(text: str | None) -> AppliedState | None:
@@ -379,6 +383,19 @@ class Journal:
             except sqlite3.Error as exc:
                 raise journal_error(self.path, "cannot read it", exc) from None
 
+    @contextmanager
+    def one_read(self) -> Iterator[None]:
+        """Several reads as one: no write, of this process or another, lands between them."""
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN")
+            except sqlite3.Error as exc:
+                raise journal_error(self.path, "cannot read it", exc) from None
+            try:
+                yield
+            finally:
+                self._conn.execute("COMMIT")  # ends the read transaction; nothing was written
+
     def _refuse_if_read_only(self, doing: str) -> None:
         if self.read_only is not None:
             raise JournalError(
@@ -494,6 +511,12 @@ class Journal:
                     run_id,
                 ),
             )
+
+    def last_run_id(self) -> int | None:
+        """The newest run's id, finished or not; None before the first run."""
+        with self._reading() as db:
+            [row] = list(db.query("SELECT max(id) AS id FROM runs"))
+        return row["id"]
 
     def last_roster_counts(self) -> dict[str, RosterCounts]:
         """What each roster yielded at the last run that applied its plan (or had nothing to).
