@@ -59,12 +59,12 @@ def refusal(access: Access, token: Secret | None, request: Request) -> Response 
     return None
 
 
-class _TooLarge(Exception):
-    pass
-
-
 class Guard:
-    """ASGI middleware: the body limit and the request deadline around the routes."""
+    """ASGI middleware: the body limit and the request deadline around the routes.
+
+    The body is read whole (at most `MAX_BODY_BYTES`) before a route runs, whether the route
+    reads it or not: a client cannot hold a connection open by trickling a body nobody reads.
+    """
 
     def __init__(self, app: ASGIApp, limits: Limits) -> None:
         self.app = app
@@ -75,19 +75,6 @@ class Guard:
             await self.app(scope, receive, send)
             return
         started = False
-        length = dict(scope["headers"]).get(b"content-length", b"0")
-        if not length.isdigit() or int(length) > MAX_BODY_BYTES:
-            await _plain(send, 413, "request body over 1 MiB\n")
-            return
-        seen = 0
-
-        async def counted() -> Message:
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > MAX_BODY_BYTES:
-                raise _TooLarge
-            return message
 
         async def watched(message: Message) -> None:
             nonlocal started
@@ -96,14 +83,49 @@ class Guard:
 
         try:
             async with asyncio.timeout(self.limits.request_s):
-                await self.app(scope, counted, watched)
-        except _TooLarge:
-            if not started:
-                await _plain(send, 413, "request body over 1 MiB\n")
+                body = await _read_body(scope, receive)
+                if body is None:
+                    await _plain(send, 413, "request body over 1 MiB\n")
+                    return
+                await self.app(scope, _replay(body, receive), watched)
         except TimeoutError:
             if not started:
                 await _plain(send, 408, "request took too long\n")
             # Else the answer is cut short: uvicorn closes a connection whose answer is unfinished.
+
+
+async def _read_body(scope: Scope, receive: Receive) -> bytes | None:
+    """The whole request body, or None when it is over the limit (by its header or its bytes)."""
+    length = dict(scope["headers"]).get(b"content-length", b"0")
+    if not length.isdigit() or int(length) > MAX_BODY_BYTES:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return b""  # the client went away: nothing to read, nobody to answer
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """The body read already, then the client's own messages (its disconnect)."""
+    sent = False
+
+    async def replayed() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replayed
 
 
 async def _plain(send: Send, status: int, text: str) -> None:
