@@ -102,7 +102,8 @@ _STYLE = (
     "th,td{border-bottom:1px solid #ddd;padding:.25em .6em;text-align:left;vertical-align:top}"
     "td.n{text-align:right;font-variant-numeric:tabular-nums}"
     ".ok{color:#176f2c}.error,.failed{color:#b00020}.refused,.interrupted{color:#a15c00}"
-    "code{font-size:.95em}h2{margin-top:1.2em}"
+    "code{font-size:.95em}h2{margin-top:1.2em}td.t{white-space:nowrap}"
+    "dl{display:grid;grid-template-columns:max-content auto;gap:.3em 1em}dd{margin:0}"
 )
 
 
@@ -121,6 +122,11 @@ def _table(headers: Sequence[str], rows: Iterable[Sequence[str]], empty: str) ->
 
 def _td(value: object, cls: str | None = None) -> str:
     return f'<td class="{_e(cls)}">{_e(value)}</td>' if cls else f"<td>{_e(value)}</td>"
+
+
+def _when(iso: str | None) -> str:
+    """The journal's `2026-11-27T01:53:47.123Z` as `2026-11-27 01:53:47` (UTC, as headed)."""
+    return "-" if iso is None else iso[:19].replace("T", " ")
 
 
 def _group_link(key: str) -> str:
@@ -148,7 +154,7 @@ def _run_row(run: RunRecord) -> list[str]:
     outcome = str(run.outcome) if run.outcome is not None else "unfinished"
     return [
         _td(run.id, "n"),
-        _td(run.started_at),
+        _td(_when(run.started_at), "t"),
         _td(run.trigger),
         _td(outcome, outcome),
         _td(_counts(dict(run.counts))),
@@ -158,7 +164,7 @@ def _run_row(run: RunRecord) -> list[str]:
 
 def _change_row(change: ChangeRecord) -> list[str]:
     return [
-        _td(change.finished_at or change.started_at),
+        _td(_when(change.finished_at or change.started_at), "t"),
         _td(change.run_id, "n"),
         f"<td>{_group_link(change.key)}</td>",
         _td(change.action),
@@ -188,31 +194,42 @@ def _header(data: StatusData) -> str:
     )
 
 
+def _section(section_id: str, title: str, table: str, intro: str = "") -> str:
+    """A heading and its table, in a <section> a reader (or a test) finds by its id."""
+    intro_html = f"<p>{_e(intro)}</p>\n" if intro else ""
+    return f'<section id="{section_id}">\n<h2>{_e(title)}</h2>\n{intro_html}{table}</section>\n'
+
+
 def render_status(data: StatusData) -> str:
     view = data.view
+    runs = (_run_row(r) for r in data.runs)
     drifted = [[f"<td>{_group_link(k)}</td>", _td(view.run_id, "n")] for k in view.drifted]
     errors = [[f"<td>{_group_link(k)}</td>", _td(message)] for k, message in view.errors]
-    refusals = [[_td(r.id, "n"), _td(r.started_at), _td(r.error)] for r in data.refusals]
+    refusals = [
+        [_td(r.id, "n"), _td(_when(r.started_at), "t"), _td(r.error)] for r in data.refusals
+    ]
+    changes = (_change_row(c) for c in data.changes)
+    run_columns = ["run", "started (UTC)", "trigger", "outcome", "counts", "duration"]
+    change_columns = ["finished (UTC)", "run", "group", "action", "cause", "status", "what"]
     body = (
         _header(data)
-        + f"<h2>Last {RUNS_SHOWN} runs</h2>\n"
-        + _table(
-            ["run", "started (UTC)", "trigger", "outcome", "counts", "duration"],
-            (_run_row(r) for r in data.runs),
-            "No run yet.",
+        + _section("runs", f"Last {RUNS_SHOWN} runs", _table(run_columns, runs, "No run yet."))
+        + _section(
+            "drifted",
+            "Drifted groups",
+            _table(["group", "found by run"], drifted, "None."),
+            "Edited outside groupsync, as the last run found them (it puts them back).",
         )
-        + '<h2 id="drifted">Drifted groups</h2>\n'
-        + "<p>Edited outside groupsync, as the last run found them (it puts them back).</p>\n"
-        + _table(["group", "found by run"], drifted, "None.")
-        + '<h2 id="errors">Groups in error</h2>\n'
-        + _table(["group", "error"], errors, "None.")
-        + '<h2 id="refusals">Safety refusals</h2>\n'
-        + _table(["run", "started (UTC)", "reason"], refusals, "None.")
-        + f'<h2 id="changes">Recent changes (last {CHANGES_SHOWN})</h2>\n'
-        + _table(
-            ["finished (UTC)", "run", "group", "action", "cause", "status", "what"],
-            (_change_row(c) for c in data.changes),
-            "No change yet.",
+        + _section("errors", "Groups in error", _table(["group", "error"], errors, "None."))
+        + _section(
+            "refusals",
+            "Safety refusals",
+            _table(["run", "started (UTC)", "reason"], refusals, "None."),
+        )
+        + _section(
+            "changes",
+            f"Recent changes (last {CHANGES_SHOWN})",
+            _table(change_columns, changes, "No change yet."),
         )
     )
     return _page("groupsync status", body)
@@ -235,13 +252,13 @@ def render_group(
             f'<dt>Name</dt><dd id="name">{_e(applied.name if applied else "-")}</dd>\n'
             f'<dt>Members</dt><dd id="members">{_e(members)}</dd>\n'
             f"<dt>Archived</dt><dd>{_e('yes' if applied and applied.archived else 'no')}</dd>\n"
-            f"<dt>Managed since</dt><dd>{_e(since)}</dd>\n"
+            f"<dt>Managed since</dt><dd>{_e(_when(since))} UTC</dd>\n"
             "</dl>\n"
         )
     rows = [
         [
             _td(run.id, "n"),
-            _td(c.finished_at or c.started_at),
+            _td(_when(c.finished_at or c.started_at), "t"),
             _td(c.status, str(c.status)),
             _td(c.summary),
         ]
@@ -251,7 +268,10 @@ def render_group(
     body = (
         f'<p><a href="/">&larr; status</a></p>\n<h1>Group <code>{_e(key)}</code></h1>\n'
         + facts
-        + "<h2>History</h2>\n"
-        + _table(["run", "finished (UTC)", "status", "change"], rows, "No change journaled.")
+        + _section(
+            "history",
+            "History",
+            _table(["run", "finished (UTC)", "status", "change"], rows, "No change journaled."),
+        )
     )
     return _page(f"groupsync: {key}", body)
