@@ -66,6 +66,10 @@ def test_state_bytes_are_the_snapshots(tmp_path: Path, groups: int) -> None:
     """Batches of 1,000: none, one partial, and several with a remainder."""
     with Journal.open(tmp_path / "j.db") as journal:
         fill(journal, groups)
+        odd = AppliedState(
+            'Ünïcode "quoted" \\ tab\t', "line\nbreak", None, frozenset({"é"}), False
+        )
+        journal.set_managed("odd", 'id "é" \\ \u2028', odd)
         assert encode_snapshot(journal) == state.dumps(state.snapshot(journal))
 
 

@@ -627,13 +627,15 @@ class Journal:
         with self._reading() as db:
             return int(db.execute("SELECT count(*) FROM groups").fetchone()[0])
 
-    def managed_batches(self, size: int = 1000) -> Iterator[list[ManagedGroup]]:
-        """The managed groups in key order, `size` at a time: a reader that streams them out
-        holds one batch, not all. Consume it inside `one_read` for a consistent view."""
+    def managed_rows(self, size: int = 1000) -> Iterator[list[tuple[str, str, str | None]]]:
+        """(key, group id, `applied` as stored) of every managed group in key order, `size` at a
+        time: a reader that streams them out holds one batch, not all. `applied` is the canonical
+        JSON of `applied_to_dict`, as every version of the journal has written it. Consume it
+        inside `one_read` for a consistent view."""
         with self._reading() as db:
             cursor = db.execute("SELECT key, group_id, applied FROM groups ORDER BY key")
             while rows := cursor.fetchmany(size):
-                yield [ManagedGroup(k, g, _applied_from_json(a)) for k, g, a in rows]
+                yield rows
 
     def managed_group(self, key: str) -> tuple[ManagedGroup, str] | None:
         """One managed group and when groupsync took it over; None if `key` is not managed."""
