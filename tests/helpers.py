@@ -5,13 +5,19 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+import uvicorn
 import yaml
 
 from groupsync.api import Client, Limits, Retries
+from groupsync.emulator.server import bind
 from groupsync.secret import Secret
 
 
@@ -38,12 +44,17 @@ def api_client(base_url: str, token: str | Secret, **knobs: Any) -> Client:
 
 
 def groupsync(
-    *args: str, token: str | None = None, cwd: Path | None = None
+    *args: str,
+    token: str | None = None,
+    cwd: Path | None = None,
+    env_extra: Mapping[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """The CLI as a user runs it: `python -m groupsync ARGS`, with `token` as the API token."""
+    """The CLI as a user runs it: `python -m groupsync ARGS`, with `token` as the API token and
+    `env_extra` added to the environment."""
     env = {k: v for k, v in os.environ.items() if k not in ("ECAMPUS_TOKEN", "GROUPSYNC_CONFIG")}
     if token is not None:
         env["ECAMPUS_TOKEN"] = token
+    env.update(env_extra or {})
     return subprocess.run(
         [sys.executable, "-m", "groupsync", *args],
         capture_output=True,
@@ -75,3 +86,23 @@ def token_pieces(data: str | bytes, token: str, size: int = 8) -> list[str]:
 
 def _grams(text: str, size: int) -> set[str]:
     return {text[i : i + size] for i in range(len(text) - size + 1)}
+
+
+@contextmanager
+def serve_asgi(app: Any, *, start_timeout_s: float = 10) -> Iterator[str]:
+    """Serve a small ASGI app (a misbehaving server of a test) on 127.0.0.1; yield its base URL."""
+    sock = bind("127.0.0.1", 0)
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + start_timeout_s
+        while not server.started:
+            assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.01)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()

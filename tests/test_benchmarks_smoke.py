@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT_S = 110  # under pytest's 120 s per test; --quick takes ~10-20 s on 2 busy cores
 
@@ -62,3 +64,13 @@ def test_roster_scale_quick_prints_its_table() -> None:
     assert all(row[-1] in ("PASS", "MISS", "info") for row in rows.values())
     # Exact, not a timing: a no-op plan of a generated roster costs only the list calls.
     assert rows["API calls, no-op plan"][-1] == "PASS"
+
+
+@pytest.mark.slow
+def test_state_scale_quick_prints_its_table() -> None:
+    output = run_quick("state_scale.py")
+    rows = {row[0]: row for row in table_rows(output)}
+    assert len(rows) == 6
+    assert all(row[-1] in ("PASS", "MISS", "info") for row in rows.values())
+    # Checked inside, not timed: the plan from the snapshot is the plan from the journal.
+    assert any(name.startswith("plan from the snapshot (same plan") for name in rows)

@@ -28,7 +28,6 @@ from groupsync.metrics import Metrics
 from groupsync.outcomes import RunOutcome
 from groupsync.plan import AppliedState
 from groupsync.secret import Secret
-from groupsync.stateencode import encode_snapshot
 from groupsync.statuspage import DaemonView, Health
 
 TOKEN = "http-token-0123456789"
@@ -63,14 +62,15 @@ def base(journal: Journal) -> Iterator[str]:
 
 @pytest.mark.parametrize("groups", [0, 1, 2500])
 def test_state_bytes_are_the_snapshots(tmp_path: Path, groups: int) -> None:
-    """Batches of 1,000: none, one partial, and several with a remainder."""
+    """Batches of 1,000 rows: none, one partial, and several with a remainder."""
     with Journal.open(tmp_path / "j.db") as journal:
         fill(journal, groups)
         odd = AppliedState(
             'Ünïcode "quoted" \\ tab\t', "line\nbreak", None, frozenset({"é"}), False
         )
         journal.set_managed("odd", 'id "é" \\ \u2028', odd)
-        assert encode_snapshot(journal) == state.dumps(state.snapshot(journal))
+        slow = state.dumps(state.to_snapshot(state.read_state(journal)))  # from values
+        assert state.snapshot_bytes(journal, batch=1000) == slow
 
 
 @pytest.mark.parametrize("path", ["/state", "/", "/groups/g00000"])

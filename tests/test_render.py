@@ -295,3 +295,32 @@ def test_control_characters_from_the_account_never_reach_the_terminal():
     for out in (render.render_text(plan), render.render_markdown(plan)):
         assert "\x1b" not in out and "\x07" not in out and "\u202e" not in out
         assert "\\u001b" in out
+
+
+@pytest.mark.parametrize(
+    ("state", "line"),
+    [
+        (
+            render.StateLine("journal", "/var/lib/groupsync/groupsync.db", 42, 120),
+            "State: journal /var/lib/groupsync/groupsync.db (run 42, 120 managed)",
+        ),
+        (
+            render.StateLine("snapshot", "https://h/state", None, 0),
+            "State: snapshot https://h/state (no run yet, 0 managed)",
+        ),
+        (
+            render.StateLine("none"),
+            "State: none — every key is new; renames and removals cannot be seen",
+        ),
+    ],
+)
+def test_every_format_names_the_state(sample, state, line):
+    assert render.render_text(sample, state=state).splitlines()[:2] == [line, ""]
+    assert render.render_text(Plan((), managed_count=7), state=state).splitlines()[0] == line
+    md = render.render_markdown(sample, state=state).splitlines()
+    shown = md[md.index("### groupsync plan") + 2 :][:2]
+    # No state is a warning a reviewer cannot miss.
+    assert shown == (["> [!WARNING]", f"> {line}"] if state.source == "none" else [line, ""])
+    doc = json.loads(render.render_json(sample, state=state))
+    assert doc["state"] == state.to_dict()
+    assert doc["checksum"] == sample.checksum  # the state is not part of the checksum

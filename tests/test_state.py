@@ -44,7 +44,14 @@ def _document(journal: Journal) -> dict[str, Any]:
 def test_snapshot_round_trips_what_the_plan_reads(journal: Journal) -> None:
     data = state.dumps(snapshot(journal))
     loaded = load_snapshot(data, "test.json")
-    assert loaded == read_state(journal)
+    assert loaded.line.text() == "State: snapshot test.json (run 2, 2 managed)"
+    here = read_state(journal)
+    assert here.line.text() == f"State: journal {journal.path} (run 2, 2 managed)"
+    assert (loaded.run_id, loaded.managed, loaded.rosters) == (
+        here.run_id,
+        here.managed,
+        here.rosters,
+    )
     assert loaded.managed == journal.managed()
     assert loaded.rosters == journal.last_roster_counts()
     assert loaded.run_id == 2 and loaded.managed_count == 2
@@ -65,7 +72,12 @@ def test_snapshot_round_trips_what_the_plan_reads(journal: Journal) -> None:
 
 
 def test_same_journal_same_bytes(journal: Journal) -> None:
-    assert state.dumps(snapshot(journal)) == state.dumps(snapshot(journal))
+    tricky = AppliedState('Say "hi" – ü', "line\nbreak \\ \u2028", None, frozenset({"é"}), False)
+    journal.set_managed("zz", "g_3", tricky)
+    spliced = state.snapshot_bytes(journal)
+    assert spliced == state.snapshot_bytes(journal)
+    assert spliced == state.dumps(state.to_snapshot(read_state(journal)))  # the slow way
+    assert load_snapshot(spliced, "x").managed["zz"].applied == tricky
 
 
 def test_empty_journal_has_no_run(tmp_path: Path) -> None:
@@ -107,13 +119,39 @@ def test_bad_top_level_fields_are_named(
     assert expected in _refusal(_document(journal) | change)
 
 
-def test_bad_group_names_the_field_and_the_key(journal: Journal) -> None:
+@pytest.mark.parametrize(
+    ("index", "field", "value", "expected"),
+    [
+        (1, "archived", "yes", "groups[1].applied.archived (key 'hiking'): expected true or"),
+        (0, "members", ["u"] * 1001, "groups[0].applied.members (key 'chess'): expected null or"),
+        (0, "members", ["ada", 7], "groups[0].applied.members[1] (key 'chess'): expected a str"),
+        (0, "members", ["ada", ""], "groups[0].applied.members[1] (key 'chess'): expected a"),
+        (0, "name", "", "groups[0].applied.name (key 'chess'): expected a string of 1 to"),
+        (0, "description", "d" * 5000, "groups[0].applied.description (key 'chess'): expected"),
+        (0, "colour", "red", "groups[0].applied (key 'chess'): unknown field colour"),
+    ],
+)
+def test_bad_group_names_the_field_and_the_key(
+    journal: Journal, index: int, field: str, value: Any, expected: str
+) -> None:
     doc = _document(journal)
-    doc["groups"][1]["applied"]["archived"] = "yes"
-    doc["groups"][0]["applied"]["members"] = ["u"] * 1001
-    message = _refusal(doc)
-    assert "groups[1].applied.archived (key 'hiking'): input should be a valid boolean" in message
-    assert "groups[0].applied.members (key 'chess'): list should have at most 1000" in message
+    doc["groups"][index]["applied"][field] = value
+    assert expected in _refusal(doc)
+
+
+@pytest.mark.parametrize(
+    ("entry", "expected"),
+    [
+        ([], "groups[0]: expected an object"),
+        ({"key": "a", "group_id": "g"}, "groups[0] (key 'a'): missing applied"),
+        ({"key": 1, "group_id": "g", "applied": None}, "groups[0].key: expected a string"),
+        ({"key": "a", "group_id": "g", "applied": []}, "groups[0].applied (key 'a'): expected"),
+    ],
+)
+def test_bad_group_entries_are_named(journal: Journal, entry: Any, expected: str) -> None:
+    doc = _document(journal)
+    doc["groups"][0] = entry
+    assert expected in _refusal(doc)
 
 
 def test_keys_and_group_ids_must_be_one_to_one(journal: Journal) -> None:

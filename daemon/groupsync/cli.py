@@ -16,10 +16,12 @@ from groupsync.outcomes import ExitCode
 from groupsync.render import want_color
 
 if TYPE_CHECKING:
+    from groupsync.loader import Loaded
     from groupsync.models import Group
     from groupsync.outcomes import ChangeStatus
     from groupsync.plan import Change, Plan
-    from groupsync.reconcile import RunReport
+    from groupsync.reconcile import Planned, RunReport
+    from groupsync.state import State
 
 config_option = click.option(
     "--config",
@@ -220,14 +222,15 @@ def run(config_path: Path | None, once: bool) -> None:
     sys.exit(run_daemon(config_path, once=once))
 
 
-def _render(plan: Plan, fmt: str, *, color: bool) -> str:
+def _render(planned: Planned, fmt: str, *, color: bool) -> str:
     from groupsync import render
 
+    plan, state = planned.plan, planned.state.line
     if fmt == "json":
-        return render.render_json(plan)
+        return render.render_json(plan, state=state)
     if fmt == "markdown":
-        return render.render_markdown(plan)
-    return render.render_text(plan, color=color)
+        return render.render_markdown(plan, state=state)
+    return render.render_text(plan, color=color, state=state)
 
 
 def _write(path: Path, text: str) -> None:
@@ -274,6 +277,25 @@ def _plan_exit_code(plan: Plan, *, detailed: bool) -> int:
 )
 @click.option("--force", is_flag=True, help="Plan as `apply --force` would (no safety refusal).")
 @click.option("--allow-delete", is_flag=True, help="Plan as `apply --allow-delete` would.")
+@click.option(
+    "--state",
+    "state_from",
+    metavar="FILE|URL",
+    help="Plan from this state snapshot instead of the journal: a file from `groupsync state"
+    " export`, or the daemon's http(s)://HOST:PORT/state.",
+)
+@click.option(
+    "--state-token-env",
+    metavar="NAME",
+    default="GROUPSYNC_HTTP_TOKEN",
+    show_default=True,
+    help="Environment variable holding the bearer token for a --state URL.",
+)
+@click.option(
+    "--require-state",
+    is_flag=True,
+    help="Exit 1 rather than plan with no journal and no --state (in CI such a plan is wrong).",
+)
 def plan_command(
     config_path: Path | None,
     fmt: str,
@@ -281,13 +303,20 @@ def plan_command(
     out: Path | None,
     force: bool,
     allow_delete: bool,
+    state_from: str | None,
+    state_token_env: str,
+    require_state: bool,
 ) -> None:
     """Dry run: read the account, print what apply would change. Writes nothing to the API.
 
+    The plan reads which group each key is, and what was last applied, from the journal, or
+    from a snapshot of the daemon's journal (--state) where there is none, as in CI. Its first
+    line names that state.
+
     \b
     Examples:
-      groupsync plan --detailed-exitcode
       groupsync plan -o plan.json   # review it, then: groupsync apply plan.json
+      groupsync plan --state https://sync.example.edu/state --require-state   # CI
     """
     from groupsync.planfile import dump
     from groupsync.reconcile import RunOptions, Session
@@ -295,14 +324,36 @@ def plan_command(
     loaded = load(config_path)
     for roster in loaded.spec.rosters:  # on stderr: stdout is the plan, maybe JSON for a tool
         click.echo(roster.line(), err=True)
-    session = Session(loaded.settings, loaded.token)  # no journal: it reads, never writes
+    state = _plan_state(loaded, state_from, state_token_env, require=require_state)
+    session = Session(loaded.settings, loaded.token, state=state)  # reads, never writes
     options = RunOptions(force=force, allow_delete=allow_delete)
     planned = anyio.run(session.plan, loaded.spec, options)
-    click.echo(_render(planned.plan, fmt, color=want_color(sys.stdout)))
+    click.echo(_render(planned, fmt, color=want_color(sys.stdout)))
     if out is not None:
         _write(out, dump(planned.plan, loaded.spec.digest, planned.actual))
         click.echo(f"Saved the plan to {out}; apply it with: groupsync apply {out}", err=True)
     sys.exit(_plan_exit_code(planned.plan, detailed=detailed_exitcode))
+
+
+def _plan_state(loaded: Loaded, state_from: str | None, token_env: str, *, require: bool) -> State:
+    """The snapshot `--state` names, else the journal's state (none without a journal file)."""
+    import os
+
+    from groupsync.reconcile import Session
+    from groupsync.secret import Secret
+    from groupsync.stateread import read_snapshot
+
+    if state_from is not None:
+        value = os.environ.get(token_env)
+        token = Secret(value, source=f"${token_env}") if value else None
+        return read_snapshot(state_from, token=token, token_name=f"${token_env}")
+    state = Session(loaded.settings, loaded.token).state()
+    if require and state.source == "none":
+        raise GroupsyncError(
+            f"{state.line.text()}. --require-state: there is no journal at"
+            f" {loaded.settings.journal.path}; pass --state FILE|URL (the daemon's state)"
+        )
+    return state
 
 
 @cli.command()
@@ -338,7 +389,7 @@ def apply(
     """
     from groupsync import planfile as planfiles
     from groupsync.journal import Journal
-    from groupsync.reconcile import Planned, RunOptions, Session
+    from groupsync.reconcile import RunOptions, Session
     from groupsync.stopping import RunStop, stop_on_signals
 
     loaded = load(config_path)
@@ -360,7 +411,7 @@ def apply(
                 f"plan checksum is {planned.plan.checksum}, not {checksum}: "
                 "the plan changed since it was reviewed; plan again"
             )
-        click.echo(_render(planned.plan, "text", color=want_color(sys.stdout)))
+        click.echo(_render(planned, "text", color=want_color(sys.stdout)))
         progress.total = len(planned.plan.changes)
 
     def approve(planned: Planned) -> bool:
@@ -472,6 +523,45 @@ def export(config_path: Path | None, include_archived: bool, out: Path | None) -
             f"Archived groups left out: {left_out} (--include-archived exports them too).",
             err=True,
         )
+
+
+@cli.group("state")
+def state_group() -> None:
+    """State snapshots: what a plan reads from the journal, for plans made where it is not.
+
+    \b
+    Example:
+      groupsync state export -o state.json   # then elsewhere: groupsync plan --state state.json
+    """
+
+
+@state_group.command("export")
+@config_option
+@click.option(
+    "-o", "--out", type=click.Path(dir_okay=False, path_type=Path), help="Write here (0600)."
+)
+def state_export(config_path: Path | None, out: Path | None) -> None:
+    """Write the journal's state as a JSON snapshot (no token, no secret) for `plan --state`.
+
+    \b
+    Example:
+      groupsync state export -o state.json
+    """
+    from groupsync.journal import Journal
+    from groupsync.state import load_snapshot, snapshot_bytes
+
+    path = read_config(config_path).journal.path
+    if not path.exists():  # exporting must not create a journal
+        raise GroupsyncError(f"journal {path} does not exist: nothing was applied with it yet")
+    with Journal.open(path) as journal:
+        data = snapshot_bytes(journal)
+    where = str(out or "the output")
+    state = load_snapshot(data, where)  # what `plan --state` would refuse is not written
+    if out is None:
+        click.echo(data.decode("utf-8"), nl=False)
+        return
+    _write(out, data.decode("utf-8"))
+    click.echo(f"Exported {state.line.text()}", err=True)
 
 
 @cli.command()

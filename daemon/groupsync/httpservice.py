@@ -43,7 +43,7 @@ from groupsync.journal import Journal
 from groupsync.metrics import Metrics
 from groupsync.outcomes import RunOutcome
 from groupsync.secret import Secret
-from groupsync.stateencode import encode_snapshot
+from groupsync.state import snapshot_bytes
 from groupsync.statuspage import (
     CHANGES_SHOWN,
     REFUSALS_SHOWN,
@@ -93,7 +93,7 @@ class JournalReader:
             version = (self._identity, journal.data_version())
             if self._etag is not None and self._etag == (version, if_none_match):
                 return self._etag[1], None
-            body = encode_snapshot(journal)
+            body = snapshot_bytes(journal)
             etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
             self._etag = (version, etag)
             return etag, body

@@ -12,8 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import TypeVar
+from dataclasses import dataclass, field, replace
 
 from groupsync.api import AuthError, Client, ClientStats, Limits, NotFound
 from groupsync.apply import ApplyControl, ApplyResult, apply_plan, recover_pending
@@ -36,10 +35,10 @@ from groupsync.plan import (
 )
 from groupsync.secret import Secret
 from groupsync.spec import Spec
+from groupsync.state import NO_STATE, State, read_state
 from groupsync.stopping import Interrupted, RunStop
 
 log = logging.getLogger("groupsync.reconcile")
-T = TypeVar("T")
 run_log = logging.getLogger(RUN_LOGGER)
 
 
@@ -50,6 +49,7 @@ class Planned:
     plan: Plan
     spec: Spec
     actual: dict[str, Group]  # by group id, as read
+    state: State = NO_STATE  # the managed groups the plan read, and where from
 
 
 @dataclass(slots=True)
@@ -103,15 +103,25 @@ class RunOptions:
 class Session:
     """Settings, token and journal: what every run against one account shares.
 
-    Without a journal a session reads and plans only, taking the managed groups from the journal
-    file if there is one: a dry run must not create a journal (CI plans on pull requests have
-    none).
+    Without a journal a session reads and plans only, taking the managed groups from `state` (a
+    snapshot of the daemon's journal) if given, else from the journal file if there is one: a
+    dry run must not create a journal (CI plans on pull requests have none).
     """
 
-    def __init__(self, settings: Settings, token: Secret, journal: Journal | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        token: Secret,
+        journal: Journal | None = None,
+        *,
+        state: State | None = None,
+    ) -> None:
+        if journal is not None and state is not None:
+            raise TypeError("a session plans from its journal or from a snapshot, not both")
         self.settings = settings
         self.token = token
         self.journal = journal
+        self._state = state
 
     def reader(self, stats: ClientStats | None = None) -> Client:
         """A client that cannot write, for reading the account."""
@@ -126,22 +136,18 @@ class Session:
         )
         return Client(api.base_url, self.token, limits=limits, read_only=read_only, stats=stats)
 
-    def managed(self) -> dict[str, ManagedGroup]:
-        """The journal's key -> group map; no journal yet means nothing is managed."""
-        return self._read(Journal.managed, {})
-
-    def last_rosters(self) -> dict[str, RosterCounts]:
-        """What each roster yielded at the last applied run, for the roster safety check."""
-        return self._read(Journal.last_roster_counts, {})
-
-    def _read(self, what: Callable[[Journal], T], missing: T) -> T:
+    def state(self) -> State:
+        """What the plan reads from the journal: the session's snapshot, else its journal, else
+        the journal file if there is one; no journal yet (or no folder for it) is no state."""
+        if self._state is not None:
+            return self._state
         if self.journal is not None:
-            return what(self.journal)
+            return read_state(self.journal)
         path = self.settings.journal.path
         if not path.exists():
-            return missing
+            return NO_STATE
         with Journal.open(path) as journal:
-            return what(journal)
+            return read_state(journal)
 
     async def plan(
         self, spec: Spec, options: RunOptions | None = None, *, stats: ClientStats | None = None
@@ -150,8 +156,10 @@ class Session:
         `allow_delete` come from `options`)."""
         options = options or RunOptions()
         policy = policy_from(self.settings, force=options.force, allow_delete=options.allow_delete)
+        state = self.state()
         async with self.reader(stats) as client:
-            return await plan_with(client, spec, self.managed(), policy, self.last_rosters())
+            planned = await plan_with(client, spec, state.managed, policy, state.rosters)
+        return replace(planned, state=state)
 
     async def reconcile(self, spec: Spec, options: RunOptions | None = None) -> RunReport:
         """One journaled run. API and apply failures become the report's outcome, never raise;
@@ -168,7 +176,7 @@ def roster_counts(spec: Spec) -> dict[str, RosterCounts]:
 async def plan_with(
     client: Client,
     spec: Spec,
-    managed: dict[str, ManagedGroup],
+    managed: Mapping[str, ManagedGroup],
     policy: Policy,
     last_rosters: Mapping[str, RosterCounts] | None = None,
 ) -> Planned:
@@ -198,7 +206,7 @@ async def plan_with(
 
 
 async def _confirm_vanished(
-    client: Client, groups: list[Group], managed: dict[str, ManagedGroup]
+    client: Client, groups: list[Group], managed: Mapping[str, ManagedGroup]
 ) -> list[Group]:
     """Managed groups missing from both lists, if they still exist after all.
 

@@ -24,6 +24,11 @@ removal bumps the version):
       refusals      [message]: safety limits exceeded
       managed_count keys the journal manages
       checksum      as above
+    state           where the plan's managed groups came from (`StateLine.to_dict`):
+      source        "journal", "snapshot" or "none"
+      location      the journal's path or the snapshot's file or URL; null for none
+      run_id        the journal's newest run then; null for none or before the first run
+      managed_count managed groups in that state
 """
 
 from __future__ import annotations
@@ -31,7 +36,8 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable
-from typing import Any, TextIO
+from dataclasses import dataclass
+from typing import Any, Literal, TextIO
 
 from groupsync.plan import Action, Change, Plan
 
@@ -84,6 +90,35 @@ _CONTROL = {
 
 def _clean(text: str) -> str:
     return text.translate(_CONTROL)
+
+
+@dataclass(frozen=True, slots=True)
+class StateLine:
+    """Where a plan's managed groups came from; every plan says it, in every format.
+
+    A plan without state sees no managed group: a renamed group looks new and a removed key
+    archives nothing, so the reader must be told before reading the changes.
+    """
+
+    source: Literal["journal", "snapshot", "none"]
+    location: str | None = None  # the journal's path, the snapshot's file or URL
+    run_id: int | None = None
+    managed_count: int = 0
+
+    def text(self) -> str:
+        if self.source == "none":
+            return "State: none — every key is new; renames and removals cannot be seen"
+        run = "no run yet" if self.run_id is None else f"run {self.run_id}"
+        where = _clean(self.location or "")
+        return f"State: {self.source} {where} ({run}, {self.managed_count} managed)"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "location": self.location,
+            "run_id": self.run_id,
+            "managed_count": self.managed_count,
+        }
 
 
 def want_color(stream: TextIO) -> bool:
@@ -185,11 +220,15 @@ def _refusal_lines(plan: Plan, color: bool) -> list[str]:
     ]
 
 
-def render_text(plan: Plan, *, color: bool = False) -> str:
-    """Terraform-like: one symbol per action, `old -> new` per field, causes, then totals."""
+def render_text(plan: Plan, *, color: bool = False, state: StateLine | None = None) -> str:
+    """Terraform-like: the state line, one symbol per action, `old -> new` per field, causes,
+    then totals."""
+    head = [] if state is None else [state.text(), ""]
     if not plan.changes and not plan.errors:
-        return f"No changes. {plan.managed_count} managed groups are up to date."
-    lines = _body_lines(plan, color)
+        return "\n".join(
+            [*head, f"No changes. {plan.managed_count} managed groups are up to date."]
+        )
+    lines = head + _body_lines(plan, color)
     lines.append("")
     refusals = _refusal_lines(plan, color)
     if refusals:
@@ -199,7 +238,7 @@ def render_text(plan: Plan, *, color: bool = False) -> str:
     return "\n".join(lines)
 
 
-def document(plan: Plan) -> dict[str, Any]:
+def document(plan: Plan, state: StateLine | None = None) -> dict[str, Any]:
     """The JSON document (see the module docstring): versioned, stable for tools."""
     return {
         "format_version": FORMAT_VERSION,
@@ -208,11 +247,12 @@ def document(plan: Plan) -> dict[str, Any]:
         "empty": plan.empty,
         "counts": plan.counts,
         "plan": plan.to_dict(),
+        "state": None if state is None else state.to_dict(),
     }
 
 
-def render_json(plan: Plan) -> str:
-    return json.dumps(document(plan), indent=2, sort_keys=True, ensure_ascii=False)
+def render_json(plan: Plan, *, state: StateLine | None = None) -> str:
+    return json.dumps(document(plan, state), indent=2, sort_keys=True, ensure_ascii=False)
 
 
 def _fence(text: str) -> str:
@@ -228,9 +268,16 @@ def _escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def render_markdown(plan: Plan) -> str:
-    """A pull-request comment: marker, verdict, counts table, errors, collapsed details."""
-    out = [MARKER, "### groupsync plan", ""]
+def _state_markdown(state: StateLine | None) -> list[str]:
+    if state is None:
+        return []
+    line = _escape(state.text())
+    return [f"> [!WARNING]\n> {line}", ""] if state.source == "none" else [line, ""]
+
+
+def render_markdown(plan: Plan, *, state: StateLine | None = None) -> str:
+    """A pull-request comment: marker, state, verdict, counts table, errors, collapsed details."""
+    out = [MARKER, "### groupsync plan", "", *_state_markdown(state)]
     if plan.refused:
         out.append("> [!CAUTION]")
         out.append("> **Refused by safety limits**: `apply` needs `--force`.")

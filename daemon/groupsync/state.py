@@ -26,7 +26,9 @@ and the field.
 
 from __future__ import annotations
 
+import io
 import json
+import json.encoder
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
@@ -37,8 +39,11 @@ from groupsync import __version__
 from groupsync.canonical import canonical_json
 from groupsync.desired import MAX_MEMBERS
 from groupsync.errors import GroupsyncError
+from groupsync.gcpause import paused_gc
 from groupsync.journal import Journal, applied_to_dict
+from groupsync.models import Members
 from groupsync.plan import AppliedState, ManagedGroup, RosterCounts
+from groupsync.render import StateLine
 
 FORMAT = "groupsync-state"
 FORMAT_VERSION = 1
@@ -55,24 +60,41 @@ class SnapshotError(GroupsyncError):
 
 @dataclass(frozen=True, slots=True)
 class State:
-    """What a plan reads from the journal, wherever it came from."""
+    """What a plan reads from the journal, and where it came from (for the plan's state line)."""
 
     run_id: int | None  # the journal's newest run; None before the first
     managed: Mapping[str, ManagedGroup]  # key -> group id and last-applied state
     rosters: Mapping[str, RosterCounts]  # each roster at the last applied run
+    source: Literal["journal", "snapshot", "none"] = "none"
+    location: str | None = None  # the journal's path, the snapshot's file or URL
 
     @property
     def managed_count(self) -> int:
         return len(self.managed)
 
+    @property
+    def line(self) -> StateLine:
+        return StateLine(self.source, self.location, self.run_id, self.managed_count)
+
+
+NO_STATE = State(None, {}, {})
+"""No journal and no snapshot: nothing is managed, every key is planned as new."""
+
 
 def read_state(journal: Journal) -> State:
     """The journal's state, read in one transaction so a run writing meanwhile is not half in."""
     with journal.one_read():
-        return State(journal.last_run_id(), journal.managed(), journal.last_roster_counts())
+        return State(
+            journal.last_run_id(),
+            journal.managed(),
+            journal.last_roster_counts(),
+            "journal",
+            str(journal.path),
+        )
 
 
 def to_snapshot(state: State) -> dict[str, Any]:
+    """A state as a snapshot document; `snapshot_bytes` is the fast way from a journal."""
     groups = [
         {
             "key": mg.key,
@@ -98,7 +120,8 @@ def to_snapshot(state: State) -> dict[str, Any]:
 
 def snapshot(journal: Journal) -> dict[str, Any]:
     """The journal's state as a snapshot document (see the module docstring)."""
-    return to_snapshot(read_state(journal))
+    document: dict[str, Any] = json.loads(snapshot_bytes(journal))
+    return document
 
 
 def dumps(document: Mapping[str, Any]) -> bytes:
@@ -106,29 +129,50 @@ def dumps(document: Mapping[str, Any]) -> bytes:
     return (canonical_json(document) + "\n").encode("utf-8")
 
 
+def snapshot_bytes(journal: Journal, *, batch: int = 1000) -> bytes:
+    """`dumps(snapshot(journal))`, built from the journal's rows as stored: what `state export`
+    writes and the daemon serves at GET /state.
+
+    The `applied` column is already canonical JSON, so each group is spliced in as text rather
+    than parsed and written again, a batch of rows at a time: 100,000 groups take 0.1 s of CPU
+    and the bytes plus one batch of memory (benchmarks/state_serve.py). The collector is held
+    off meanwhile: the batches make no cycles, and its full collections over the daemon's heap
+    would hold the GIL, stalling the daemon's event loop, for tens of milliseconds each.
+    """
+    quote = json.encoder.encode_basestring  # what canonical_json writes a string with
+    out = io.BytesIO()
+    count = 0
+    with paused_gc(), journal.one_read():
+        run_id, rosters = journal.last_run_id(), journal.last_roster_counts()
+        out.write(_around_groups(State(run_id, {}, rosters), 0)[0])
+        for rows in journal.managed_rows(batch):
+            text = "".join(
+                f',{{"applied":{applied or "null"},"group_id":{quote(gid)},"key":{quote(key)}}}'
+                for key, gid, applied in rows
+            )
+            out.write((text if count else text[1:]).encode())  # no comma before the first
+            count += len(rows)
+    out.write(_around_groups(State(run_id, {}, rosters), count)[1])
+    return out.getvalue()
+
+
+def _around_groups(state: State, count: int) -> tuple[bytes, bytes]:
+    """The document's bytes before and after its groups. Keys are sorted: the top-level
+    "groups" comes right after the two fixed "format" fields, before any roster's own "groups",
+    so the first match is the one to fill."""
+    head = to_snapshot(state) | {"managed_count": count, "groups": 0}
+    before, after = canonical_json(head).split('"groups":0', 1)
+    return f'{before}"groups":['.encode(), f"]{after}\n".encode()
+
+
 # --- loading -------------------------------------------------------------------------------------
 
 Text = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEXT)]
-OptionalText = Annotated[str, StringConstraints(max_length=MAX_TEXT)] | None
 Count = Annotated[int, Field(ge=0)]
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-
-class _Applied(_Strict):
-    name: Text
-    description: OptionalText
-    avatar_url: OptionalText
-    members: Annotated[list[Text], Field(max_length=MAX_MEMBERS)] | None
-    archived: bool
-
-
-class _Group(_Strict):
-    key: Text
-    group_id: Text
-    applied: _Applied | None
 
 
 class _Roster(_Strict):
@@ -138,12 +182,15 @@ class _Roster(_Strict):
 
 
 class _Snapshot(_Strict):
+    """The document's shape; each of `groups` is checked by `_groups`, which builds the plan's
+    values as it goes: pydantic objects first, then those, would double the cost of a load."""
+
     format: Literal["groupsync-state"]
     format_version: Literal[1]
     groupsync_version: Text
     run_id: Annotated[int, Field(ge=1)] | None
     managed_count: Count
-    groups: Annotated[list[_Group], Field(max_length=MAX_GROUPS)]
+    groups: Annotated[list[Any], Field(max_length=MAX_GROUPS)]
     rosters: Annotated[list[_Roster], Field(max_length=MAX_ROSTERS)]
 
 
@@ -153,13 +200,14 @@ def load_snapshot(data: bytes, source: str, *, max_bytes: int = MAX_BYTES) -> St
         raise SnapshotError(
             f"state snapshot {source}: {len(data):,} bytes, over the limit of {max_bytes:,}"
         )
-    document = _parse(data, source)
-    _check_version(document, source)
-    try:
-        parsed = _Snapshot.model_validate(document)
-    except ValidationError as exc:
-        raise SnapshotError(_describe(exc, document, source)) from None
-    return _state(parsed, source)
+    with paused_gc():  # tens of thousands of values, no cycles (see groupsync.gcpause)
+        document = _parse(data, source)
+        _check_version(document, source)
+        try:
+            parsed = _Snapshot.model_validate(document)
+        except ValidationError as exc:
+            raise SnapshotError(_describe(exc, document, source)) from None
+        return _state(parsed, source)
 
 
 def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -214,10 +262,13 @@ def _where(loc: tuple[Any, ...], document: dict[str, Any]) -> str:
     for part in loc:
         path += f"[{part}]" if isinstance(part, int) else f".{part}" if path else str(part)
     if len(loc) >= 2 and loc[0] == "groups" and isinstance(loc[1], int):
-        entry = document["groups"][loc[1]]
-        if isinstance(entry, dict) and isinstance(entry.get("key"), str):
-            path += f" (key {entry['key'][:80]!r})"
+        path += _key_note(document["groups"][loc[1]])
     return path
+
+
+def _key_note(entry: Any) -> str:
+    key = entry.get("key") if isinstance(entry, dict) else None
+    return f" (key {key[:80]!r})" if isinstance(key, str) else ""
 
 
 def _describe(exc: ValidationError, document: dict[str, Any], source: str) -> str:
@@ -235,22 +286,8 @@ def _describe(exc: ValidationError, document: dict[str, Any], source: str) -> st
 
 
 def _state(parsed: _Snapshot, source: str) -> State:
-    """Keys and group ids one-to-one, as the journal keeps them, and the count that says so.
-
-    The keys are sorted as the journal returns them, so the plan walks them in the same order.
-    """
-    managed: dict[str, ManagedGroup] = {}
-    owners: dict[str, str] = {}
-    for i, g in enumerate(parsed.groups):
-        if g.key in managed:
-            raise SnapshotError(f"state snapshot {source}: groups[{i}]: key {g.key!r} twice")
-        if g.group_id in owners:
-            raise SnapshotError(
-                f"state snapshot {source}: groups[{i}]: group {g.group_id!r} is under key"
-                f" {owners[g.group_id]!r} and {g.key!r}"
-            )
-        owners[g.group_id] = g.key
-        managed[g.key] = ManagedGroup(g.key, g.group_id, _applied(g.applied))
+    """The plan's values, with the count checked and rosters named once."""
+    managed = _groups(parsed.groups, source)
     if parsed.managed_count != len(managed):
         raise SnapshotError(
             f"state snapshot {source}: managed_count is {parsed.managed_count}"
@@ -261,16 +298,97 @@ def _state(parsed: _Snapshot, source: str) -> State:
         if r.name in rosters:
             raise SnapshotError(f"state snapshot {source}: rosters[{i}]: roster {r.name!r} twice")
         rosters[r.name] = RosterCounts(r.groups, r.members)
-    return State(parsed.run_id, dict(sorted(managed.items())), rosters)
+    return State(parsed.run_id, managed, rosters, "snapshot", source)
 
 
-def _applied(applied: _Applied | None) -> AppliedState | None:
+class _Bad(Exception):
+    """One field of one group is off: where (below `groups[i]`) and what."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        self.field, self.problem = field, problem
+
+
+_GROUP_FIELDS = frozenset({"key", "group_id", "applied"})
+_APPLIED_FIELDS = frozenset({"name", "description", "avatar_url", "members", "archived"})
+_TEXT = f"a string of 1 to {MAX_TEXT} characters"
+
+
+def _groups(groups: list[Any], source: str) -> dict[str, ManagedGroup]:
+    """Each group checked as strictly as pydantic would, keys and group ids one to one, as the
+    journal keeps them; sorted by key as the journal returns them, so the plan walks them in
+    the same order."""
+    managed: dict[str, ManagedGroup] = {}
+    owners: dict[str, str] = {}
+    for i, entry in enumerate(groups):
+        try:
+            group = _group(entry)
+        except _Bad as bad:
+            raise SnapshotError(
+                f"state snapshot {source}: groups[{i}]{bad.field}{_key_note(entry)}: {bad.problem}"
+            ) from None
+        if group.key in managed:
+            raise SnapshotError(f"state snapshot {source}: groups[{i}]: key {group.key!r} twice")
+        if group.group_id in owners:
+            raise SnapshotError(
+                f"state snapshot {source}: groups[{i}]: group {group.group_id!r} is under key"
+                f" {owners[group.group_id]!r} and {group.key!r}"
+            )
+        owners[group.group_id] = group.key
+        managed[group.key] = group
+    return dict(sorted(managed.items()))
+
+
+def _group(entry: Any) -> ManagedGroup:
+    _fields(entry, _GROUP_FIELDS, "")
+    key, group_id, applied = entry["key"], entry["group_id"], entry["applied"]
+    _text(key, ".key")
+    _text(group_id, ".group_id")
     if applied is None:
-        return None
-    return AppliedState(
-        name=applied.name,
-        description=applied.description,
-        avatar_url=applied.avatar_url,
-        members=None if applied.members is None else frozenset(applied.members),
-        archived=applied.archived,
+        return ManagedGroup(key, group_id, None)
+    _fields(applied, _APPLIED_FIELDS, ".applied")
+    name, members, archived = applied["name"], applied["members"], applied["archived"]
+    _text(name, ".applied.name")
+    for field in ("description", "avatar_url"):
+        if applied[field] is not None:
+            _text(applied[field], f".applied.{field}", empty=True)
+    if members is not None:
+        _members(members)
+    if type(archived) is not bool:
+        raise _Bad(".applied.archived", "expected true or false")
+    state = AppliedState(
+        name,
+        applied["description"],
+        applied["avatar_url"],
+        None if members is None else Members(members),
+        archived,
     )
+    return ManagedGroup(key, group_id, state)
+
+
+def _members(members: Any) -> None:
+    if type(members) is not list or len(members) > MAX_MEMBERS:
+        raise _Bad(".applied.members", f"expected null or a list of at most {MAX_MEMBERS}")
+    try:  # a list of 1,000 usernames is checked at C speed; only a bad one is looked for
+        "".join(members)
+        good = not members or (min(map(len, members)) > 0 and max(map(len, members)) <= MAX_TEXT)
+    except TypeError:
+        good = False
+    if not good:
+        for j, member in enumerate(members):
+            _text(member, f".applied.members[{j}]")
+
+
+def _fields(value: Any, expected: frozenset[str], where: str) -> None:
+    if type(value) is not dict:
+        raise _Bad(where, "expected an object" + (" or null" if where else ""))
+    if value.keys() != expected:
+        missing, unknown = sorted(expected - value.keys()), sorted(value.keys() - expected)
+        problem = f"missing {', '.join(missing)}" if missing else ""
+        problem += "; " if missing and unknown else ""
+        problem += f"unknown field {', '.join(unknown)}" if unknown else ""
+        raise _Bad(where, problem)
+
+
+def _text(value: Any, where: str, *, empty: bool = False) -> None:
+    if type(value) is not str or not (empty or value) or len(value) > MAX_TEXT:
+        raise _Bad(where, f"expected {'null or ' if empty else ''}{_TEXT}")
