@@ -9,7 +9,11 @@ from typing import Any
 
 from groupsync.daemon import Daemon
 from groupsync.emulator import Emulator, Faults, serve_emulator
+from groupsync.httpservice import HttpService
+from groupsync.metrics import Metrics
 from groupsync.reconcile import RunReport
+from groupsync.secret import Secret
+from groupsync.statuspage import DaemonView
 
 TOKEN = "test-token"
 CONTACTS = ["ada", "bob", "carol", "dave", "erin"]
@@ -27,6 +31,17 @@ async def tick(daemon: Daemon) -> RunReport | None:
 async def reconcile_now(daemon: Daemon, trigger: str = "manual") -> RunReport | None:
     """One run, started as a tick starts it but whatever the backoff says."""
     return await daemon._start_run(trigger)
+
+
+def open_service(
+    metrics: Metrics,
+    journal: Path = Path("no-journal.db"),
+    *,
+    token: Secret | None = None,
+    view: DaemonView | None = None,
+) -> HttpService:
+    """The daemon's HTTP service without a daemon: `start` it, `close` it."""
+    return HttpService(metrics, journal, lambda: view or DaemonView(), token=token)
 
 
 def free_port() -> int:

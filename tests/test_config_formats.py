@@ -2,7 +2,7 @@
 
 Whatever `validate` accepts the daemon runs, and whatever the daemon runs `validate` accepts:
 so every case goes through `load_settings` (what `validate` and the daemon's start-up read)
-and through what the daemon calls at run time (`make_trigger`, `MetricsServer`).
+and through what the daemon calls at run time (`make_trigger`, `HttpService.start`).
 """
 
 from __future__ import annotations
@@ -15,10 +15,15 @@ from pathlib import Path
 import httpx
 import pytest
 
+from daemon_support import open_service
 from groupsync.canonical import canonical_json
-from groupsync.config import ConfigError, load_settings
+from groupsync.config import (
+    ConfigError,
+    load_settings,
+    parse_listen,  # the HTTP service's own parser
+)
 from groupsync.errors import GroupsyncError
-from groupsync.metrics import Metrics, MetricsServer, parse_listen  # the server's own parser
+from groupsync.metrics import Metrics
 from groupsync.plan import Action, Cause, Change, GroupError, plan_checksum
 from groupsync.schedule import make_trigger
 from groupsync.spec import DesiredGroup, digest
@@ -102,20 +107,21 @@ def test_listen_at_run_time(listen: str, expected: tuple[str, int] | str) -> Non
     clash with whatever else runs here, so those stop at the parse the server starts with."""
     if isinstance(expected, str):
         with pytest.raises(GroupsyncError, match=re.escape(expected)):
-            MetricsServer(Metrics(max_age_s=60), listen)
+            open_service(Metrics(max_age_s=60)).start(listen)
         return
     host, port = expected
     if port != 0:
         assert parse_listen(listen) == expected
         return
-    server = MetricsServer(Metrics(max_age_s=60), listen)
+    service = open_service(Metrics(max_age_s=60))
     try:
-        assert server.port > 0
+        port = service.start(listen)
+        assert port > 0
         url_host = f"[{host}]" if ":" in host else host
-        r = httpx.get(f"http://{url_host}:{server.port}/healthz", timeout=5)
+        r = httpx.get(f"http://{url_host}:{port}/healthz", timeout=5)
         assert r.status_code == 503 and "no run finished yet" in r.text
     finally:
-        server.close()
+        service.close()
 
 
 # --- validation, for both tables ---------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Metrics and /healthz over real HTTP on 127.0.0.1, parsed with prometheus-client's parser."""
+"""Metrics and /healthz over real HTTP on 127.0.0.1 (the daemon's HTTP service), parsed with
+prometheus-client's parser."""
 
 from __future__ import annotations
 
@@ -9,18 +10,20 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from daemon_support import open_service
 from groupsync.api import ClientStats
 from groupsync.errors import GroupsyncError
-from groupsync.metrics import Metrics, MetricsServer
+from groupsync.metrics import Metrics
 from groupsync.plan import Action, Cause, Change, FieldChange, Plan
 
 
 @pytest.fixture
 def served() -> Iterator[tuple[Metrics, str]]:
     metrics = Metrics(max_age_s=60)
-    server = MetricsServer(metrics, "127.0.0.1:0")
-    yield metrics, f"http://127.0.0.1:{server.port}"
-    server.close()
+    service = open_service(metrics)
+    port = service.start("127.0.0.1:0")
+    yield metrics, f"http://127.0.0.1:{port}"
+    service.close()
 
 
 def samples(base: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -114,7 +117,7 @@ def test_api_requests_counted_from_a_runs_client_stats(served: tuple[Metrics, st
 def test_a_busy_port_is_a_clear_error(served: tuple[Metrics, str]) -> None:
     _, base = served
     with pytest.raises(GroupsyncError, match="cannot listen"):
-        MetricsServer(Metrics(max_age_s=1), base.removeprefix("http://"))
+        open_service(Metrics(max_age_s=1)).start(base.removeprefix("http://"))
 
 
 def test_a_failing_check_makes_healthz_503_with_its_reason(served: tuple[Metrics, str]) -> None:

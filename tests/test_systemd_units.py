@@ -70,8 +70,13 @@ def test_units_verify_cleanly(tmp_path: Path) -> None:
         "groupsync.service",
         "groupsync-once.service",
         "groupsync.timer",
+        "groupsync@.service",
     }
-    r = analyze("verify", "--recursive-errors=yes", *copies)
+    # The template as an instance too: %i expanded, as `systemctl start groupsync@north` does.
+    template = next(c for c in copies if c.name == "groupsync@.service")
+    instance = tmp_path / "groupsync@north.service"
+    instance.write_text(template.read_text())
+    r = analyze("verify", "--recursive-errors=yes", *copies, instance)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "Unknown" not in r.stderr, r.stderr
 
@@ -86,7 +91,9 @@ def test_verify_would_catch_a_mistyped_key(tmp_path: Path) -> None:
 
 
 @needs_analyze
-@pytest.mark.parametrize("name", ["groupsync.service", "groupsync-once.service"])
+@pytest.mark.parametrize(
+    "name", ["groupsync.service", "groupsync-once.service", "groupsync@.service"]
+)
 def test_exposure_score_is_at_most_two(tmp_path: Path, name: str) -> None:
     unit = next(c for c in copy_with_existing_binary(tmp_path) if c.name == name)
     r = analyze("security", "--offline=true", f"--threshold={int(MAX_EXPOSURE * 10)}", unit)
@@ -119,6 +126,29 @@ def test_service_directives() -> None:
     assert int(d["Service.TimeoutStopSec"][0].rstrip("s")) > 30
 
 
+def test_the_template_keeps_each_account_apart() -> None:
+    """groupsync@<account>: its own config, state directory (journal, lock) and credentials;
+    otherwise the same unit as groupsync.service."""
+    template = directives(UNITS / "groupsync@.service")
+    assert exec_start(UNITS / "groupsync@.service")[-2:] == ["--config", "/etc/groupsync/%i.yaml"]
+    assert template["Service.StateDirectory"] == ["groupsync/%i"]
+    assert template["Service.WorkingDirectory"] == ["/var/lib/groupsync/%i"]
+    assert template["Service.LoadCredential"] == [
+        "ecampus-token:/etc/groupsync/%i.ecampus-token",
+        "groupsync-http-token:/etc/groupsync/%i.http-token",
+    ]
+    single = directives(UNITS / "groupsync.service")
+    differ = {k for k in single.keys() | template.keys() if single.get(k) != template.get(k)}
+    assert differ == {
+        "Unit.Description",
+        "Service.ExecStart",
+        "Service.StateDirectory",
+        "Service.WorkingDirectory",
+        "Service.Environment",
+        "Service.LoadCredential",
+    }
+
+
 def test_timer_spreads_runs_and_starts_the_oneshot() -> None:
     d = directives(UNITS / "groupsync.timer")
     assert d["Timer.Unit"] == ["groupsync-once.service"]
@@ -129,7 +159,9 @@ def test_timer_spreads_runs_and_starts_the_oneshot() -> None:
     assert "--once" in exec_start(UNITS / "groupsync-once.service")
 
 
-@pytest.mark.parametrize("name", ["groupsync.service", "groupsync-once.service"])
+@pytest.mark.parametrize(
+    "name", ["groupsync.service", "groupsync-once.service", "groupsync@.service"]
+)
 def test_exec_start_arguments_are_accepted_by_the_cli(name: str) -> None:
     argv = exec_start(UNITS / name)
     assert Path(argv[0]).name == "groupsync"

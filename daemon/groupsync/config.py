@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 ENV_CONFIG = "GROUPSYNC_CONFIG"
 DEFAULT_CONFIG = Path("groupsync.yaml")
 CREDENTIAL_NAME = "ecampus-token"  # systemd LoadCredential= name, read from $CREDENTIALS_DIRECTORY
+HTTP_CREDENTIAL_NAME = "groupsync-http-token"  # the HTTP service's bearer token, the same way
 
 _DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
 
@@ -162,10 +163,11 @@ _HOSTNAME = re.compile(
 def parse_listen(listen: str) -> tuple[str, int]:
     """`host:port` or `[ipv6]:port` -> (host, port); raises ValueError saying what is wrong.
 
-    The one parser of `metrics.listen`: the config check and the metrics server both call it,
-    so what `validate` accepts is what the daemon binds. Port 0 binds a free port the system
-    picks (the daemon logs it; tests use it). No host is refused rather than guessed: `:9464`
-    means every interface to some tools and this machine only to others.
+    The one parser of `http.listen` (and of `metrics.listen`, its old name): the config check
+    and the HTTP service both call it, so what `validate` accepts is what the daemon binds.
+    Port 0 binds a free port the system picks (the daemon logs it; tests use it). No host is
+    refused rather than guessed: `:9464` means every interface to some tools and this machine
+    only to others.
     """
     host, sep, port = listen.rpartition(":")
     if not sep or not port:
@@ -192,19 +194,27 @@ def parse_listen(listen: str) -> tuple[str, int]:
     return host, int(port)
 
 
-class MetricsSettings(StrictModel):
-    listen: str | None = None  # "127.0.0.1:9464"; None: no metrics endpoint
+def _listen(value: str | None) -> str | None:
+    if value is not None:
+        try:
+            parse_listen(value)
+        except ValueError as e:
+            message = f"{value!r} is not host:port: {e}"
+            raise PydanticCustomError("listen", message) from None
+    return value
 
-    @field_validator("listen")
-    @classmethod
-    def _host_port(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                parse_listen(value)
-            except ValueError as e:
-                message = f"{value!r} is not host:port: {e}"
-                raise PydanticCustomError("listen", message) from None
-        return value
+
+Listen = Annotated[str | None, AfterValidator(_listen)]
+
+
+class MetricsSettings(StrictModel):
+    listen: Listen = None  # deprecated: the same as http.listen
+
+
+class HttpSettings(StrictModel):
+    listen: Listen = None  # "127.0.0.1:9464"; None: no HTTP service
+    token_env: str | None = "GROUPSYNC_HTTP_TOKEN"
+    token_file: ConfigPath | None = None
 
 
 class Settings(StrictModel):
@@ -216,6 +226,17 @@ class Settings(StrictModel):
     safety: SafetySettings = Field(default_factory=SafetySettings)
     log: LogSettings = Field(default_factory=LogSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
+
+    @model_validator(mode="after")
+    def _one_listen(self) -> Settings:
+        if self.metrics.listen is not None and self.http.listen is not None:
+            raise PydanticCustomError(
+                "listen",
+                "set http.listen only: metrics.listen is its old name, and the daemon has one"
+                " HTTP service",
+            )
+        return self
 
 
 _SECTIONS = [name for name, f in Settings.model_fields.items() if f.default_factory is not None]
@@ -278,31 +299,82 @@ def resolve_token(settings: Settings) -> Secret:
     3. `$CREDENTIALS_DIRECTORY/ecampus-token` (systemd `LoadCredential=ecampus-token:...`).
     """
     api = settings.api
-    if api.token_env and os.environ.get(api.token_env, "").strip():
-        return Secret(os.environ[api.token_env].strip(), source=f"${api.token_env}")
-    if api.token_file is not None:
-        return _read_token(api.token_file, "api.token_file")
-    credentials = os.environ.get("CREDENTIALS_DIRECTORY")
-    if credentials and (Path(credentials) / CREDENTIAL_NAME).is_file():
-        return _read_token(Path(credentials) / CREDENTIAL_NAME, "systemd credential")
+    token = _find_token(api.token_env, api.token_file, "api", CREDENTIAL_NAME)
+    if token is not None:
+        return token
     sources = [f"${api.token_env}"] if api.token_env else []
     sources += ["api.token_file", f"a systemd credential named {CREDENTIAL_NAME}"]
     raise GroupsyncError(f"no API token: set {', or '.join(sources)}")
 
 
-def _read_token(path: Path, source: str) -> Secret:
+def http_listen(settings: Settings) -> str | None:
+    """Where the daemon's HTTP service listens: `http.listen`, or `metrics.listen` (its old name,
+    said once as deprecated); None for no service."""
+    if settings.metrics.listen is not None:
+        log.warning("metrics.listen is deprecated: write http.listen (the same setting)")
+        return settings.metrics.listen
+    return settings.http.listen
+
+
+def resolve_http_token(settings: Settings) -> Secret | None:
+    """The bearer token of the HTTP service's private pages (/state, the status page), looked
+    up as the API token is: `http.token_env` (default GROUPSYNC_HTTP_TOKEN), `http.token_file`,
+    then the systemd credential `groupsync-http-token`. None: those pages answer 404.
+
+    `http.listen` on an address other machines can reach needs one: the private pages must not
+    be one forgotten variable away from the network. `metrics.listen` keeps its old meaning
+    (open /metrics and /healthz anywhere), so an existing config keeps starting.
+    """
+    http = settings.http
+    token = _find_token(http.token_env, http.token_file, "http", HTTP_CREDENTIAL_NAME)
+    if token is None and http.listen is not None and not is_loopback(http.listen):
+        sources = [f"${http.token_env}"] if http.token_env else []
+        sources += ["http.token_file", f"a systemd credential named {HTTP_CREDENTIAL_NAME}"]
+        raise GroupsyncError(
+            f"http.listen {http.listen} is reachable from other machines, so it needs a token:"
+            f" set {', or '.join(sources)}, or listen on 127.0.0.1"
+        )
+    return token
+
+
+def is_loopback(listen: str) -> bool:
+    """Whether only this machine can reach `listen` (a loopback address, or localhost)."""
+    host, _ = parse_listen(listen)
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve anywhere
+        return False
+
+
+_WHAT = {"api": "API token", "http": "HTTP token"}
+
+
+def _find_token(env: str | None, file: Path | None, section: str, credential: str) -> Secret | None:
+    """The first of: $env (set and not empty), `<section>.token_file` (must be readable and not
+    empty), `$CREDENTIALS_DIRECTORY/<credential>`; None when none is configured."""
+    if env and os.environ.get(env, "").strip():
+        return Secret(os.environ[env].strip(), source=f"${env}")
+    if file is not None:
+        return _read_token(file, f"{section}.token_file", _WHAT[section])
+    credentials = os.environ.get("CREDENTIALS_DIRECTORY")
+    if credentials and (Path(credentials) / credential).is_file():
+        return _read_token(Path(credentials) / credential, "systemd credential", _WHAT[section])
+    return None
+
+
+def _read_token(path: Path, source: str, what: str) -> Secret:
     try:
         text = path.read_text(encoding="utf-8").strip()
         mode = path.stat().st_mode
     except (OSError, UnicodeDecodeError) as e:
         why = e.strerror if isinstance(e, OSError) else "not UTF-8 text"
-        raise GroupsyncError(
-            f"cannot read the API token from {source} {str(path)!r}: {why}"
-        ) from None
+        raise GroupsyncError(f"cannot read the {what} from {source} {str(path)!r}: {why}") from None
     if not text:
-        raise GroupsyncError(f"the API token file {str(path)!r} ({source}) is empty")
-    if mode & 0o077 and source == "api.token_file":
-        log.warning("API token file %s is readable by other users: chmod 600 it", path)
+        raise GroupsyncError(f"the {what} file {str(path)!r} ({source}) is empty")
+    if mode & 0o077 and source.endswith(".token_file"):
+        log.warning("%s file %s is readable by other users: chmod 600 it", what, path)
     return Secret(text, source=f"{source} {str(path)!r}")
 
 

@@ -2,8 +2,9 @@
 
 How the pieces meet:
 - One thread, one event loop. The journal's SQLite connection, the scheduler, the signal
-  handlers and every reconcile live on it; only the metrics server, `git pull` and reload's
-  loading use threads, and none of them touches the journal.
+  handlers and every reconcile live on it. The HTTP service (groupsync.httpservice), `git pull`
+  and reload's loading use threads; of them only the HTTP service reads the journal, through a
+  read-only connection of its own, and it sees the rest through one `DaemonView` swapped whole.
 - Each reconcile runs in a task of its own (`_current`), with a `RunStop` of its own. The
   scheduler's job only starts it, so `AsyncIOScheduler.shutdown()` (which cancels running
   coroutine jobs) never cancels a reconcile: the daemon stops that one itself. The first SIGTERM
@@ -30,14 +31,15 @@ from typing import Any
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from groupsync.backoff import Backoff
-from groupsync.config import Settings, find_config
+from groupsync.config import Settings, find_config, http_listen, resolve_http_token
 from groupsync.errors import GroupsyncError
 from groupsync.gitspec import GitPullError, InvalidCommit, SpecPuller
+from groupsync.httpservice import HttpService
 from groupsync.journal import Journal
 from groupsync.liveness import Liveness, keep_watchdog
 from groupsync.loader import Loaded, load, load_with, read_config
 from groupsync.logs import log_change, setup_logging
-from groupsync.metrics import Metrics, MetricsServer
+from groupsync.metrics import Metrics, drifted_keys
 from groupsync.outcomes import ChangeStatus, ExitCode, Failure, RunOutcome
 from groupsync.plan import Change
 from groupsync.reconcile import RunOptions, RunReport, Session
@@ -45,6 +47,7 @@ from groupsync.reloader import Reloader
 from groupsync.schedule import make_trigger, period_of
 from groupsync.sdnotify import Notifier
 from groupsync.spec import Spec, refresh_rosters
+from groupsync.statuspage import DaemonView
 from groupsync.stopping import RunStop
 from groupsync.writer import JournalSeat
 
@@ -130,6 +133,11 @@ class Daemon:
         self._busy_ticks = 0  # ticks skipped in a row because a run was still going
         self._said: str | None = None  # the seat's problem, once logged
         self._last: RunReport | None = None
+        self.view = DaemonView(
+            spec_commit=loaded.source[0],
+            spec_dirty=loaded.source[1],
+            spec_groups=len(loaded.spec.groups),
+        )
         self._scheduler: AsyncIOScheduler | None = None
         self._background: set[asyncio.Task[Any]] = set()
 
@@ -148,11 +156,8 @@ class Daemon:
 
     async def serve(self) -> int:
         """Run until SIGTERM/SIGINT (or, with --once, until the one run ends); the exit code."""
-        listen = self.loaded.settings.metrics.listen
-        # First, as it may fail (port taken): there is nothing to undo yet.
-        server = MetricsServer(self.metrics, listen) if listen and not self.once else None
-        if server is not None:
-            log.info("metrics and /healthz on %s (port %d)", listen, server.port)
+        # First, as it may fail (no token, port taken): there is nothing to undo yet.
+        service = self._start_http() if not self.once else None
         loop = asyncio.get_running_loop()
         try:
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -181,8 +186,20 @@ class Daemon:
             for task in list(self._background):
                 task.cancel()
             await asyncio.gather(*self._background, return_exceptions=True)
-            if server is not None:
-                server.close()
+            if service is not None:
+                service.close()
+
+    def _start_http(self) -> HttpService | None:
+        settings = self.loaded.settings
+        listen = http_listen(settings)
+        if listen is None:
+            return None
+        token = resolve_http_token(settings)
+        service = HttpService(self.metrics, settings.journal.path, lambda: self.view, token=token)
+        port = service.start(listen)
+        private = "/state and the status page" if token else "no /state or status page (no token)"
+        log.info("HTTP on %s (port %d): /metrics, /healthz, %s", listen, port, private)
+        return service
 
     def _start_scheduler(self) -> None:
         # Started here, inside the running loop: AsyncIOScheduler binds to the loop it starts in.
@@ -380,6 +397,8 @@ class Daemon:
         self._last = report
         self.metrics.observe_run(report.outcome, report.duration_s, report.plan, report.summary())
         self.metrics.observe_requests(report.api)
+        drifted = drifted_keys(report.plan) if report.plan is not None else ()
+        self.view = self.view.after_run(report, drifted)
         if report.failure is Failure.JOURNAL:
             self.seat.ready()  # a replaced journal is said at crit now, not at the next tick
         self._count_for_backoff(report)
@@ -452,7 +471,13 @@ class Daemon:
             spec, source = pulled
             log.info("spec updated to commit %s (%d groups)", source[0], len(spec.groups))
             self.loaded = replace(self.loaded, spec=spec, source=source)
+            self._show_spec()
         return self.loaded
+
+    def _show_spec(self) -> None:
+        commit, dirty = self.loaded.source
+        groups = len(self.loaded.spec.groups)
+        self.view = replace(self.view, spec_commit=commit, spec_dirty=dirty, spec_groups=groups)
 
     # --- reload ------------------------------------------------------------------------------
 
@@ -475,8 +500,8 @@ class Daemon:
                 "journal.path changed: takes effect at the next restart (still %s)",
                 old.journal.path,
             )
-        if settings.metrics.listen != old.metrics.listen:
-            log.warning("metrics.listen changed: takes effect at the next restart")
+        if (settings.http, settings.metrics) != (old.http, old.metrics):
+            log.warning("http (or metrics.listen) changed: takes effect at the next restart")
         if settings.log.format != old.log.format:
             setup_logging(settings.log.format)
         if settings.schedule != old.schedule:
@@ -486,6 +511,7 @@ class Daemon:
         # The operator acted (a new token, say): try again at the next tick.
         self.backoff.reset()
         self.loaded = new
+        self._show_spec()
         log.info("reloaded: %d groups, spec digest %s", len(new.spec.groups), new.spec.digest[:12])
         self.notifier.ready(status="reloaded; run starting")
         self._request_run("reload")

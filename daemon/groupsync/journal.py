@@ -295,17 +295,18 @@ class Journal:
     # --- opening -----------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, path: Path) -> Journal:
+    def open(cls, path: Path, *, read_only: str | None = None) -> Journal:
         """Open or create the journal, migrating an older schema; refuse a newer or foreign file.
 
-        A read-only file (see `_why_read_only`) is opened read-only: `plan` and `history` work,
-        every write is refused with the reason. A damaged file is refused before anything is
-        written to it: quick_check reads every page (0.25 s for 100,000 changes, 20 MB).
+        A read-only file (see `_why_read_only`), or any file when `read_only` says why, is opened
+        read-only: `plan` and `history` work, every write is refused with the reason. A damaged
+        file is refused before anything is written to it: quick_check reads every page (0.25 s
+        for 100,000 changes, 20 MB).
         """
         path = Path(path)
         if not path.parent.is_dir():
             raise JournalError(f"journal {path}: directory {path.parent} does not exist")
-        read_only = _why_read_only(path)
+        read_only = read_only or _why_read_only(path)
         if read_only is not None and not path.exists():
             raise JournalError(f"journal {path}: cannot create it: {read_only}")
         if read_only is None:
@@ -622,12 +623,31 @@ class Journal:
                 for r in db.query("SELECT key, group_id, applied FROM groups ORDER BY key")
             }
 
-    def managed_rows(self) -> list[tuple[str, str, str | None]]:
-        """(key, group id, `applied` JSON text as stored) by key: the state snapshot's rows,
-        copied without building a value per group (a snapshot of 100,000 groups is served)."""
+    def managed_count(self) -> int:
         with self._reading() as db:
-            rows = db.execute("SELECT key, group_id, applied FROM groups ORDER BY key").fetchall()
-        return [(key, group_id, applied) for key, group_id, applied in rows]
+            return int(db.execute("SELECT count(*) FROM groups").fetchone()[0])
+
+    def managed_rows(self, size: int = 1000) -> Iterator[list[tuple[str, str, str | None]]]:
+        """(key, group id, `applied` as stored) of every managed group in key order, `size` at a
+        time: a reader that streams them out holds one batch, not all. `applied` is the canonical
+        JSON of `applied_to_dict`, as every version of the journal has written it. Consume it
+        inside `one_read` for a consistent view."""
+        with self._reading() as db:
+            cursor = db.execute("SELECT key, group_id, applied FROM groups ORDER BY key")
+            while rows := cursor.fetchmany(size):
+                yield rows
+
+    def managed_group(self, key: str) -> tuple[ManagedGroup, str] | None:
+        """One managed group and when groupsync took it over; None if `key` is not managed."""
+        with self._reading() as db:
+            rows = list(
+                db.query("SELECT group_id, applied, managed_since FROM groups WHERE key = ?", [key])
+            )
+        if not rows:
+            return None
+        row = rows[0]
+        managed = ManagedGroup(key, row["group_id"], _applied_from_json(row["applied"]))
+        return managed, row["managed_since"]
 
     def set_managed(self, key: str, group_id: str, applied: AppliedState) -> None:
         """Map key -> group (keeping `managed_since`) and remember the state groupsync gave it."""
@@ -653,6 +673,28 @@ class Journal:
             db.execute("DELETE FROM groups WHERE key = ?", [key])
 
     # --- history -----------------------------------------------------------------------------
+
+    def runs(self, *, limit: int = 20, outcome: RunOutcome | None = None) -> list[RunRecord]:
+        """The last `limit` runs (only those that ended in `outcome`, if given), newest first,
+        without their changes: a page of runs reads 20 rows, however many changes each made."""
+        where, params = ("WHERE outcome = ?", [str(outcome)]) if outcome is not None else ("", [])
+        with self._reading() as db:
+            rows = list(
+                db.query(f"SELECT * FROM runs {where} ORDER BY id DESC LIMIT ?", [*params, limit])
+            )
+        return [_run_record(r, []) for r in rows]
+
+    def recent_changes(self, limit: int = 50) -> list[ChangeRecord]:
+        """The last `limit` changes of any run, newest first."""
+        with self._reading() as db:
+            rows = db.query("SELECT * FROM changes ORDER BY id DESC LIMIT ?", [limit])
+            return [_change_record(r) for r in rows]
+
+    def data_version(self) -> int:
+        """A number that changes whenever another connection commits to the file (SQLite's
+        `PRAGMA data_version`): a reader knows when what it built from the journal is stale."""
+        with self._reading() as db:
+            return int(db.execute("PRAGMA data_version").fetchone()[0])
 
     def history(self, *, limit: int = 20, key: str | None = None) -> list[RunRecord]:
         """The last `limit` runs, newest first, each with its changes (only `key`'s if given)."""

@@ -1,27 +1,18 @@
-"""Prometheus metrics and /healthz for the daemon, served by prometheus-client's own WSGI server.
+"""Prometheus metrics and the health /healthz reports, for the daemon's HTTP service.
 
-The server runs in a thread of its own (prometheus-client's ThreadingWSGIServer), not in the
-event loop: uvicorn would install its own SIGTERM/SIGINT handlers over the daemon's, and a scrape
-must still answer while the loop is busy applying. Everything a scrape reads is either a
-prometheus-client metric (thread-safe) or one tuple swapped atomically.
+The service reads them from its own thread (groupsync.httpservice): everything a scrape reads is
+either a prometheus-client metric (thread-safe) or one tuple swapped atomically.
 """
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, make_server
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
-from prometheus_client.exposition import ThreadingWSGIServer
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from groupsync.api import ClientStats
-from groupsync.config import parse_listen
-from groupsync.errors import GroupsyncError
 from groupsync.outcomes import ChangeStatus, RunOutcome
 from groupsync.plan import Cause, Change, Plan
 
@@ -122,12 +113,19 @@ class Metrics:
         for (method, status), n in stats.by_method_status.items():
             self.api_requests.labels(method, status).inc(n)
 
-    def health(self, now: float | None = None) -> tuple[bool, str]:
-        """Healthy while no check objects, and the last run succeeded less than max_age_s ago."""
+    def problem(self) -> str | None:
+        """What makes the daemon unhealthy whatever its last run did (a lost journal), or None."""
         for check in self.checks:
             problem = check()
             if problem:
-                return False, problem
+                return problem
+        return None
+
+    def health(self, now: float | None = None) -> tuple[bool, str]:
+        """Healthy while no check objects, and the last run succeeded less than max_age_s ago."""
+        problem = self.problem()
+        if problem:
+            return False, problem
         h = self._health
         now = time.time() if now is None else now
         if h.outcome is None:
@@ -138,58 +136,3 @@ class Metrics:
         if age > self.max_age_s:
             return False, f"last run finished {age:.0f}s ago (limit {self.max_age_s:.0f}s)"
         return True, f"last run {h.outcome} {age:.0f}s ago: {h.summary}"
-
-    def wsgi_app(self) -> Callable[..., Iterable[bytes]]:
-        metrics_app = make_wsgi_app(self.registry)
-
-        def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-            path = environ.get("PATH_INFO", "")
-            if path == "/metrics":
-                return metrics_app(environ, start_response)
-            if path == "/healthz":
-                ok, text = self.health()
-                body = f"{'ok' if ok else 'unhealthy'}: {text}\n".encode()
-                status = "200 OK" if ok else "503 Service Unavailable"
-                start_response(status, [("Content-Type", "text/plain; charset=utf-8")])
-                return [body]
-            start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
-            return [b"not found: try /metrics or /healthz\n"]
-
-        return app
-
-
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        """A scrape every 15 s is not news: no access log on stderr."""
-
-
-class MetricsServer:
-    """The HTTP endpoint for `metrics.listen` ("host:port", "[v6]:port"; port 0 picks one)."""
-
-    def __init__(self, metrics: Metrics, listen: str) -> None:
-        try:
-            host, port = parse_listen(listen)
-            family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-
-            class Server(ThreadingWSGIServer):
-                address_family = family
-
-            self._httpd = make_server(
-                host, port, metrics.wsgi_app(), Server, handler_class=_QuietHandler
-            )
-        except (ValueError, OSError) as e:
-            raise GroupsyncError(f"metrics.listen {listen}: cannot listen: {e}") from e
-        self.port: int = self._httpd.server_address[1]
-        # shutdown() waits for the next poll: the default 0.5 s would hold every stop up.
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name="groupsync-metrics",
-            daemon=True,
-        )
-        self._thread.start()
-
-    def close(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join(timeout=5)

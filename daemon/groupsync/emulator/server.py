@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import signal
-import socket
-import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import uvicorn
 
+from groupsync.asgiserve import BackgroundServer, Server, bind
 from groupsync.emulator.app import EmulatorApp
 from groupsync.emulator.counters import RequestCounters
 from groupsync.emulator.faults import Faults
@@ -26,10 +20,6 @@ from groupsync.secret import Secret
 
 DEMO_TOKEN = "demo-token"
 """The bearer token `groupsync emulator` accepts when no --token is given (not a secret)."""
-
-STARTUP_TIMEOUT_S = 10.0
-GRACE_S = 2.0
-"""How long a stopping emulator lets requests in flight finish before cancelling them."""
 
 
 class Emulator:
@@ -96,67 +86,9 @@ def build_app(
     )
 
 
-def bind(host: str, port: int) -> socket.socket:
-    """Bind before serving, so port 0 gives a known port before uvicorn starts."""
-    # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets whose proto says TCP,
-    # and without it every keep-alive answer waits ~40 ms for a delayed ACK (Nagle).
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    return sock
-
-
-class _Server(uvicorn.Server):
-    """uvicorn notices should_exit by polling every 0.1 s; tests start an emulator per test,
-    so wake the main loop at once instead."""
-
-    _loop: asyncio.AbstractEventLoop | None = None
-
-    async def main_loop(self) -> None:
-        self._wake = asyncio.Event()
-        self._loop = asyncio.get_running_loop()
-        counter = 0
-        while not await self.on_tick(counter):
-            counter += 10  # on_tick refreshes the Date header when counter % 10 == 0
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), 1.0)
-
-    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        """uvicorn's shutdown, minus its fixed 0.1 s sleep: poll until connections are gone."""
-        for server in self.servers:
-            server.close()
-        for connection in list(self.server_state.connections):
-            connection.shutdown()
-        deadline = time.monotonic() + GRACE_S
-        while self.server_state.connections or self.server_state.tasks:
-            if self.force_exit or time.monotonic() > deadline:
-                break
-            await asyncio.sleep(0.005)
-        for task in self.server_state.tasks:
-            task.cancel()
-        await self.lifespan.shutdown()
-
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        """Ctrl-C or SIGTERM stops a foreground emulator normally (exit 0): unlike uvicorn's
-        handler, do not record the signal to re-raise it after shutdown. A second Ctrl-C
-        forces the exit."""
-        if self.should_exit and sig == signal.SIGINT:
-            self.force_exit = True
-        self.stop()
-
-    def stop(self) -> None:
-        self.should_exit = True
-        self.wake()
-
-    def wake(self) -> None:
-        if self._loop is not None:
-            with contextlib.suppress(RuntimeError):  # the loop is already closed: nothing to wake
-                self._loop.call_soon_threadsafe(self._wake.set)
-
-
-def _server(app: EmulatorApp) -> _Server:
+def _server(app: EmulatorApp) -> Server:
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
-    return _Server(config)
+    return Server(config)
 
 
 @contextmanager
@@ -173,26 +105,11 @@ def serve_emulator(
     app = build_app(
         token=token, admin_token=admin_token, seed=seed, state_path=state_path, faults=faults
     )
-    sock = bind("127.0.0.1", port)
-    server = _server(app)
-    thread = threading.Thread(
-        target=server.run, kwargs={"sockets": [sock]}, daemon=True, name="emulator"
-    )
-    thread.start()
+    background = BackgroundServer(_server(app), bind("127.0.0.1", port), name="emulator")
     try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while not server.started:
-            if not thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the emulator did not start")
-            time.sleep(0.01)
-        yield Emulator(app, "127.0.0.1", sock.getsockname()[1])
+        yield Emulator(app, "127.0.0.1", background.port)
     finally:
-        server.stop()
-        thread.join(GRACE_S + 1)
-        if thread.is_alive():
-            server.force_exit = True
-            thread.join(GRACE_S + 1)
-        sock.close()
+        background.close()
         app.state.close()
 
 
