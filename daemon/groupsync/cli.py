@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -289,6 +290,7 @@ def plan_command(
       groupsync plan --detailed-exitcode
       groupsync plan -o plan.json   # review it, then: groupsync apply plan.json
     """
+    from groupsync.gitspec import git_info
     from groupsync.planfile import dump
     from groupsync.reconcile import RunOptions, Session
 
@@ -297,7 +299,8 @@ def plan_command(
         click.echo(roster.line(), err=True)
     session = Session(loaded.settings, loaded.token)  # no journal: it reads, never writes
     options = RunOptions(force=force, allow_delete=allow_delete)
-    planned = anyio.run(session.plan, loaded.spec, options)
+    commit = git_info(loaded.settings.spec.path)[0]  # for the messages' {commit}
+    planned = anyio.run(partial(session.plan, loaded.spec, options, commit=commit))
     click.echo(_render(planned.plan, fmt, color=want_color(sys.stdout)))
     if out is not None:
         _write(out, dump(planned.plan, loaded.spec.digest, planned.actual))

@@ -8,6 +8,7 @@ step, each pure:
     usernames  which usernames need the contacts list, and what is wrong with a member list
     diff       the change each key needs, with its cause (spec or drift)
     safety     the limits that refuse a plan changing too much at once
+    messages   the messages the changes would post (notify:), only for what the spec caused
     compute    compute_plan, running the steps in that order
     model      the values: Change, Plan, Policy, ... and the checksum (see there)
 """
@@ -22,6 +23,7 @@ from groupsync.plan.model import (
     FieldChange,
     GroupError,
     ManagedGroup,
+    Message,
     Plan,
     Policy,
     RosterCounts,
@@ -40,6 +42,7 @@ __all__ = [
     "FieldChange",
     "GroupError",
     "ManagedGroup",
+    "Message",
     "Plan",
     "Policy",
     "RosterCounts",
