@@ -438,6 +438,8 @@ def history(config_path: Path | None, limit: int, key: str | None, as_json: bool
             click.echo(f"    {history_line(roster)}")
         for change in run.changes:
             click.echo(f"    {change.summary}")
+        for message in run.messages:
+            click.echo(f"    {message.summary}")
 
 
 @cli.command()
