@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -279,3 +283,49 @@ async def test_fault_mixes_give_no_duplicate_and_no_message_for_a_failed_change(
     assert all((m.run_id, m.key) in applied for m in rows if m.status != MessageStatus.SKIPPED)
     assert any(m.status is MessageStatus.SKIPPED for m in rows)  # failed creates: not welcomed
     assert len(sent) + len(maybe) >= 150, Counter(m.status for m in rows)
+
+
+def _round(campus: Campus, i: int) -> None:
+    """Round `i` of the spec: every group renamed and one member more, some archived or back;
+    the templates name the round, so a message posted twice shows as the same text twice."""
+    groups = {
+        f"g{k:02}": {
+            "name": f"G{k:02} r{i}",
+            "members": ["ada", *(f"u{j:02}" for j in range(i + 1))],
+            "archived": k < 5 and i % 2 == 1,  # within max_archive_fraction
+        }
+        for k in range(24)
+    }
+    notify = {kind: f"r{i} {kind}: {{name}}" for kind in ("on_archive", "on_restore", "on_rename")}
+    campus.write(groups, notify | {"welcome": f"r{i} welcome {{members}}"})
+
+
+@pytest.mark.slow
+def test_twenty_applies_killed_and_resumed_post_no_message_twice(campus: Campus) -> None:
+    for j in range(21):
+        campus.emu.state.add_contact(f"u{j:02}")
+    config = yaml.safe_load(campus.config.read_text(encoding="utf-8"))
+    config["api"] |= {"max_requests_per_s": 100, "max_concurrency": 4}
+    campus.config.write_text(yaml.safe_dump(config), encoding="utf-8")
+    campus.emu.faults.update(latency_s=0.02)
+    env = {k: v for k, v in os.environ.items() if k != "GROUPSYNC_CONFIG"}
+    env |= {"ECAMPUS_TOKEN": "test-token", "NO_COLOR": "1"}
+    argv = [sys.executable, "-m", "groupsync", "apply", "--yes", "--config", str(campus.config)]
+    killed_mid_run = 0
+    for i in range(20):
+        _round(campus, i)
+        child = subprocess.Popen(
+            argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        try:
+            child.wait(timeout=0.8 + 0.1 * (i % 8))  # kill at a different point each round
+        except subprocess.TimeoutExpired:
+            child.send_signal(signal.SIGKILL)
+            child.wait(timeout=30)
+            killed_mid_run += 1
+        resumed = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+        assert resumed.returncode == 0, resumed.stderr
+    assert killed_mid_run >= 15
+    assert _no_duplicates(campus.emu) == Counter()
+    statuses = Counter(status for _, _, status in campus.outbox())
+    assert statuses[MessageStatus.SENT] > 100, statuses
