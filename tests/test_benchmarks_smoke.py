@@ -62,3 +62,10 @@ def test_roster_scale_quick_prints_its_table() -> None:
     assert all(row[-1] in ("PASS", "MISS", "info") for row in rows.values())
     # Exact, not a timing: a no-op plan of a generated roster costs only the list calls.
     assert rows["API calls, no-op plan"][-1] == "PASS"
+
+
+def test_notify_scale_quick_posts_one_welcome_per_group() -> None:
+    output = run_quick("notify_scale.py")
+    rows = {row[0]: row[1] for row in table_rows(output)}
+    assert rows["create_posts"] == rows["message_posts"] == rows["welcomes_seen"] == "50"
+    assert rows["one_per_group"] == "True" and rows["outbox_sent"] == "50"

@@ -2,24 +2,30 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 import yaml
 
+from groupsync.api import Client, ReadOnlyViolation
 from groupsync.config import Settings, load_settings
 from groupsync.emulator import Emulator
 from groupsync.journal import Journal
-from groupsync.notify import MAX_MESSAGE
+from groupsync.notify import MAX_MESSAGE, Notify
+from groupsync.outbox import Courier
 from groupsync.outcomes import MessageStatus, RunOutcome
-from groupsync.reconcile import RunReport, reconcile
+from groupsync.reconcile import RunReport, make_plan, reconcile
+from groupsync.render import render_json, render_markdown, render_text
 from groupsync.secret import Secret
 from groupsync.spec import SpecError, load_spec
 
@@ -329,3 +335,51 @@ def test_twenty_applies_killed_and_resumed_post_no_message_twice(campus: Campus)
     assert _no_duplicates(campus.emu) == Counter()
     statuses = Counter(status for _, _, status in campus.outbox())
     assert statuses[MessageStatus.SENT] > 100, statuses
+
+
+async def test_the_plan_lists_messages_in_every_format_outside_the_checksum(
+    campus: Campus,
+) -> None:
+    campus.write({"cs101": {"name": "CS 101", "members": ["ada", "alan", "grace"]}}, NOTIFY)
+    spec = load_spec(campus.tmp_path / "spec.yaml")
+    planned = await make_plan(campus.settings, spec, TOKEN, {})
+    silent = await make_plan(campus.settings, replace(spec, notify=Notify()), TOKEN, {})
+    plan = planned.plan
+    assert plan.checksum == silent.plan.checksum and silent.plan.messages == ()
+    assert [(m.key, m.kind, m.count) for m in plan.messages] == [("cs101", "welcome", 3)]
+    assert "  ✉ cs101: welcome (3 members)" in render_text(plan).splitlines()
+    assert "- ✉ cs101: welcome (3 members)" in render_markdown(plan).splitlines()
+    [doc] = json.loads(render_json(plan))["plan"]["messages"]
+    assert doc["text"] == "Welcome to CS 101! @ada, @alan and @grace joined (3)."
+    assert campus.emu.count(method="POST") == 0  # a plan posts nothing
+
+
+async def test_a_read_only_client_cannot_post(campus: Campus) -> None:
+    group = campus.emu.state.add_group("Club")
+    with Journal.open(campus.settings.journal.path) as journal:
+        run_id = journal.start_run(trigger="test", mode="apply", spec_digest="d")
+        async with Client(campus.emu.base_url, TOKEN, read_only=True) as client:
+            courier = Courier(client, journal, run_id)
+            with pytest.raises(ReadOnlyViolation):
+                await courier.post("club", "welcome", "hi", str(group["conversation_id"]))
+    assert campus.emu.state.messages() == [] and campus.emu.count(method="POST") == 0
+
+
+@pytest.mark.slow
+def test_history_shows_each_runs_messages(campus: Campus) -> None:
+    campus.write({"admins": ADMINS, "cs101": {"name": "CS 101", "members": ["ada"]}}, NOTIFY)
+    anyio.run(campus.run)
+    env = {**os.environ, "NO_COLOR": "1"}
+    argv = [sys.executable, "-m", "groupsync", "history", "--config", str(campus.config)]
+    text = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60).stdout
+    as_json = subprocess.run([*argv, "--json"], env=env, capture_output=True, text=True, timeout=60)
+    lines = [line.strip() for line in text.splitlines()]
+    assert any(line.startswith("✉ welcome cs101: sent (message ") for line in lines), text
+    assert any(line.startswith("✉ summary admins: sent (message ") for line in lines), text
+    [run] = json.loads(as_json.stdout)
+    assert [(m["key"], m["kind"], m["status"]) for m in run["messages"]] == [
+        ("admins", "welcome", "sent"),
+        ("cs101", "welcome", "sent"),
+        ("admins", "summary", "sent"),
+    ]
+    assert run["messages"][1]["text"] == "Welcome to CS 101! @ada joined (1)."
