@@ -29,7 +29,7 @@ import yaml
 from apply_scale import TOKEN, counters, cpu_of, emulator, set_faults
 from groupsync.config import load_settings
 from groupsync.journal import Journal
-from groupsync.reconcile import reconcile
+from groupsync.reconcile import RunOptions, Session
 from groupsync.secret import Secret
 from groupsync.spec import load_spec
 
@@ -76,9 +76,8 @@ def run(n: int) -> dict[str, Any]:
             async def go() -> float:
                 with Journal.open(settings.journal.path) as journal:
                     wall = time.perf_counter()
-                    report = await reconcile(
-                        settings, spec, Secret(TOKEN), journal, trigger="benchmark"
-                    )
+                    session = Session(settings, Secret(TOKEN), journal)
+                    report = await session.reconcile(spec, RunOptions(trigger="benchmark"))
                     assert report.result is not None and report.result.applied == n, report
                     return time.perf_counter() - wall
 

@@ -34,6 +34,7 @@ from groupsync.plan import (
     RosterCounts,
     compute_plan,
     usernames_to_verify,
+    with_messages,
 )
 from groupsync.runsummary import RunFacts, due, post_summary
 from groupsync.secret import Secret
@@ -204,9 +205,8 @@ async def plan_with(
         known,
         rosters=roster_counts(spec),
         last_rosters=last_rosters,
-        notify=spec.notify,
-        commit=commit,
     )
+    plan = with_messages(plan, spec.groups, groups, managed, notify=spec.notify, commit=commit)
     return Planned(plan, spec, {g.id: g for g in groups})
 
 

@@ -8,12 +8,13 @@ step, each pure:
     usernames  which usernames need the contacts list, and what is wrong with a member list
     diff       the change each key needs, with its cause (spec or drift)
     safety     the limits that refuse a plan changing too much at once
-    messages   the messages the changes would post (notify:), only for what the spec caused
     compute    compute_plan, running the steps in that order
+    messages   the messages the changes would post (notify:), only for what the spec caused
     model      the values: Change, Plan, Policy, ... and the checksum (see there)
 """
 
 from groupsync.plan.compute import compute_plan
+from groupsync.plan.messages import with_messages
 from groupsync.plan.model import (
     FIELDS,
     Action,
@@ -49,4 +50,5 @@ __all__ = [
     "compute_plan",
     "plan_checksum",
     "usernames_to_verify",
+    "with_messages",
 ]

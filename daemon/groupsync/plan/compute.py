@@ -6,15 +6,12 @@ from collections.abc import Iterable, Mapping
 
 from groupsync.gcpause import paused_gc
 from groupsync.models import Group
-from groupsync.notify import Notify
 from groupsync.plan import diff, identity, safety
-from groupsync.plan.messages import plan_messages
 from groupsync.plan.model import GroupError, ManagedGroup, Plan, Policy, RosterCounts
 from groupsync.plan.usernames import MemberCheck
 from groupsync.spec import DesiredGroup
 
 _DEFAULT_POLICY = Policy()  # frozen, so one shared default is safe
-_SILENT = Notify()
 
 
 def compute_plan(
@@ -26,13 +23,10 @@ def compute_plan(
     *,
     rosters: Mapping[str, RosterCounts] | None = None,
     last_rosters: Mapping[str, RosterCounts] | None = None,
-    notify: Notify = _SILENT,
-    commit: str | None = None,
 ) -> Plan:
     """known_usernames: the account's contacts, or None when they were not read (every desired
     username already shows in some group: see usernames_to_verify) and nothing is checked.
     rosters: what each roster yields now; last_rosters: at the last applied run.
-    notify: what the spec posts, and commit: the spec's commit, for the plan's messages.
 
     Linear in groups plus memberships: actual groups are indexed by id once (and by name only if
     some key must be adopted by name); sorting touches the changes, not the account.
@@ -57,12 +51,12 @@ def compute_plan(
             planned={c.key for c in wanted.changes},
             policy=policy,
         )
-        changes = sorted(wanted.changes + removed.changes, key=lambda c: (c.phase, c.key))
+        changes = wanted.changes + removed.changes
         for part in (wanted, removed):
             for key, messages in part.errors.items():
                 errors.setdefault(key, []).extend(messages)
         return Plan(
-            changes=tuple(changes),
+            changes=tuple(sorted(changes, key=lambda c: (c.phase, c.key))),
             errors=tuple(
                 GroupError(key, message)
                 for key in sorted(errors)
@@ -71,7 +65,4 @@ def compute_plan(
             refusals=safety.refusals(changes, by_id, managed, policy)
             + safety.roster_refusals(rosters or {}, last_rosters or {}, policy),
             managed_count=len(managed),
-            messages=plan_messages(
-                changes, desired, by_id, managed, notify, blocked=errors, commit=commit
-            ),
         )

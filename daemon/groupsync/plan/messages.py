@@ -7,14 +7,35 @@ Each group gets at most one message of each kind per run: thirty additions make 
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import replace
 
 from groupsync.models import Group
 from groupsync.notify import KINDS, Notify, render
-from groupsync.plan.model import Action, Cause, Change, ManagedGroup, Message
+from groupsync.plan.model import Action, Cause, Change, ManagedGroup, Message, Plan
 from groupsync.spec import DesiredGroup
 
 _SILENT = (Action.ADOPT, Action.FORGET, Action.DELETE)
+
+
+def with_messages(
+    plan: Plan,
+    desired: Mapping[str, DesiredGroup],
+    actual: Iterable[Group],
+    managed: Mapping[str, ManagedGroup],
+    *,
+    notify: Notify,
+    commit: str | None,
+) -> Plan:
+    """`plan` with the messages it would post; its checksum is unchanged (they are not in it)."""
+    if not plan.changes:
+        return plan
+    by_id = {g.id: g for g in actual}
+    blocked = {e.key for e in plan.errors}
+    messages = plan_messages(
+        plan.changes, desired, by_id, managed, notify, blocked=blocked, commit=commit
+    )
+    return replace(plan, messages=messages)
 
 
 def plan_messages(
