@@ -58,7 +58,7 @@ def test_schema_command_prints_the_json_schema() -> None:
     assert result.returncode == 0
     schema = json.loads(result.stdout)
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
-    assert set(schema["properties"]) == {"member_sets", "groups", "rosters", "generate"}
+    assert set(schema["properties"]) == {"member_sets", "groups", "rosters", "generate", "notify"}
 
 
 ONLINE_SPEC = """\
