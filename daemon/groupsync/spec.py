@@ -356,15 +356,16 @@ class _Loader:
             added.append(key)
         return added
 
-    def _collect_notify(self, doc: Document) -> None:
-        if "notify" not in doc.data:
+    def _collect_notify(self, doc: _Source) -> None:
+        data = doc.doc.data
+        if "notify" not in data:
             return
         if self.notify is not None:
             also = self.notify.doc.where(self.notify.path, key=True)
             message = f"notify is defined twice: also at {also}"
             self.errors.append(doc.issue(("notify",), message, key=True))
             return
-        self.notify = _Entry(doc, ("notify",), doc.data["notify"])
+        self.notify = _Entry(doc, ("notify",), data["notify"])
 
     def notify_settings(self) -> Notify:
         """The notify section; an admin_group that is not a group key is an error."""

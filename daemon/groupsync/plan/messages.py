@@ -106,7 +106,8 @@ def _welcomed(change: Change, mg: ManagedGroup | None) -> tuple[str, ...]:
     before = mg.applied.members if mg is not None and mg.applied is not None else None
     if before is None:
         return change.members_add
-    return tuple(u for u in change.members_add if u not in before)
+    known = set(before)
+    return tuple(u for u in change.members_add if u not in known)
 
 
 def _old_name(change: Change) -> str | None:
