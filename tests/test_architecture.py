@@ -163,6 +163,7 @@ PLAN_MAY_USE = frozenset(
         "groupsync.canonical",
         "groupsync.gcpause",
         "groupsync.models",
+        "groupsync.notify",
         "groupsync.spec",
         "groupsync.strictmodel",
     }

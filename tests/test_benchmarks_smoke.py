@@ -74,3 +74,10 @@ def test_state_scale_quick_prints_its_table() -> None:
     assert all(row[-1] in ("PASS", "MISS", "info") for row in rows.values())
     # Checked inside, not timed: the plan from the snapshot is the plan from the journal.
     assert any(name.startswith("plan from the snapshot (same plan") for name in rows)
+
+
+def test_notify_scale_quick_posts_one_welcome_per_group() -> None:
+    output = run_quick("notify_scale.py")
+    rows = {row[0]: row[1] for row in table_rows(output)}
+    assert rows["create_posts"] == rows["message_posts"] == rows["welcomes_seen"] == "50"
+    assert rows["one_per_group"] == "True" and rows["outbox_sent"] == "50"

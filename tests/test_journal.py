@@ -83,7 +83,7 @@ def test_new_journal_is_plain_sqlite_in_wal_and_fsyncs_pending_creates(tmp_path:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        assert tables == {"runs", "changes", "groups"}
+        assert tables == {"runs", "changes", "groups", "messages"}
         (started,) = conn.execute("SELECT started_at FROM runs").fetchone()
         assert ISO_UTC.match(started)
     finally:
@@ -424,7 +424,7 @@ def test_a_v2_journal_upgrades_to_v3_with_its_rows_intact(tmp_path: Path) -> Non
     v2.close()
 
     with Journal.open(path) as j:
-        assert j._conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+        assert j._conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
         # v4 adds runs.rosters, empty for the runs before it.
         assert _dump(path) == before | {"runs": [(*run, None) for run in before["runs"]]}
         [pending] = j.pending_changes()  # the partial index was rebuilt with the table
@@ -445,6 +445,9 @@ def test_a_v2_journal_upgrades_to_v3_with_its_rows_intact(tmp_path: Path) -> Non
         "changes_by_run",
         "changes_pending",
         "groups_by_group_id",
+        "messages",
+        "messages_by_key",
+        "messages_pending",
     }
     assert "changes_v3" not in sql["changes"] and "CREATE TABLE" in sql["changes"]
     conn = sqlite3.connect(path)
@@ -534,7 +537,7 @@ def test_records_are_typed_and_their_json_has_every_column(journal: Journal) -> 
         for table in ("runs", "changes")
     }
     doc = json.loads(json.dumps(record.to_json()))  # what `history --json` prints
-    assert set(doc) == columns["runs"] | {"changes"}
+    assert set(doc) == columns["runs"] | {"changes", "messages"}
     assert set(doc["changes"][0]) == columns["changes"] | {"summary"}
     assert doc["outcome"] == "applied" and doc["spec_dirty"] is False
     assert doc["changes"][0]["members_added"] == ["hector"]
@@ -635,7 +638,7 @@ def test_a_read_only_journal_that_needs_upgrading_says_so(tmp_path: Path) -> Non
     with pytest.raises(JournalError) as info:
         Journal.open(path)
     assert str(info.value) == (
-        f"journal {path}: schema v2 must be upgraded to v4, but {path} is read-only"
+        f"journal {path}: schema v2 must be upgraded to v{SCHEMA_VERSION}, but {path} is read-only"
         " (mode 0444); make it writable once"
     )
 

@@ -36,10 +36,12 @@ def test_example_campus_loads_with_sets_expanded() -> None:
     assert spec.files == (
         "groups/clubs.yaml",
         "groups/courses.yaml",
+        "groups/notify.yaml",
         "groups/sets.yaml",
         "groups/staff.yaml",
     )
     assert spec.warnings == ()
+    assert spec.notify.admin_group == "staff-room"
     assert list(spec.groups) == sorted(spec.groups)
     staff = spec.groups["staff-room"]
     assert staff.members is not None and len(staff.members) == 10  # nested sets, flattened

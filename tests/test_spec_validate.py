@@ -50,7 +50,7 @@ def test_spec_option_needs_no_config(tmp_path: Path) -> None:
 def test_example_campus_validates_offline() -> None:
     result = groupsync("validate", "--config", "config.example.yaml", "--strict")
     assert result.returncode == 0, result.stderr
-    assert "11 groups in 4 files, 0 errors, 0 warnings" in result.stdout
+    assert "11 groups in 5 files, 0 errors, 0 warnings" in result.stdout
 
 
 def test_schema_command_prints_the_json_schema() -> None:
@@ -58,7 +58,7 @@ def test_schema_command_prints_the_json_schema() -> None:
     assert result.returncode == 0
     schema = json.loads(result.stdout)
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
-    assert set(schema["properties"]) == {"member_sets", "groups", "rosters", "generate"}
+    assert set(schema["properties"]) == {"member_sets", "groups", "rosters", "generate", "notify"}
 
 
 ONLINE_SPEC = """\
@@ -102,7 +102,7 @@ def test_online_passes_on_the_seeded_campus(tmp_path: Path, seeded_emulator: Emu
     )
     result = groupsync("validate", "--config", str(config), "--online", token="test-token")
     assert result.returncode == 0, result.stderr
-    assert "11 groups in 4 files" in result.stdout
+    assert "11 groups in 5 files" in result.stdout
 
 
 def test_online_with_a_refused_token_says_so_without_the_token(

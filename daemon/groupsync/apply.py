@@ -63,17 +63,21 @@ class ApplyResult:
     skipped: int = 0
     unknown: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)
+    groups: dict[str, Group] = field(default_factory=dict)  # key -> as written, if applied
 
 
 @dataclass(frozen=True, slots=True)
 class ApplyControl:
     """What steers an apply from outside: the run's stop, checked before each change starts (see
     groupsync.stopping), and who hears of each change: `on_start(change)` as it is sent,
-    `on_progress(change, status)` once as it settles (applied, failed, skipped or unknown)."""
+    `on_progress(change, status)` once as it settles (applied, failed, skipped or unknown);
+    `before_archive(change)` is awaited just before an existing group is archived (its notice
+    goes out first: an archived group's chat may refuse posts)."""
 
     stop: RunStop = field(default_factory=RunStop)
     on_start: Callable[[Change], None] | None = None
     on_progress: Callable[[Change, ChangeStatus], None] | None = None
+    before_archive: Callable[[Change], Awaitable[None]] | None = None
 
 
 @dataclass
@@ -83,6 +87,7 @@ class _Outcome:
     attempts: int = 0
     http_status: int | None = None
     group_id: str | None = None
+    group: Group | None = None  # the API's answer to the last write
     notes: list[str] = field(default_factory=list)
 
 
@@ -197,6 +202,7 @@ class _Applier:
         self.stop = control.stop
         self.on_start = control.on_start
         self.on_progress = control.on_progress
+        self.before_archive = control.before_archive
         self.result = ApplyResult()
 
     async def run_phase(self, changes: list[Change], workers: int) -> None:
@@ -283,6 +289,8 @@ class _Applier:
         )
         if status is ChangeStatus.APPLIED:
             self.result.applied += 1
+            if outcome.group is not None:
+                self.result.groups[change.key] = outcome.group
         elif status is ChangeStatus.SKIPPED:
             self.result.skipped += 1
         elif status is ChangeStatus.UNKNOWN:
@@ -303,10 +311,13 @@ class _Applier:
         """One API write, its attempts and final status added to the change's record."""
         with call_trace() as trace:
             try:
-                return await call
+                answer = await call
             finally:
                 outcome.attempts += trace.attempts
                 outcome.http_status = trace.status
+        if isinstance(answer, Group):
+            outcome.group = answer
+        return answer
 
     async def execute(self, change: Change, outcome: _Outcome) -> None:
         key = change.key
@@ -338,6 +349,8 @@ class _Applier:
                 self.journal.set_managed(key, group.id, applied_state(group))
             return
         assert change.group_id is not None
+        if change.set_archived and self.before_archive is not None:
+            await self.before_archive(change)
         body = _update_fields(change)
         if not body:  # an adoption of a group that already looks right
             self.journal.set_managed(
@@ -367,6 +380,7 @@ class _Applier:
             if not _shows(group, change):
                 raise
         outcome.notes.append("no clear answer; re-reading the group shows the update applied")
+        outcome.group = group
         return group
 
     async def create(self, change: Change, outcome: _Outcome) -> Group:
@@ -393,6 +407,7 @@ class _Applier:
                 found = find_created(groups, change.name, self.seen_ids, managed_ids)
                 if len(found) == 1:
                     outcome.notes.append("adopted after ambiguous create")
+                    outcome.group = found[0]
                     return found[0]
                 if found:
                     raise _ChangeFailed(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -318,6 +319,7 @@ def plan_command(
       groupsync plan -o plan.json   # review it, then: groupsync apply plan.json
       groupsync plan --state https://sync.example.edu/state --require-state   # CI
     """
+    from groupsync.gitspec import git_info
     from groupsync.planfile import dump
     from groupsync.reconcile import RunOptions, Session
 
@@ -327,7 +329,8 @@ def plan_command(
     state = _plan_state(loaded, state_from, state_token_env, require=require_state)
     session = Session(loaded.settings, loaded.token, state=state)  # reads, never writes
     options = RunOptions(force=force, allow_delete=allow_delete)
-    planned = anyio.run(session.plan, loaded.spec, options)
+    commit = git_info(loaded.settings.spec.path)[0]  # for the messages' {commit}
+    planned = anyio.run(partial(session.plan, loaded.spec, options, commit=commit))
     click.echo(_render(planned, fmt, color=want_color(sys.stdout)))
     if out is not None:
         _write(out, dump(planned.plan, loaded.spec.digest, planned.actual))
@@ -486,6 +489,8 @@ def history(config_path: Path | None, limit: int, key: str | None, as_json: bool
             click.echo(f"    {history_line(roster)}")
         for change in run.changes:
             click.echo(f"    {change.summary}")
+        for message in run.messages:
+            click.echo(f"    {message.summary}")
 
 
 @cli.command()

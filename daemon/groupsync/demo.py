@@ -63,6 +63,15 @@ def _rename_by_hand(emu: Emulator, name: str, new_name: str) -> None:
     emu.state.update_group(group["id"], {"name": new_name})
 
 
+def _show_messages(emu: Emulator) -> None:
+    """The chats as their members see them: the API cannot list messages, the emulator can."""
+    names = {g["conversation_id"]: g["name"] for g in emu.state.groups(archived=False)}
+    names |= {g["conversation_id"]: g["name"] for g in emu.state.groups(archived=True)}
+    for m in emu.state.messages():
+        click.echo(f"[{names.get(m['conversation_id'], m['conversation_id'])}]")
+        click.echo("  " + m["message"].replace("\n", "\n  "))
+
+
 def _config(folder: Path, name: str, base_url: str, spec: Path) -> Path:
     """folder/NAME.yaml: the emulator's API, `spec`, and a journal of its own (NAME.db)."""
     config = folder / f"{name}.yaml"
@@ -100,8 +109,13 @@ def run_demo() -> int:
         _rename_by_hand(emu, "CS 101 — Intro to Programming", "CS101 (old name)")
         commands.run("plan", "--detailed-exitcode", ok=(ExitCode.CHANGES,))
         commands.run("apply", "--yes")
-        _step("What the journal recorded")
+        _step("What the journal recorded, the messages posted included")
         commands.run("history", "--limit", "3")
+        _step(
+            "What groupsync said in the chats (notify.yaml): welcomes where the spec added"
+            " members, and a summary of each run in the admin group"
+        )
+        _show_messages(emu)
         roster_spec = DEMO_DATA / "roster" / "spec.yaml"
         _step(
             f"Course groups from the registrar: {roster_spec} generates a group per class of a"

@@ -50,7 +50,7 @@ from groupsync.errors import GroupsyncError
 from groupsync.journal_errors import JournalError, advice, journal_error
 from groupsync.journal_schema import SCHEMA_VERSION, check_identity, migrate
 from groupsync.models import Members
-from groupsync.outcomes import ChangeStatus, RunOutcome
+from groupsync.outcomes import ChangeStatus, MessageStatus, RunOutcome
 from groupsync.plan import Action, AppliedState, Cause, Change, ManagedGroup, RosterCounts
 from groupsync.render import show_members, show_value
 from groupsync.secret import redact_secrets
@@ -61,6 +61,7 @@ __all__ = [
     "Journal",
     "JournalError",
     "JournalLocked",
+    "MessageRecord",
     "RunRecord",
     "applied_to_dict",
     "now_iso",
@@ -164,6 +165,36 @@ class ChangeRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class MessageRecord:
+    """One message of the outbox, as `history` shows it."""
+
+    id: int
+    run_id: int
+    key: str
+    kind: str
+    conversation_id: str | None
+    text: str
+    status: MessageStatus
+    message_id: str | None
+    attempts: int
+    http_status: int | None
+    error: str | None
+    started_at: str
+    finished_at: str | None
+
+    @property
+    def summary(self) -> str:
+        """`✉ welcome cs101: sent (message m-12)`."""
+        line = f"✉ {self.kind} {self.key}: {self.status}"
+        detail = f"message {self.message_id}" if self.message_id else self.error
+        return line + (f" ({detail})" if detail else "")
+
+    def to_json(self) -> dict[str, Any]:
+        columns = _columns(self)
+        return columns | {"summary": self.summary}
+
+
+@dataclass(frozen=True, slots=True)
 class RunRecord:
     """One run and its changes; `outcome` None: not finished (running, or its process died)."""
 
@@ -181,13 +212,17 @@ class RunRecord:
     error: str | None
     rosters: tuple[Mapping[str, Any], ...]  # each roster as read for the run (RosterSummary)
     changes: tuple[ChangeRecord, ...]
+    messages: tuple[MessageRecord, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        """The `history --json` form: every column by name, and the changes."""
-        return _columns(self) | {"changes": [c.to_json() for c in self.changes]}
+        """The `history --json` form: every column by name, the changes and the messages."""
+        return _columns(self) | {
+            "changes": [c.to_json() for c in self.changes],
+            "messages": [m.to_json() for m in self.messages],
+        }
 
 
-def _columns(record: ChangeRecord | RunRecord) -> dict[str, Any]:
+def _columns(record: ChangeRecord | RunRecord | MessageRecord) -> dict[str, Any]:
     return {f.name: getattr(record, f.name) for f in fields(record)}
 
 
@@ -216,10 +251,17 @@ def _change_record(row: Mapping[str, Any]) -> ChangeRecord:
     )
 
 
-def _run_record(row: Mapping[str, Any], changes: list[ChangeRecord]) -> RunRecord:
+def _message_record(row: Mapping[str, Any]) -> MessageRecord:
+    return _record(MessageRecord, row, status=MessageStatus(row["status"]))
+
+
+def _run_record(
+    row: Mapping[str, Any], changes: list[ChangeRecord], messages: list[MessageRecord]
+) -> RunRecord:
     return _record(
         RunRecord,
         row,
+        messages=tuple(messages),
         spec_dirty=_optional(bool, row["spec_dirty"]),
         outcome=_optional(RunOutcome, row["outcome"]),
         counts=json.loads(row["counts"]) if row["counts"] else {},
@@ -672,6 +714,119 @@ class Journal:
         with self._writing(f"cannot forget key {key}") as db:
             db.execute("DELETE FROM groups WHERE key = ?", [key])
 
+    # --- the outbox ----------------------------------------------------------------------------
+
+    def begin_message(
+        self,
+        run_id: int,
+        key: str,
+        kind: str,
+        text: str,
+        *,
+        conversation_id: str | None,
+        status: MessageStatus = MessageStatus.PENDING,
+        error: str | None = None,
+        problems: str | None = None,
+    ) -> int | None:
+        """Record a message before it is posted (fsync'd: at most once must survive a power
+        loss too); None when the run already has this (key, kind), which is never posted again.
+        `status` skipped records a message that is not posted, with `error` saying why."""
+        with self._writing(
+            f"cannot record the {kind} message for {key} before posting it (not posted)",
+            synchronous="FULL" if status is MessageStatus.PENDING else None,
+        ) as db:
+            cursor = db.execute(
+                "INSERT INTO messages (run_id, key, kind, conversation_id, text, status, error,"
+                " problems, started_at, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (run_id, key, kind) DO NOTHING",
+                (
+                    run_id,
+                    key,
+                    kind,
+                    conversation_id,
+                    _masked(text),
+                    status,
+                    _masked(error),
+                    problems,
+                    now_iso(),
+                    None if status is MessageStatus.PENDING else now_iso(),
+                ),
+            )
+        return int(cursor.lastrowid) if cursor.rowcount == 1 else None  # type: ignore[arg-type]
+
+    def settle_message(
+        self,
+        message_row: int,
+        *,
+        status: MessageStatus,
+        message_id: str | None = None,
+        attempts: int = 0,
+        http_status: int | None = None,
+        error: str | None = None,
+    ) -> None:
+        with self._writing(f"cannot record that message {message_row} ended {status}") as db:
+            db.execute(
+                "UPDATE messages SET status = ?, message_id = ?, attempts = ?, http_status = ?,"
+                " error = ?, finished_at = ? WHERE id = ?",
+                (
+                    status,
+                    message_id,
+                    attempts,
+                    http_status,
+                    _masked(error),
+                    now_iso(),
+                    message_row,
+                ),
+            )
+
+    def recover_messages(self) -> int:
+        """Settle the messages a crashed run left `pending` as `unknown`: their POST may have
+        gone out, and the API cannot list messages to tell, so they are never sent again."""
+        with self._writing("cannot settle the messages a crashed run left") as db:
+            cursor = db.execute(
+                "UPDATE messages SET status = 'unknown', finished_at = ?,"
+                " error = 'the run ended while posting it; never sent again'"
+                " WHERE status = 'pending'",
+                [now_iso()],
+            )
+        return int(cursor.rowcount)
+
+    def archive_announced(self, key: str) -> bool:
+        """True when an archive notice for `key` was posted (or maybe posted) and no archive of
+        it applied since: the notice of an archive that never happened is not posted again."""
+        with self._reading() as db:
+            last = list(
+                db.query(
+                    "SELECT run_id FROM messages WHERE key = ? AND kind = 'on_archive'"
+                    " AND status IN ('sent', 'unknown') ORDER BY id DESC LIMIT 1",
+                    [key],
+                )
+            )
+            if not last:
+                return False
+            done = list(
+                db.query(
+                    "SELECT 1 FROM changes WHERE key = ? AND set_archived = 1"
+                    " AND status = 'applied' AND run_id >= ? LIMIT 1",
+                    [key, last[0]["run_id"]],
+                )
+            )
+        return not done
+
+    def open_problems(self, key: str) -> str | None:
+        """The problems the last admin summary to `key` reported, unless posted since as
+        resolved: a refusal that repeats unchanged is posted once."""
+        with self._reading() as db:
+            rows = list(
+                db.query(
+                    "SELECT kind, problems FROM messages WHERE key = ?"
+                    " AND ((kind = 'summary' AND problems IS NOT NULL) OR kind = 'resolved')"
+                    " AND status IN ('pending', 'sent', 'unknown') ORDER BY id DESC LIMIT 1",
+                    [key],
+                )
+            )
+        return rows[0]["problems"] if rows and rows[0]["kind"] == "summary" else None
+
     # --- history -----------------------------------------------------------------------------
 
     def runs(self, *, limit: int = 20, outcome: RunOutcome | None = None) -> list[RunRecord]:
@@ -711,13 +866,16 @@ class Journal:
                 )
             ids = [r["id"] for r in runs]
             by_run: dict[int, list[ChangeRecord]] = {i: [] for i in ids}
+            sent: dict[int, list[MessageRecord]] = {i: [] for i in ids}
             if ids:
                 marks = ",".join("?" * len(ids))
                 where = f"run_id IN ({marks})" + (" AND key = ?" if key is not None else "")
                 params = [*ids, key] if key is not None else ids
                 for row in db.query(f"SELECT * FROM changes WHERE {where} ORDER BY id", params):
                     by_run[row["run_id"]].append(_change_record(row))
-        return [_run_record(r, by_run[r["id"]]) for r in runs]
+                for row in db.query(f"SELECT * FROM messages WHERE {where} ORDER BY id", params):
+                    sent[row["run_id"]].append(_message_record(row))
+        return [_run_record(r, by_run[r["id"]], sent[r["id"]]) for r in runs]
 
 
 def _file_identity(path: Path) -> tuple[int, int] | None:

@@ -126,11 +126,40 @@ def _v4_run_rosters(db: Database) -> None:
     db.execute("ALTER TABLE runs ADD COLUMN rosters TEXT")
 
 
+def _v5_messages(db: Database) -> None:
+    """The outbox: each message `pending` before it is posted, then how it ended. One row per
+    (run, key, kind): a message is never posted twice for one run. `problems`: an admin
+    summary's refusals and errors, so an unchanged repeat is not posted again."""
+    db.execute(
+        """CREATE TABLE messages (
+            id INTEGER PRIMARY KEY,
+            run_id INTEGER NOT NULL REFERENCES runs(id),
+            key TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            conversation_id TEXT,
+            text TEXT NOT NULL,
+            status TEXT NOT NULL
+                CHECK (status IN ('pending', 'sent', 'failed', 'unknown', 'skipped')),
+            message_id TEXT,
+            problems TEXT,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            http_status INTEGER,
+            error TEXT,
+            started_at TEXT NOT NULL,
+            finished_at TEXT,
+            UNIQUE (run_id, key, kind)
+        )"""
+    )
+    db.execute("CREATE INDEX messages_by_key ON messages(key, kind, id)")
+    db.execute("CREATE INDEX messages_pending ON messages(status) WHERE status = 'pending'")
+
+
 MIGRATIONS: tuple[Callable[[Database], None], ...] = (
     _v1_tables,
     _v2_timings_notes_indexes,
     _v3_skipped_unknown_statuses,
     _v4_run_rosters,
+    _v5_messages,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

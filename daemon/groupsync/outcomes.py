@@ -58,6 +58,16 @@ class ChangeStatus(enum.StrEnum):
     UNKNOWN = "unknown"  # sent, but the run ended before its answer; the next plan re-checks
 
 
+class MessageStatus(enum.StrEnum):
+    """A message in the journal's outbox: `pending` before its POST, one of the others after."""
+
+    PENDING = "pending"
+    SENT = "sent"
+    FAILED = "failed"  # the API refused it, or it provably never left: not posted
+    UNKNOWN = "unknown"  # its answer was lost (or the run died): maybe posted, never sent again
+    SKIPPED = "skipped"  # not posted: its change failed, or it was already posted
+
+
 class Failure(enum.StrEnum):
     """Why a run ended in `error`: what a daemon does next depends on it."""
 

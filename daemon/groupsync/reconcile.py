@@ -23,6 +23,7 @@ from groupsync.gitspec import Source, git_info
 from groupsync.journal import Journal, JournalError
 from groupsync.logs import RUN_LOGGER
 from groupsync.models import Group
+from groupsync.outbox import Courier
 from groupsync.outcomes import ChangeStatus, ExitCode, Failure, RunOutcome
 from groupsync.plan import (
     Change,
@@ -32,7 +33,9 @@ from groupsync.plan import (
     RosterCounts,
     compute_plan,
     usernames_to_verify,
+    with_messages,
 )
+from groupsync.runsummary import RunFacts, due, post_summary
 from groupsync.secret import Secret
 from groupsync.spec import Spec
 from groupsync.state import NO_STATE, State, read_state
@@ -150,15 +153,22 @@ class Session:
             return read_state(journal)
 
     async def plan(
-        self, spec: Spec, options: RunOptions | None = None, *, stats: ClientStats | None = None
+        self,
+        spec: Spec,
+        options: RunOptions | None = None,
+        *,
+        stats: ClientStats | None = None,
+        commit: str | None = None,
     ) -> Planned:
         """Read the account with a read-only client and compute the plan (`force` and
-        `allow_delete` come from `options`)."""
+        `allow_delete` come from `options`; `commit`, the spec's, for the messages)."""
         options = options or RunOptions()
         policy = policy_from(self.settings, force=options.force, allow_delete=options.allow_delete)
         state = self.state()
         async with self.reader(stats) as client:
-            planned = await plan_with(client, spec, state.managed, policy, state.rosters)
+            planned = await plan_with(
+                client, spec, state.managed, policy, state.rosters, commit=commit
+            )
         return replace(planned, state=state)
 
     async def reconcile(self, spec: Spec, options: RunOptions | None = None) -> RunReport:
@@ -179,11 +189,13 @@ async def plan_with(
     managed: Mapping[str, ManagedGroup],
     policy: Policy,
     last_rosters: Mapping[str, RosterCounts] | None = None,
+    *,
+    commit: str | None = None,
 ) -> Planned:
     """The plan for the account as `client` reads it.
 
     `last_rosters`: what the spec's rosters yielded at the last applied run (the journal's),
-    for the roster safety check.
+    for the roster safety check. `commit`: the spec's, for the messages' `{commit}`.
 
     Contacts are listed only when the spec adds a username that no group shows yet: the cost
     model says a no-op reconcile costs the group list calls and nothing else.
@@ -202,6 +214,7 @@ async def plan_with(
         rosters=roster_counts(spec),
         last_rosters=last_rosters,
     )
+    plan = with_messages(plan, spec.groups, groups, managed, notify=spec.notify, commit=commit)
     return Planned(plan, spec, {g.id: g for g in groups})
 
 
@@ -245,10 +258,12 @@ class _Run:
         self.deadline = RunDeadline(
             session.settings.api, self.report.api, fixed_s=options.deadline_s
         )
+        self.commit: str | None = None
 
     async def go(self) -> RunReport:
         report, source = self.report, self.options.spec_source
         commit, dirty = source if source is not None else git_info(self.session.settings.spec.path)
+        self.commit = commit
         self.journal.ensure_still_held()  # one writer: a replaced journal is never written to
         run_id = report.run_id = self.journal.start_run(
             trigger=self.options.trigger,
@@ -285,13 +300,33 @@ class _Run:
             run_log.log(
                 level, "run %s %s (took %.2fs)", run_id, report.summary(), report.duration_s
             )
+        await self.notify_admins()
         return report
+
+    async def notify_admins(self) -> None:
+        """The run summary for `notify.admin_group`, if this run calls for one (see
+        groupsync.runsummary); it never fails the run."""
+        admin, report = self.spec.notify.admin_group, self.report
+        if admin is None or self.stop.requested.is_set() or report.run_id is None:
+            return
+        facts = RunFacts(
+            report.run_id, report.outcome, report.plan, report.result, report.error, self.commit
+        )
+        try:
+            todo = due(self.journal, admin, facts)
+            if todo:
+                async with self.session._client(read_only=False, stats=report.api) as client:
+                    await post_summary(client, self.journal, admin, facts, todo)
+        except (GroupsyncError, OSError) as exc:
+            log.warning("run summary not posted: %s", exc)
 
     async def plan_and_settle(self) -> None:
         session, report = self.session, self.report
         for note in await self.stop.guard(self.recover()):
             log.warning("recovered: %s", note)
-        planned = await self.stop.guard(session.plan(self.spec, self.options, stats=report.api))
+        planned = await self.stop.guard(
+            session.plan(self.spec, self.options, stats=report.api, commit=self.commit)
+        )
         report.plan = planned.plan
         report.counts = planned.plan.counts
         if self.options.show is not None:
@@ -300,6 +335,8 @@ class _Run:
 
     async def recover(self) -> list[str]:
         """Settle `pending` rows a crashed run left, before anything new is planned."""
+        if self.journal.recover_messages():
+            log.warning("recovered: messages a crashed run was posting are unknown, never resent")
         if not self.journal.pending_changes():
             return []
         async with self.session.reader(self.report.api) as client:
@@ -332,13 +369,19 @@ class _Run:
             report.outcome = RunOutcome.APPLIED if plan.changes else RunOutcome.NOOP
 
     async def apply(self, planned: Planned) -> ApplyResult:
-        """Apply a confirmed plan, every change journaled: the one client that may write."""
+        """Apply a confirmed plan, every change journaled: the one client that may write. The
+        plan's messages go out through the same client (groupsync.outbox), archive notices
+        before their archive and the others after their change applied."""
         if self.stop.requested.is_set():  # a signal that came while the plan was shown
             raise Interrupted(f"{self.stop.reason} before anything was applied")
         report, options = self.report, self.options
         self.deadline.changes = len(planned.plan.changes)
-        control = ApplyControl(self.stop, options.on_start, options.on_progress)
         async with self.session._client(read_only=False, stats=report.api) as client:
+            run_id, messages = report.run_id or 0, planned.plan.messages
+            courier = Courier(client, self.journal, run_id, messages, stop=self.stop)
+            control = ApplyControl(
+                self.stop, options.on_start, options.on_progress, before_archive=courier.before
+            )
             result = await apply_plan(
                 planned.plan,
                 planned.spec.groups,
@@ -349,6 +392,7 @@ class _Run:
                 control=control,
                 workers=self.session.settings.api.max_concurrency,
             )
+            await courier.after(result.groups, self.session.settings.api.max_concurrency)
         report.result = result
         report.counts |= {
             "applied": result.applied,

@@ -24,6 +24,8 @@ removal bumps the version):
       refusals      [message]: safety limits exceeded
       managed_count keys the journal manages
       checksum      as above
+      messages      [{key, kind, text, count, group_id, conversation_id}]: what applying would
+                    post (notify:); never a change, not in the checksum
     state           where the plan's managed groups came from (`StateLine.to_dict`):
       source        "journal", "snapshot" or "none"
       location      the journal's path or the snapshot's file or URL; null for none
@@ -39,7 +41,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal, TextIO
 
-from groupsync.plan import Action, Change, Plan
+from groupsync.plan import Action, Change, Message, Plan
 
 FORMAT_VERSION = 1
 MARKER = "<!-- groupsync-plan -->"
@@ -199,10 +201,25 @@ def _change_lines(change: Change, color: bool) -> list[str]:
     return lines
 
 
+def message_line(message: Message) -> str:
+    """`✉ cs101: welcome (3 members)`."""
+    who = f" ({message.count} member{'s' if message.count != 1 else ''})"
+    return f"✉ {message.key}: {message.kind}" + (who if message.kind == "welcome" else "")
+
+
+def _message_lines(plan: Plan) -> list[str]:
+    if not plan.messages:
+        return []
+    title = "Messages to post (after their change applies; an archive's, before it):"
+    return [title] + [f"  {message_line(m)}" for m in plan.messages]
+
+
 def _body_lines(plan: Plan, color: bool) -> list[str]:
     lines: list[str] = []
     for change in plan.changes:
         lines += _change_lines(change, color)
+    if plan.messages:
+        lines += ["", *_message_lines(plan)]
     if plan.errors:
         if lines:
             lines.append("")
@@ -294,6 +311,10 @@ def render_markdown(plan: Plan, *, state: StateLine | None = None) -> str:
     if plan.errors:
         out.append("**Errors** (these groups are left as they are):")
         out += [f"- `{e.key}`: {_escape(_clean(e.message))}" for e in plan.errors]
+        out.append("")
+    if plan.messages:
+        out.append("**Messages** to post:")
+        out += [f"- {_escape(_clean(message_line(m)))}" for m in plan.messages]
         out.append("")
     if plan.changes:
         body = "\n".join(line for c in plan.changes for line in _change_lines(c, False))

@@ -16,7 +16,7 @@ import os
 import stat
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -29,6 +29,7 @@ from groupsync.desired import KEY_PATTERN, MAX_MEMBERS, MAX_NAME, DesiredGroup, 
 from groupsync.errors import GroupsyncError
 from groupsync.gcpause import paused_gc
 from groupsync.models import UNSET, Members
+from groupsync.notify import GroupNotifyModel, Notify, NotifyModel, notify_from
 from groupsync.roster import schema as roster_schema
 from groupsync.roster.oneroster import UsernameRule
 from groupsync.roster.recipe import Origins, Recipe, RosterRef, RosterSource, Rule, SpecFile
@@ -83,6 +84,8 @@ class Spec:
     # member set -> its usernames, and file as shown -> where it is: for member_origin
     sets: dict[str, Members] = field(default_factory=dict, compare=False, repr=False)
     spec_files: dict[str, SpecFile] = field(default_factory=dict, compare=False, repr=False)
+    # What to post; not in the digest, which is the groups' desired state.
+    notify: Notify = field(default_factory=Notify)
 
     def __repr__(self) -> str:
         """Short: asyncio formats a callback's arguments with repr (a partial holding the Spec),
@@ -138,6 +141,9 @@ class GroupModel(StrictModel):
     id: Annotated[str, StringConstraints(pattern=r"^\S+$")] | None = Field(
         None, description="Pin this key to an existing group id instead of adopting by name."
     )
+    notify: GroupNotifyModel | None = Field(
+        None, description="This group's messages, replacing the spec's notify: defaults."
+    )
 
 
 class SpecDocument(StrictModel):
@@ -162,6 +168,11 @@ class SpecDocument(StrictModel):
     generate: list[roster_schema.GenerateModel] = Field(
         default_factory=list,
         description="Rules that make one group per class of a OneRoster roster.",
+    )
+    notify: NotifyModel | None = Field(
+        None,
+        description="Messages groupsync posts: into groups it changes, and run summaries into"
+        " an admin group. One file of a spec folder holds it.",
     )
 
 
@@ -271,6 +282,8 @@ class _Loader:
     sets: dict[str, _Entry] = field(default_factory=dict)
     rosters: dict[str, _Entry] = field(default_factory=dict)
     rules: list[_Entry] = field(default_factory=list)
+    notify: _Entry | None = None
+    notify_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # key -> as written
     folders: dict[str, Path] = field(default_factory=dict)  # file as shown -> its real folder
     refs: dict[str, tuple[RosterRef, ...]] = field(default_factory=dict)
     has_groups_key: bool = False
@@ -304,18 +317,22 @@ class _Loader:
             return
         unknown = set(data) - set(SpecDocument.model_fields)  # already reported, with a hint
         makes_groups = "groups" in data or "generate" in data
-        if not makes_groups and not unknown and not (sets_only_ok and "member_sets" in data):
+        shared = "member_sets" in data or "notify" in data
+        if not makes_groups and not unknown and not (sets_only_ok and shared):
             message = "no 'groups' key (write 'groups: {}' for a file with no groups)"
             self.errors.append(doc.issue((), message))
         self.has_groups_key |= makes_groups
         self.folders[display] = path.parent
         for key in self._collect(doc, "groups", self.groups, "group"):
             entry = self.groups[key]
+            if isinstance(entry.raw, dict) and isinstance(entry.raw.get("notify"), dict):
+                self.notify_overrides[key] = entry.raw["notify"]
             if _names_only(entry.raw):  # needs no set or roster: built now, the YAML dropped
                 self.built[key] = self.desired(key, entry)
                 entry.raw = None
         self._collect(doc, "member_sets", self.sets, "member set")
         self._collect(doc, "rosters", self.rosters, "roster")
+        self._collect_notify(doc)
         rules = data.get("generate")
         if isinstance(rules, list):
             self.rules += [_Entry(doc, ("generate", i), raw) for i, raw in enumerate(rules)]
@@ -338,6 +355,30 @@ class _Loader:
             into[key] = _Entry(doc, path, raw)
             added.append(key)
         return added
+
+    def _collect_notify(self, doc: _Source) -> None:
+        data = doc.doc.data
+        if "notify" not in data:
+            return
+        if self.notify is not None:
+            also = self.notify.doc.where(self.notify.path, key=True)
+            message = f"notify is defined twice: also at {also}"
+            self.errors.append(doc.issue(("notify",), message, key=True))
+            return
+        self.notify = _Entry(doc, ("notify",), data["notify"])
+
+    def notify_settings(self) -> Notify:
+        """The notify section; an admin_group that is not a group key is an error."""
+        defaults = self.notify.raw if self.notify is not None else None
+        overrides = self.notify_overrides
+        if not isinstance(defaults, dict):
+            return notify_from(None, overrides)
+        admin = defaults.get("admin_group")
+        if isinstance(admin, str) and admin not in self.groups and self.notify is not None:
+            hint = did_you_mean(admin, self.groups)
+            message = f"admin_group {admin!r} is not a group key of this spec{hint}"
+            self.errors.append(self.notify.doc.issue(("notify", "admin_group"), message))
+        return notify_from(defaults, overrides)
 
     def expand_set(self, name: str) -> Members:
         """A member set's usernames, following nested @sets; a cycle is an error, reported once."""
@@ -501,7 +542,7 @@ class _Loader:
         )
         return group
 
-    def finish(self, files: tuple[str, ...]) -> Recipe:
+    def finish(self, files: tuple[str, ...]) -> tuple[Recipe, Notify]:
         """Everything the YAML says, checked; raises SpecError. Rosters are read later."""
         groups: dict[str, DesiredGroup] = {}
         pinned: dict[str, str] = {}
@@ -522,14 +563,16 @@ class _Loader:
                 self.warnings.append(
                     entry.doc.issue(entry.path, f"member set {name!r} is never used", key=True)
                 )
+        notify = self.notify_settings()
         sources = self.sources() if not self.errors else {}
         rules = self.generate_rules() if not self.errors else ()
         warnings = _sorted(self.warnings)
         if self.errors:
             raise SpecError(_sorted(self.errors), warnings)
-        return Recipe(
+        recipe = Recipe(
             groups, self.refs, sources, rules, files, warnings, self.expanded, self.spec_files
         )
+        return recipe, notify
 
 
 def _sorted(issues: list[Issue]) -> tuple[Issue, ...]:
@@ -616,7 +659,8 @@ def load_spec(path: Path, *, now: dt.datetime | None = None) -> Spec:
     with paused_gc():
         # The parsed documents are freed as _load returns, before the collector resumes: its
         # first pass then scans only the Spec, not the Spec plus every node of every file.
-        return _assemble(_load(path), now)
+        recipe, notify = _load(path)
+        return replace(_assemble(recipe, now), notify=notify)
 
 
 def refresh_rosters(spec: Spec, *, now: dt.datetime | None = None) -> Spec:
@@ -628,7 +672,7 @@ def refresh_rosters(spec: Spec, *, now: dt.datetime | None = None) -> Spec:
     if spec.recipe is None:
         return spec
     with paused_gc():
-        return _assemble(spec.recipe, now)
+        return replace(_assemble(spec.recipe, now), notify=spec.notify)
 
 
 def _assemble(recipe: Recipe, now: dt.datetime | None) -> Spec:
@@ -692,7 +736,7 @@ def _at(data: Any, path: PathT) -> Any:
     return data
 
 
-def _load(path: Path) -> Recipe:
+def _load(path: Path) -> tuple[Recipe, Notify]:
     loader = _Loader()
     files = _spec_files(path, loader)
     for file, display in files:

@@ -202,6 +202,7 @@ class EmulatorApp:
                 Route("/v1/messages", self.post_message, methods=["POST"]),
                 Route("/_admin/faults", self.admin_faults, methods=["GET", "PUT", "POST"]),
                 Route("/_admin/counters", self.admin_counters, methods=["GET"]),
+                Route("/_admin/messages", self.admin_messages, methods=["GET"]),
                 Route("/_admin/reset", self.admin_reset, methods=["POST"]),
             ],
             exception_handlers={
@@ -352,6 +353,13 @@ class EmulatorApp:
         return JSONResponse(
             {**self.counters.snapshot(), "max_per_second": self.counters.max_per_second()}
         )
+
+    async def admin_messages(self, request: Request) -> Response:
+        """Every message posted, oldest first (`?conversation_id=` for one chat): the API
+        itself cannot list them, so this is how a test or a demo sees what was said."""
+        self._admin(request)
+        conversation = request.query_params.get("conversation_id")
+        return JSONResponse({"data": self.state.messages(conversation)})
 
     async def admin_reset(self, request: Request) -> Response:
         """Zero the counters; with {"state": true} also empty the state."""

@@ -306,7 +306,7 @@ class EmulatorState:
             self._listing(group).remove(self._group_keys.pop(group_id))
             del self._groups[group_id]
             self._json_cache.pop(group_id, None)
-            self._conversations.discard(group["conversation_id"])
+            self._conversations.pop(group["conversation_id"], None)
             self._unpersist("groups", group_id)
             doomed = [
                 m["id"]
@@ -333,6 +333,10 @@ class EmulatorState:
         with self._lock, self._transaction():
             if conversation_id not in self._conversations:
                 raise ApiFailure(404, f"no such conversation: {conversation_id}")
+            group_id = self._conversations[conversation_id]
+            if group_id is not None and self._groups[group_id]["archived_at"] is not None:
+                message = f"group {group_id} is archived: its chat is read-only"
+                raise ApiFailure(409, message, "conflict")
             message = {
                 "id": self._new_id(),
                 "conversation_id": conversation_id,
@@ -357,7 +361,7 @@ class EmulatorState:
         self._json_cache: dict[str, str] = {}  # group id -> its API JSON, until it changes
         self._contact_json: dict[str, str] = {}  # contacts never change once created
         self._messages: dict[str, dict[str, Any]] = {}
-        self._conversations: set[str] = set()
+        self._conversations: dict[str, str | None] = {}  # -> its group's id (None: a contact's)
         self._contact_index = SortedIndex()
         self._active = SortedIndex()
         self._archived = SortedIndex()
@@ -438,7 +442,7 @@ class EmulatorState:
     def _index_group(self, group: dict[str, Any], key: Key) -> None:
         self._groups[group["id"]] = group
         self._group_keys[group["id"]] = key
-        self._conversations.add(group["conversation_id"])
+        self._conversations[group["conversation_id"]] = group["id"]
         self._listing(group).add(key)
 
     def _index_contact(self, contact: dict[str, Any], key: Key) -> None:
@@ -446,7 +450,7 @@ class EmulatorState:
         self._contact_json[contact["id"]] = json.dumps(contact, ensure_ascii=False)
         self._contact_keys[contact["id"]] = key
         self._by_username[contact["username"]] = contact["id"]
-        self._conversations.add(contact["conversation_id"])
+        self._conversations[contact["conversation_id"]] = None
         self._contact_index.add(key)
 
     def _listing(self, group: Mapping[str, Any]) -> SortedIndex:

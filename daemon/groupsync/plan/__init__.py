@@ -9,10 +9,12 @@ step, each pure:
     diff       the change each key needs, with its cause (spec or drift)
     safety     the limits that refuse a plan changing too much at once
     compute    compute_plan, running the steps in that order
+    messages   the messages the changes would post (notify:), only for what the spec caused
     model      the values: Change, Plan, Policy, ... and the checksum (see there)
 """
 
 from groupsync.plan.compute import compute_plan
+from groupsync.plan.messages import with_messages
 from groupsync.plan.model import (
     FIELDS,
     Action,
@@ -22,6 +24,7 @@ from groupsync.plan.model import (
     FieldChange,
     GroupError,
     ManagedGroup,
+    Message,
     Plan,
     Policy,
     RosterCounts,
@@ -40,10 +43,12 @@ __all__ = [
     "FieldChange",
     "GroupError",
     "ManagedGroup",
+    "Message",
     "Plan",
     "Policy",
     "RosterCounts",
     "compute_plan",
     "plan_checksum",
     "usernames_to_verify",
+    "with_messages",
 ]

@@ -4,6 +4,7 @@ Checksum: SHA-256 (hex) of the canonical JSON (`canonical_json`: sorted keys, no
 UTF-8) of `{"changes": [...], "errors": [...]}` as `Plan.to_dict` writes them. Refusals and
 `managed_count` are left out on purpose: `--force` empties the refusals, and a plan reviewed
 without `--force` must keep its checksum when it is then applied with `--force --checksum X`.
+The messages are left out too (see `Plan.messages`).
 """
 
 from __future__ import annotations
@@ -169,12 +170,41 @@ class GroupError:
 
 
 @dataclass(frozen=True, slots=True)
+class Message:
+    """A message the plan would post into a group's conversation (`notify:`).
+
+    `conversation_id` is None for a group the run creates: known once it exists. `count`: the
+    members it welcomes, or the group's members for the other kinds.
+    """
+
+    key: str
+    kind: str  # a notify kind: welcome, on_archive, on_restore, on_rename
+    text: str
+    count: int
+    group_id: str | None = None
+    conversation_id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "kind": self.kind,
+            "text": self.text,
+            "count": self.count,
+            "group_id": self.group_id,
+            "conversation_id": self.conversation_id,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class Plan:
     changes: tuple[Change, ...]  # ordered by (phase, key)
     errors: tuple[GroupError, ...] = ()
     refusals: tuple[str, ...] = ()  # safety limits exceeded (empty when forced or within limits)
     managed_count: int = 0  # keys the journal maps to a group id when the plan was made
     checksum: str = field(default="")
+    # What it would post: never a change (--detailed-exitcode) and not in the checksum, so a
+    # reworded template does not make a reviewed plan stale.
+    messages: tuple[Message, ...] = ()
 
     def __post_init__(self) -> None:
         # A plan built by hand (tests, tools) still gets the checksum apply --checksum compares.
@@ -205,6 +235,7 @@ class Plan:
             "refusals": list(self.refusals),
             "managed_count": self.managed_count,
             "checksum": self.checksum,
+            "messages": [m.to_dict() for m in self.messages],
         }
 
 

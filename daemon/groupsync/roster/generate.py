@@ -23,8 +23,10 @@ _NOT_IN_KEYS = re.compile(r"[^a-z0-9._-]")
 _KEY = re.compile(KEY_PATTERN)
 
 
-def template_fields(template: str) -> list[str]:
-    """The `{field}` names of a template; ValueError says what else it holds."""
+def template_fields(
+    template: str, expect: str = "{column} with a classes.csv column name"
+) -> list[str]:
+    """The `{field}` names of a template; ValueError says what else it holds and `expect`s."""
     names = []
     for _, name, spec, conversion in string.Formatter().parse(template):
         if name is None:
@@ -32,7 +34,7 @@ def template_fields(template: str) -> list[str]:
         if not name or not name.isidentifier() or spec or conversion:
             raise ValueError(
                 f"{{{name}{'!' + conversion if conversion else ''}{':' + spec if spec else ''}}}"
-                " is not a field: write {column} with a classes.csv column name"
+                f" is not a field: write {expect}"
             )
         names.append(name)
     return names
