@@ -837,7 +837,7 @@ class Journal:
             rows = list(
                 db.query(f"SELECT * FROM runs {where} ORDER BY id DESC LIMIT ?", [*params, limit])
             )
-        return [_run_record(r, []) for r in rows]
+        return [_run_record(r, [], []) for r in rows]
 
     def recent_changes(self, limit: int = 50) -> list[ChangeRecord]:
         """The last `limit` changes of any run, newest first."""
