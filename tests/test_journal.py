@@ -83,7 +83,7 @@ def test_new_journal_is_plain_sqlite_in_wal_and_fsyncs_pending_creates(tmp_path:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        assert tables == {"runs", "changes", "groups", "messages"}
+        assert tables == {"runs", "changes", "groups", "messages", "webhook_events"}
         (started,) = conn.execute("SELECT started_at FROM runs").fetchone()
         assert ISO_UTC.match(started)
     finally:
@@ -424,8 +424,9 @@ def test_a_v2_journal_upgrades_to_v3_with_its_rows_intact(tmp_path: Path) -> Non
     v2.close()
 
     with Journal.open(path) as j:
-        assert j._conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
-        # v4 adds runs.rosters, empty for the runs before it.
+        assert j._conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
+        # v4 adds runs.rosters, empty for the runs before it; v6 an empty webhook_events.
+        assert j._conn.execute("SELECT count(*) FROM webhook_events").fetchone()[0] == 0
         assert _dump(path) == before | {"runs": [(*run, None) for run in before["runs"]]}
         [pending] = j.pending_changes()  # the partial index was rebuilt with the table
         j.settle_change(pending.id, status=ChangeStatus.UNKNOWN, note="run past its deadline")
@@ -448,6 +449,8 @@ def test_a_v2_journal_upgrades_to_v3_with_its_rows_intact(tmp_path: Path) -> Non
         "messages",
         "messages_by_key",
         "messages_pending",
+        "webhook_events",
+        "webhook_events_by_time",
     }
     assert "changes_v3" not in sql["changes"] and "CREATE TABLE" in sql["changes"]
     conn = sqlite3.connect(path)

@@ -41,6 +41,7 @@ ENV_CONFIG = "GROUPSYNC_CONFIG"
 DEFAULT_CONFIG = Path("groupsync.yaml")
 CREDENTIAL_NAME = "ecampus-token"  # systemd LoadCredential= name, read from $CREDENTIALS_DIRECTORY
 HTTP_CREDENTIAL_NAME = "groupsync-http-token"  # the HTTP service's bearer token, the same way
+WEBHOOK_CREDENTIAL_NAME = "ecampus-webhook-secret"  # the webhook secret(s), the same way
 
 _DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
 
@@ -217,6 +218,14 @@ class HttpSettings(StrictModel):
     token_file: ConfigPath | None = None
 
 
+class WebhookSettings(StrictModel):
+    enabled: bool = False  # POST /webhooks/ecampus on http.listen
+    secret_env: str | None = "ECAMPUS_WEBHOOK_SECRET"
+    secret_file: ConfigPath | None = None
+    debounce: Duration = dt.timedelta(seconds=1)  # one repair per key per this window
+    queue: int = Field(10_000, ge=1)  # keys waiting for repair at most; more are refused (503)
+
+
 class Settings(StrictModel):
     api: ApiSettings = Field(default_factory=ApiSettings)
     spec: SpecSettings
@@ -227,6 +236,15 @@ class Settings(StrictModel):
     log: LogSettings = Field(default_factory=LogSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
+    webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
+
+    @model_validator(mode="after")
+    def _webhooks_need_http(self) -> Settings:
+        if self.webhooks.enabled and self.http.listen is None and self.metrics.listen is None:
+            raise PydanticCustomError(
+                "webhooks", "webhooks.enabled needs http.listen: the receiver is served there"
+            )
+        return self
 
     @model_validator(mode="after")
     def _one_listen(self) -> Settings:
@@ -337,6 +355,25 @@ def resolve_http_token(settings: Settings) -> Secret | None:
     return token
 
 
+def resolve_webhook_secrets(settings: Settings) -> tuple[Secret, ...]:
+    """The webhook secrets when `webhooks.enabled`, looked up as the API token is:
+    `webhooks.secret_env` (default ECAMPUS_WEBHOOK_SECRET), `webhooks.secret_file`, then the
+    systemd credential `ecampus-webhook-secret`. Several, comma-separated, are all accepted
+    (one being rotated in). Enabled with none is an error: an open receiver would take
+    anybody's events.
+    """
+    hooks = settings.webhooks
+    if not hooks.enabled:
+        return ()
+    found = _find_token(hooks.secret_env, hooks.secret_file, "webhooks", WEBHOOK_CREDENTIAL_NAME)
+    if found is None:
+        sources = [f"${hooks.secret_env}"] if hooks.secret_env else []
+        sources += ["webhooks.secret_file", f"a systemd credential named {WEBHOOK_CREDENTIAL_NAME}"]
+        raise GroupsyncError(f"webhooks.enabled but no webhook secret: set {', or '.join(sources)}")
+    pieces = [p.strip() for p in found.reveal().split(",")]
+    return tuple(Secret(p, source=found.source) for p in pieces if p)
+
+
 def is_loopback(listen: str) -> bool:
     """Whether only this machine can reach `listen` (a loopback address, or localhost)."""
     host, _ = parse_listen(listen)
@@ -348,16 +385,18 @@ def is_loopback(listen: str) -> bool:
         return False
 
 
-_WHAT = {"api": "API token", "http": "HTTP token"}
+_WHAT = {"api": "API token", "http": "HTTP token", "webhooks": "webhook secret"}
 
 
 def _find_token(env: str | None, file: Path | None, section: str, credential: str) -> Secret | None:
-    """The first of: $env (set and not empty), `<section>.token_file` (must be readable and not
-    empty), `$CREDENTIALS_DIRECTORY/<credential>`; None when none is configured."""
+    """The first of: $env (set and not empty), `<section>.token_file` (`secret_file` for
+    webhooks; must be readable and not empty), `$CREDENTIALS_DIRECTORY/<credential>`; None when
+    none is configured."""
     if env and os.environ.get(env, "").strip():
         return Secret(os.environ[env].strip(), source=f"${env}")
     if file is not None:
-        return _read_token(file, f"{section}.token_file", _WHAT[section])
+        setting = "secret_file" if section == "webhooks" else "token_file"
+        return _read_token(file, f"{section}.{setting}", _WHAT[section])
     credentials = os.environ.get("CREDENTIALS_DIRECTORY")
     if credentials and (Path(credentials) / credential).is_file():
         return _read_token(Path(credentials) / credential, "systemd credential", _WHAT[section])
@@ -373,7 +412,7 @@ def _read_token(path: Path, source: str, what: str) -> Secret:
         raise GroupsyncError(f"cannot read the {what} from {source} {str(path)!r}: {why}") from None
     if not text:
         raise GroupsyncError(f"the {what} file {str(path)!r} ({source}) is empty")
-    if mode & 0o077 and source.endswith(".token_file"):
+    if mode & 0o077 and source.endswith(("token_file", "secret_file")):
         log.warning("%s file %s is readable by other users: chmod 600 it", what, path)
     return Secret(text, source=f"{source} {str(path)!r}")
 

@@ -827,12 +827,48 @@ class Journal:
             )
         return rows[0]["problems"] if rows and rows[0]["kind"] == "summary" else None
 
+    def managed_by_group_id(self, group_id: str) -> ManagedGroup | None:
+        """The key holding `group_id` and what groupsync last applied to it; None: unmanaged."""
+        with self._reading() as db:
+            rows = list(db.query("SELECT key, applied FROM groups WHERE group_id = ?", [group_id]))
+        if not rows:
+            return None
+        return ManagedGroup(rows[0]["key"], group_id, _applied_from_json(rows[0]["applied"]))
+
+    # --- webhook events ----------------------------------------------------------------------
+
+    def record_event(self, event_id: str, event_type: str) -> bool:
+        """Remember a webhook event's id; False when it was received before (a repeat)."""
+        with self._writing(f"cannot record webhook event {event_id}") as db:
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO webhook_events (id, type, received_at) VALUES (?, ?, ?)",
+                (event_id, event_type, now_iso()),
+            )
+        return cursor.rowcount == 1
+
+    def unrecord_event(self, event_id: str) -> None:
+        """Forget an event that could not be taken in, so its redelivery is not a repeat."""
+        with self._writing(f"cannot forget webhook event {event_id}") as db:
+            db.execute("DELETE FROM webhook_events WHERE id = ?", [event_id])
+
+    def prune_events(self, before: str) -> int:
+        """Forget event ids received before `before` (ISO-8601 UTC); how many went."""
+        with self._writing("cannot prune old webhook event ids") as db:
+            cursor = db.execute("DELETE FROM webhook_events WHERE received_at < ?", [before])
+        return cursor.rowcount
+
     # --- history -----------------------------------------------------------------------------
 
-    def runs(self, *, limit: int = 20, outcome: RunOutcome | None = None) -> list[RunRecord]:
-        """The last `limit` runs (only those that ended in `outcome`, if given), newest first,
-        without their changes: a page of runs reads 20 rows, however many changes each made."""
-        where, params = ("WHERE outcome = ?", [str(outcome)]) if outcome is not None else ("", [])
+    def runs(
+        self, *, limit: int = 20, outcome: RunOutcome | None = None, trigger: str | None = None
+    ) -> list[RunRecord]:
+        """The last `limit` runs (only those that ended in `outcome`, or started by `trigger`, if
+        given), newest first, without their changes: a page of runs reads 20 rows, however many
+        changes each made."""
+        conditions = [("outcome = ?", outcome), ("trigger = ?", trigger)]
+        wanted = [(sql, str(value)) for sql, value in conditions if value is not None]
+        where = "WHERE " + " AND ".join(sql for sql, _ in wanted) if wanted else ""
+        params = [value for _, value in wanted]
         with self._reading() as db:
             rows = list(
                 db.query(f"SELECT * FROM runs {where} ORDER BY id DESC LIMIT ?", [*params, limit])

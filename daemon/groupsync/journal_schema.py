@@ -154,12 +154,26 @@ def _v5_messages(db: Database) -> None:
     db.execute("CREATE INDEX messages_pending ON messages(status) WHERE status = 'pending'")
 
 
+def _v6_webhook_events(db: Database) -> None:
+    """The ids of the webhook events received, with when: a delivery repeated (eCampus retries,
+    or a replay) is recognised for as long as ids are kept."""
+    db.execute(
+        """CREATE TABLE webhook_events (
+            id TEXT PRIMARY KEY,
+            type TEXT NOT NULL,
+            received_at TEXT NOT NULL
+        )"""
+    )
+    db.execute("CREATE INDEX webhook_events_by_time ON webhook_events (received_at)")
+
+
 MIGRATIONS: tuple[Callable[[Database], None], ...] = (
     _v1_tables,
     _v2_timings_notes_indexes,
     _v3_skipped_unknown_statuses,
     _v4_run_rosters,
     _v5_messages,
+    _v6_webhook_events,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

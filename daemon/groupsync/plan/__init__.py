@@ -8,12 +8,12 @@ step, each pure:
     usernames  which usernames need the contacts list, and what is wrong with a member list
     diff       the change each key needs, with its cause (spec or drift)
     safety     the limits that refuse a plan changing too much at once
-    compute    compute_plan, running the steps in that order
+    compute    compute_plan, running the steps in that order (compute_key_plan: a few keys)
     messages   the messages the changes would post (notify:), only for what the spec caused
     model      the values: Change, Plan, Policy, ... and the checksum (see there)
 """
 
-from groupsync.plan.compute import compute_plan
+from groupsync.plan.compute import compute_key_plan, compute_plan, narrow_keys
 from groupsync.plan.messages import with_messages
 from groupsync.plan.model import (
     FIELDS,
@@ -47,7 +47,9 @@ __all__ = [
     "Plan",
     "Policy",
     "RosterCounts",
+    "compute_key_plan",
     "compute_plan",
+    "narrow_keys",
     "plan_checksum",
     "usernames_to_verify",
     "with_messages",

@@ -8,6 +8,7 @@ plan reviewed without `--force` can be applied with it).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from groupsync.models import Group
 from groupsync.plan.model import Action, Cause, Change, ManagedGroup, Policy, RosterCounts
@@ -16,22 +17,43 @@ MIN_MANAGED_FOR_FRACTIONS = 10
 """Below this many managed groups a fraction means little (1 of 3 is 33%): the limit is half."""
 
 
+@dataclass(frozen=True, slots=True)
+class Totals:
+    """What the limits' fractions are of: the managed groups a plan may touch, their members."""
+
+    groups: int
+    memberships: int
+
+    @classmethod
+    def of_account(
+        cls,
+        changes: Sequence[Change],
+        by_id: Mapping[str, Group],
+        managed: Mapping[str, ManagedGroup],
+    ) -> Totals:
+        """As the account lists them: the managed groups the API still has, and those adopted."""
+        ids = {mg.group_id for mg in managed.values() if mg.group_id in by_id}
+        ids.update(c.group_id for c in changes if c.action is Action.ADOPT and c.group_id)
+        return cls(len(ids), sum(len(by_id[gid].members) for gid in ids))
+
+    @classmethod
+    def of_journal(cls, managed: Mapping[str, ManagedGroup]) -> Totals:
+        """As the journal last applied them: for a plan of a few keys, which read only those
+        groups, so that repairing key by key never escapes the limits of a full run."""
+        members = sum(len(mg.applied.members or ()) for mg in managed.values() if mg.applied)
+        return cls(len(managed), members)
+
+
 def refusals(
-    changes: Sequence[Change],
-    by_id: Mapping[str, Group],
-    managed: Mapping[str, ManagedGroup],
-    policy: Policy,
+    changes: Sequence[Change], totals: Totals, managed_count: int, policy: Policy
 ) -> tuple[str, ...]:
     """Every limit the changes exceed, in words; empty when forced or within the limits."""
     if policy.force:
         return ()
-    # What the plan may touch: the managed groups the API still lists, and those it adopts.
-    base_ids = {mg.group_id for mg in managed.values() if mg.group_id in by_id}
-    base_ids.update(c.group_id for c in changes if c.action is Action.ADOPT and c.group_id)
     out = [
-        _archives(changes, len(base_ids), policy),
-        _member_removals(changes, [by_id[gid] for gid in base_ids], policy),
-        _recreates(changes, len(managed), policy),
+        _archives(changes, totals.groups, policy),
+        _member_removals(changes, totals, policy),
+        _recreates(changes, managed_count, policy),
     ]
     return tuple(r for r in out if r)
 
@@ -82,14 +104,13 @@ def _archives(changes: Sequence[Change], total: int, policy: Policy) -> str | No
     )
 
 
-def _member_removals(changes: Sequence[Change], groups: list[Group], policy: Policy) -> str | None:
+def _member_removals(changes: Sequence[Change], totals: Totals, policy: Policy) -> str | None:
     removed = sum(len(c.members_remove) for c in changes)
-    memberships = sum(len(g.members) for g in groups)
-    small = len(groups) < MIN_MANAGED_FOR_FRACTIONS
+    small = totals.groups < MIN_MANAGED_FOR_FRACTIONS
     return _over_limit(
-        f"would remove {removed} of {memberships} managed memberships",
+        f"would remove {removed} of {totals.memberships} managed memberships",
         removed,
-        memberships,
+        totals.memberships,
         0.5 if small else policy.max_member_removal_fraction,
         small=small,
         # A fraction of a small account is a handful of people: setting up a first group or
