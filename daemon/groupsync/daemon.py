@@ -31,11 +31,17 @@ from typing import Any
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from groupsync.backoff import Backoff
-from groupsync.config import Settings, find_config, http_listen, resolve_http_token
+from groupsync.config import (
+    Settings,
+    find_config,
+    http_listen,
+    resolve_http_token,
+    resolve_webhook_secrets,
+)
 from groupsync.errors import GroupsyncError
 from groupsync.gitspec import GitPullError, InvalidCommit, SpecPuller
 from groupsync.httpservice import HttpService
-from groupsync.journal import Journal
+from groupsync.journal import Journal, JournalError
 from groupsync.liveness import Liveness, keep_watchdog
 from groupsync.loader import Loaded, load, load_with, read_config
 from groupsync.logs import log_change, setup_logging
@@ -49,6 +55,9 @@ from groupsync.sdnotify import Notifier
 from groupsync.spec import Spec, refresh_rosters
 from groupsync.statuspage import DaemonView
 from groupsync.stopping import RunStop
+from groupsync.webhookqueue import RepairQueue
+from groupsync.webhookrepair import Repairer
+from groupsync.webhooks import KEEP_DAYS, WEBHOOK_TRIGGER, Receiver
 from groupsync.writer import JournalSeat
 
 log = logging.getLogger("groupsync.daemon")
@@ -140,6 +149,13 @@ class Daemon:
         )
         self._scheduler: AsyncIOScheduler | None = None
         self._background: set[asyncio.Task[Any]] = set()
+        # Held by every run, full or of a few keys: one run writes at a time.
+        self._writer = asyncio.Lock()
+        self._spec_read: Spec | None = None  # the spec with its rosters as the last run read them
+        self._repair_stop = RunStop()
+        hooks = loaded.settings.webhooks
+        self.repairs = RepairQueue(capacity=hooks.queue, debounce_s=hooks.debounce.total_seconds())
+        self._repairer: Repairer | None = None
 
     @property
     def journal(self) -> Journal:
@@ -158,6 +174,11 @@ class Daemon:
         """Run until SIGTERM/SIGINT (or, with --once, until the one run ends); the exit code."""
         # First, as it may fail (no token, port taken): there is nothing to undo yet.
         service = self._start_http() if not self.once else None
+        if service is not None and service.receiver is not None:
+            self._repairer = Repairer(
+                self.repairs, self.metrics, lambda: self.journal, self._repair
+            )
+            self._repairer.start()
         loop = asyncio.get_running_loop()
         try:
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -195,10 +216,19 @@ class Daemon:
         if listen is None:
             return None
         token = resolve_http_token(settings)
-        service = HttpService(self.metrics, settings.journal.path, lambda: self.view, token=token)
+        secrets = resolve_webhook_secrets(settings)
+        receiver = (
+            Receiver(secrets, settings.journal.path, self.repairs, self.metrics)
+            if secrets
+            else None
+        )
+        service = HttpService(
+            self.metrics, settings.journal.path, lambda: self.view, token=token, receiver=receiver
+        )
         port = service.start(listen)
         private = "/state and the status page" if token else "no /state or status page (no token)"
-        log.info("HTTP on %s (port %d): /metrics, /healthz, %s", listen, port, private)
+        hooks = ", POST /webhooks/ecampus" if receiver else ""
+        log.info("HTTP on %s (port %d): /metrics, /healthz, %s%s", listen, port, private, hooks)
         return service
 
     def _start_scheduler(self) -> None:
@@ -226,7 +256,7 @@ class Daemon:
         """
         if self.state is State.SERVING:
             self.state = State.DRAINING
-        await self.reloader.close()
+        await self._stop_intake()
         interrupted = False
         task = self._current
         if task is not None and not task.done():
@@ -255,6 +285,12 @@ class Daemon:
         log.info("stopped")
         return ExitCode.OK
 
+    async def _stop_intake(self) -> None:
+        """No more reloads or webhook repairs; a repair in flight finishes first (bounded)."""
+        await self.reloader.close()
+        if self._repairer is not None:
+            await self._repairer.close(DRAIN_TIMEOUT_S)
+
     def _on_stop_signal(self, sig: signal.Signals) -> None:
         """The first signal starts no new run or change and gives the changes in flight
         api.timeout_s; the second abandons them (journaled `unknown`, re-read by the next plan)."""
@@ -262,6 +298,9 @@ class Daemon:
             self.state = State.DRAINING
             self.notifier.stopping()
             self._stop.set()
+            self._repair_stop.request(
+                f"stopped by {sig.name}", grace_s=self.loaded.settings.api.timeout_s
+            )
             if self._busy():
                 grace_s = self.loaded.settings.api.timeout_s
                 log.info(
@@ -273,10 +312,12 @@ class Daemon:
                 self._run_stop.request(f"stopped by {sig.name}", grace_s=grace_s)
             else:
                 log.info("%s: exiting", sig.name)
-        elif self.state is State.DRAINING and self._busy():
-            self.state = State.INTERRUPTING
-            log.warning("%s again: abandoning the changes in flight now", sig.name)
-            self._run_stop.now(f"{sig.name} again")
+        elif self.state is State.DRAINING:
+            self._repair_stop.now(f"{sig.name} again")
+            if self._busy():
+                self.state = State.INTERRUPTING
+                log.warning("%s again: abandoning the changes in flight now", sig.name)
+                self._run_stop.now(f"{sig.name} again")
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)
@@ -337,11 +378,12 @@ class Daemon:
                 self.notifier.status(f"no run: {problem}")
                 self._said = problem
             return None
-        self.liveness.started()
-        try:
-            report = await self._reconcile(trigger, stop)
-        finally:
-            self.liveness.finished()
+        async with self._writer:
+            self.liveness.started()
+            try:
+                report = await self._reconcile(trigger, stop)
+            finally:
+                self.liveness.finished()
         self._after_run(report)
         queued, self._queued = self._queued, None
         if queued is not None:
@@ -352,6 +394,7 @@ class Daemon:
         try:
             loaded = await self._pull() if self.loaded.settings.spec.git_pull else self.loaded
             spec = await self._read_rosters(loaded.spec)
+            self._spec_read = spec or self._spec_read
             if spec is None:
                 return RunReport(
                     run_id=None,
@@ -388,6 +431,43 @@ class Daemon:
             log_problems("rosters not read, no run", exc)
             return None
 
+    async def _repair(self, keys: frozenset[str]) -> RunReport | None:
+        """A journaled run of `keys` alone (a webhook's repair), after any run in flight; None
+        when no run may start (stopping, or the journal seat is lost). Keys only a full plan
+        can plan (a group deleted by hand, a key the spec dropped) get a full run next."""
+        async with self._writer:
+            if self.state is not State.SERVING or not self.seat.ready():
+                return None
+            loaded = self.loaded
+            self._repair_stop = RunStop()
+            options = RunOptions(
+                trigger=WEBHOOK_TRIGGER,
+                on_progress=self._on_change,
+                spec_source=loaded.source,
+                stop=self._repair_stop,
+                keys=keys,
+            )
+            session = Session(loaded.settings, loaded.token, self.journal)
+            try:
+                report = await session.reconcile(self._spec_read or loaded.spec, options)
+            except GroupsyncError as exc:
+                log.error("%s", exc, extra={"failure": Failure.JOURNAL})
+                return None
+        self.metrics.observe_requests(report.api)
+        if report.deferred:
+            log.info("webhook: %s need a full run", ", ".join(sorted(report.deferred)))
+            self._request_run(WEBHOOK_TRIGGER)
+        return report
+
+    def _prune_events(self) -> None:
+        cutoff = time.strftime(
+            "%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(time.time() - KEEP_DAYS * 86400)
+        )
+        try:
+            self.journal.prune_events(cutoff)
+        except JournalError as exc:
+            log.warning("%s", exc)
+
     def _on_change(self, change: Change, status: ChangeStatus) -> None:
         log_change(change, status)
         self.metrics.observe_change(change, status)
@@ -395,6 +475,8 @@ class Daemon:
 
     def _after_run(self, report: RunReport) -> None:
         self._last = report
+        if self.seat.holding:
+            self._prune_events()
         self.metrics.observe_run(report.outcome, report.duration_s, report.plan, report.summary())
         self.metrics.observe_requests(report.api)
         drifted = drifted_keys(report.plan) if report.plan is not None else ()

@@ -36,15 +36,16 @@ class Limits:
 
 
 class Access(enum.Enum):
-    """Who may call a route. A webhook receiver would add its own rule (a signed body)."""
+    """Who may call a route."""
 
     OPEN = "open"  # anyone who can connect: /metrics, /healthz
     TOKEN = "token"  # `Authorization: Bearer <http token>`; 404 when no token is configured
+    SIGNED = "signed"  # a body signed with a webhook secret: the route checks it (401)
 
 
 def refusal(access: Access, token: Secret | None, request: Request) -> Response | None:
     """The answer to a request `access` does not let through, or None to serve it."""
-    if access is Access.OPEN:
+    if access in (Access.OPEN, Access.SIGNED):
         return None
     if token is None:
         return PlainTextResponse("not found: set an HTTP token to serve this page\n", 404)

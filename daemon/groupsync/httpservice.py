@@ -7,6 +7,7 @@ Routes, each with its access rule (`httpguard.Access`; `ROUTES` is where a new o
     GET /state          token    the journal's state snapshot (ETag; If-None-Match gives 304)
     GET /               token    the status page
     GET /groups/<key>   token    one group's page
+    POST /webhooks/ecampus  signed   eCampus events (`webhooks`), when webhooks are enabled
 
 Threads (ARCHITECTURE.md, "The daemon around it"): uvicorn serves from a thread with an event
 loop of its own. A reconcile runs CPU-bound stretches on the daemon's loop (a 100,000-group plan
@@ -48,11 +49,13 @@ from groupsync.statuspage import (
     CHANGES_SHOWN,
     REFUSALS_SHOWN,
     RUNS_SHOWN,
+    WEBHOOK_REPAIRS_SHOWN,
     DaemonView,
     StatusData,
     render_group,
     render_status,
 )
+from groupsync.webhooks import WEBHOOK_TRIGGER, Receiver
 
 log = logging.getLogger("groupsync.http")
 T = TypeVar("T")
@@ -110,6 +113,7 @@ class RouteSpec:
     path: str
     endpoint: Callable[[Request], Awaitable[Response]]
     access: Access
+    methods: tuple[str, ...] = ("GET",)
 
 
 class HttpService:
@@ -123,8 +127,10 @@ class HttpService:
         *,
         token: Secret | None,
         limits: Limits | None = None,
+        receiver: Receiver | None = None,
     ) -> None:
         self.metrics = metrics
+        self.receiver = receiver
         self.reader = JournalReader(journal_path)
         self.view = view
         self.token = token
@@ -157,18 +163,23 @@ class HttpService:
             self._server.close()
             self._server = None
         self.reader.close()
+        if self.receiver is not None:
+            self.receiver.close()
 
     def routes(self) -> list[RouteSpec]:
-        return [
+        routes = [
             RouteSpec("/metrics", self.serve_metrics, Access.OPEN),
             RouteSpec("/healthz", self.healthz, Access.OPEN),
             RouteSpec("/state", self.state, Access.TOKEN),
             RouteSpec("/", self.status_page, Access.TOKEN),
             RouteSpec("/groups/{key}", self.group_page, Access.TOKEN),
         ]
+        if self.receiver is not None:
+            routes.append(RouteSpec("/webhooks/ecampus", self.webhook, Access.SIGNED, ("POST",)))
+        return routes
 
     def app(self) -> Guard:
-        routes = [Route(r.path, self._guarded(r), methods=["GET"]) for r in self.routes()]
+        routes = [Route(r.path, self._guarded(r), methods=list(r.methods)) for r in self.routes()]
         return Guard(Starlette(routes=routes), self.limits)
 
     def _guarded(self, route: RouteSpec) -> Callable[[Request], Awaitable[Response]]:
@@ -203,6 +214,14 @@ class HttpService:
         data = await run_in_threadpool(self.reader.read, lambda j: _status_data(j, view, problem))
         return HTMLResponse(render_status(data))
 
+    async def webhook(self, request: Request) -> Response:
+        """The body as received (the Guard has read it whole, at most 1 MiB) goes to the
+        receiver, in a worker thread: it touches the journal."""
+        assert self.receiver is not None
+        body = await request.body()
+        answer = await run_in_threadpool(self.receiver.receive, body, dict(request.headers))
+        return PlainTextResponse(answer.text, answer.status)
+
     async def group_page(self, request: Request) -> Response:
         key = request.path_params["key"]
 
@@ -230,4 +249,5 @@ def _status_data(journal: Journal, view: DaemonView, problem: str | None) -> Sta
             runs=journal.runs(limit=RUNS_SHOWN),
             refusals=journal.runs(limit=REFUSALS_SHOWN, outcome=RunOutcome.REFUSED),
             changes=journal.recent_changes(CHANGES_SHOWN),
+            webhook_repairs=journal.runs(limit=WEBHOOK_REPAIRS_SHOWN, trigger=WEBHOOK_TRIGGER),
         )

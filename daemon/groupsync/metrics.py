@@ -39,7 +39,17 @@ _HELP = {
         "1 while this daemon holds its journal and the journal's lock (it is the one writer)."
     ),
     "groupsync_run_in_flight_seconds": "How long the run in flight has been going; 0 when none is.",
+    "groupsync_webhook_events": (
+        "Webhook events received, by type and outcome (repaired, noop, duplicate, unmanaged,"
+        " rejected, error)."
+    ),
+    "groupsync_webhook_repair_seconds": (
+        "Time from a webhook event's receipt to its group's repair (or the finding that none"
+        " was needed)."
+    ),
+    "groupsync_webhook_queue_depth": "Groups waiting for a webhook repair.",
 }
+_REPAIR_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, float("inf"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +90,14 @@ class Metrics:
         self.consecutive_errors = self._gauge("groupsync_consecutive_errors")
         self.journal_writer = self._gauge("groupsync_journal_writer")
         self.run_in_flight = self._gauge("groupsync_run_in_flight_seconds")
+        self.webhook_events = self._counter("groupsync_webhook_events", "type", "outcome")
+        self.webhook_repair = Histogram(
+            "groupsync_webhook_repair_seconds",
+            _HELP["groupsync_webhook_repair_seconds"],
+            buckets=_REPAIR_BUCKETS,
+            registry=self.registry,
+        )
+        self.webhook_queue = self._gauge("groupsync_webhook_queue_depth")
         self._health = Health(None, 0.0, "starting")
         # Conditions that make the daemon unhealthy whatever its last run did (a lost journal,
         # a run that does not finish); each says why, or None. Read from the server's thread.

@@ -31,7 +31,9 @@ from groupsync.plan import (
     Plan,
     Policy,
     RosterCounts,
+    compute_key_plan,
     compute_plan,
+    narrow_keys,
     usernames_to_verify,
     with_messages,
 )
@@ -53,6 +55,7 @@ class Planned:
     spec: Spec
     actual: dict[str, Group]  # by group id, as read
     state: State = NO_STATE  # the managed groups the plan read, and where from
+    deferred: frozenset[str] = frozenset()  # keys asked for that only a full plan can plan
 
 
 @dataclass(slots=True)
@@ -63,6 +66,7 @@ class RunReport:
     result: ApplyResult | None = None
     error: str | None = None
     failure: Failure | None = None  # why an `error` run failed, for the daemon to act on
+    deferred: frozenset[str] = frozenset()  # keys of a run of some keys that need a full run
     duration_s: float = 0.0  # time the run worked: a wait at the confirmation prompt not counted
     counts: dict[str, int] = field(default_factory=dict)
     api: ClientStats = field(default_factory=ClientStats)  # every request of the run
@@ -89,6 +93,7 @@ class RunOptions:
     change (see ApplyControl). `spec_source` is the (commit, dirty) the spec was loaded at; by
     default, the tree's now. `stop` lets a signal handler end the run early (see
     groupsync.stopping); `deadline_s` replaces the computed deadline (groupsync.deadline).
+    `keys` plans only those keys, each group read by id (`plan_keys`: a webhook's repair).
     """
 
     trigger: str = "manual"
@@ -101,6 +106,7 @@ class RunOptions:
     spec_source: Source | None = None
     stop: RunStop | None = None
     deadline_s: float | None = None
+    keys: frozenset[str] | None = None
 
 
 class Session:
@@ -166,9 +172,20 @@ class Session:
         policy = policy_from(self.settings, force=options.force, allow_delete=options.allow_delete)
         state = self.state()
         async with self.reader(stats) as client:
-            planned = await plan_with(
-                client, spec, state.managed, policy, state.rosters, commit=commit
-            )
+            if options.keys is not None:
+                planned = await plan_keys(
+                    client,
+                    spec,
+                    options.keys,
+                    state.managed,
+                    policy=policy,
+                    last_rosters=state.rosters,
+                    commit=commit,
+                )
+            else:
+                planned = await plan_with(
+                    client, spec, state.managed, policy, state.rosters, commit=commit
+                )
         return replace(planned, state=state)
 
     async def reconcile(self, spec: Spec, options: RunOptions | None = None) -> RunReport:
@@ -216,6 +233,56 @@ async def plan_with(
     )
     plan = with_messages(plan, spec.groups, groups, managed, notify=spec.notify, commit=commit)
     return Planned(plan, spec, {g.id: g for g in groups})
+
+
+async def plan_keys(
+    client: Client,
+    spec: Spec,
+    keys: frozenset[str],
+    managed: Mapping[str, ManagedGroup],
+    *,
+    policy: Policy,
+    last_rosters: Mapping[str, RosterCounts] | None = None,
+    commit: str | None = None,
+) -> Planned:
+    """The plan for `keys` alone, each managed group read by id: one GET a key, no list.
+
+    A key whose group is gone, that the spec dropped or whose pin moves it needs the account's
+    lists (adoption by name, a move): it is left out and named in `deferred`. The contacts are
+    listed only for a desired username that neither the group nor its last applied state shows.
+    """
+    wanted = sorted(k for k in keys if k in managed)
+    found = await asyncio.gather(*(_get_or_none(client, managed[k].group_id) for k in wanted))
+    fetched = {g.id: g for g in found if g is not None}
+    ok, deferred = narrow_keys(spec.groups, keys, fetched, managed)
+    unseen: set[str] = set()
+    for key in ok:
+        members = spec.groups[key].members
+        applied = managed[key].applied
+        if members:
+            shown = fetched[managed[key].group_id].members
+            unseen |= members - shown - ((applied.members or frozenset()) if applied else set())
+    known = frozenset(c.username for c in await client.list_contacts()) if unseen else None
+    plan = compute_key_plan(
+        spec.groups,
+        ok,
+        fetched.values(),
+        managed,
+        policy=policy,
+        known_usernames=known,
+        rosters=roster_counts(spec),
+        last_rosters=last_rosters,
+    )
+    read = list(fetched.values())
+    plan = with_messages(plan, spec.groups, read, managed, notify=spec.notify, commit=commit)
+    return Planned(plan, spec, fetched, deferred)
+
+
+async def _get_or_none(client: Client, group_id: str) -> Group | None:
+    try:
+        return await client.get_group(group_id)
+    except NotFound:
+        return None
 
 
 async def _confirm_vanished(
@@ -329,6 +396,7 @@ class _Run:
         )
         report.plan = planned.plan
         report.counts = planned.plan.counts
+        report.deferred = planned.deferred
         if self.options.show is not None:
             self.options.show(planned)
         await self.settle(planned)

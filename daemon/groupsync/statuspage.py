@@ -21,6 +21,7 @@ from groupsync.reconcile import RunReport
 RUNS_SHOWN = 20
 CHANGES_SHOWN = 30
 REFUSALS_SHOWN = 10
+WEBHOOK_REPAIRS_SHOWN = 10
 
 
 class Health(enum.StrEnum):
@@ -80,6 +81,7 @@ class StatusData:
     runs: Sequence[RunRecord]
     refusals: Sequence[RunRecord]
     changes: Sequence[ChangeRecord]
+    webhook_repairs: Sequence[RunRecord] = ()  # runs of keys a webhook named, newest first
 
 
 def _e(value: object) -> str:
@@ -219,6 +221,12 @@ def render_status(data: StatusData) -> str:
             "Drifted groups",
             _table(["group", "found by run"], drifted, "None."),
             "Edited outside groupsync, as the last run found them (it puts them back).",
+        )
+        + _section(
+            "webhook-repairs",
+            f"Recent webhook repairs (last {WEBHOOK_REPAIRS_SHOWN})",
+            _table(run_columns, (_run_row(r) for r in data.webhook_repairs), "None."),
+            "Groups an eCampus event named, read again and put back at once.",
         )
         + _section("errors", "Groups in error", _table(["group", "error"], errors, "None."))
         + _section(

@@ -65,9 +65,9 @@ def compute_key_plan(
     keys: Collection[str],
     fetched: Iterable[Group],
     managed: Mapping[str, ManagedGroup],
+    *,
     policy: Policy = _DEFAULT_POLICY,
     known_usernames: frozenset[str] | None = None,
-    *,
     rosters: Mapping[str, RosterCounts] | None = None,
     last_rosters: Mapping[str, RosterCounts] | None = None,
 ) -> Plan:
