@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from functools import partial
 from pathlib import Path
@@ -15,6 +16,7 @@ from groupsync.errors import GroupsyncError
 from groupsync.loader import load, read_config
 from groupsync.outcomes import ExitCode
 from groupsync.render import want_color
+from groupsync.secret import Secret
 
 if TYPE_CHECKING:
     from groupsync.loader import Loaded
@@ -151,6 +153,24 @@ def schema(config_path: Path | None) -> None:
 @click.option(
     "--no-retry-after-rate", type=float, default=0, help="Fraction of 429s without Retry-After."
 )
+@click.option(
+    "--webhook-url", default=None, help="POST a signed event for every change to a group here."
+)
+@click.option(
+    "--webhook-secret-env",
+    default="ECAMPUS_WEBHOOK_SECRET",
+    show_default=True,
+    help="The environment variable holding the secret that signs the events.",
+)
+@click.option(
+    "--webhook-dup-rate", type=float, default=0, help="Fraction of events delivered twice."
+)
+@click.option(
+    "--webhook-delay-ms",
+    type=float,
+    default=0,
+    help="Hold each event back a random 0..N ms (so they arrive out of order).",
+)
 def emulator(
     config_path: Path | None,
     host: str,
@@ -165,6 +185,10 @@ def emulator(
     error_rate: float,
     ambiguous_rate: float,
     no_retry_after_rate: float,
+    webhook_url: str | None,
+    webhook_secret_env: str,
+    webhook_dup_rate: float,
+    webhook_delay_ms: float,
 ) -> None:
     """Serve the eCampus API emulator in the foreground until Ctrl-C.
 
@@ -173,8 +197,8 @@ def emulator(
       groupsync emulator --seed examples/seed.yaml --port 8765
       groupsync emulator --latency-ms 200 --error-rate 0.1   # a slow, flaky API
     """
-    from groupsync.emulator import DEMO_TOKEN, Faults
-    from groupsync.emulator.server import run_foreground
+    from groupsync.emulator import DEMO_TOKEN, Faults, WebhookTarget
+    from groupsync.emulator.server import build_app, run_foreground
 
     try:
         faults = Faults(
@@ -184,25 +208,33 @@ def emulator(
             error_fraction=error_rate,
             ambiguous_fraction=ambiguous_rate,
             retry_after_missing_fraction=no_retry_after_rate,
+            webhook_dup_rate=webhook_dup_rate,
+            webhook_delay_ms=webhook_delay_ms,
         )
     except ValueError as e:
         raise click.UsageError(str(e)) from e
+    webhook_secret = None
+    if webhook_url:
+        value = os.environ.get(webhook_secret_env, "").strip()
+        if not value:
+            raise click.UsageError(f"--webhook-url needs a secret in ${webhook_secret_env}")
+        # The first of several (rotation): the one eCampus signs with.
+        webhook_secret = Secret(value.split(",")[0].strip(), source=f"${webhook_secret_env}")
 
     def ready(base_url: str) -> None:
         # A user-supplied token is a secret: only the public demo token is ever printed.
         shown = f"token {DEMO_TOKEN}" if token is None else "the token you gave"
         click.echo(f"eCampus emulator serving {base_url} (bearer {shown}); Ctrl-C stops it")
 
-    run_foreground(
-        host=host,
-        port=port,
-        on_ready=ready,
+    app = build_app(
         token=token or DEMO_TOKEN,
         admin_token=admin_token,
         seed=seed,
         state_path=state_path,
         faults=faults,
+        webhook=None if webhook_secret is None else WebhookTarget(webhook_url, webhook_secret),
     )
+    run_foreground(app, host=host, port=port, on_ready=ready)
 
 
 @cli.command()

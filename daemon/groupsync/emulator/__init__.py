@@ -8,6 +8,7 @@ from groupsync.emulator.counters import DROPPED, RequestCounters
 from groupsync.emulator.faults import Faults
 from groupsync.emulator.server import DEMO_TOKEN, Emulator, build_app, serve_emulator
 from groupsync.emulator.state import ApiFailure, EmulatorState
+from groupsync.emulator.webhooks import WebhookTarget
 
 __all__ = [
     "DEMO_TOKEN",
@@ -17,6 +18,7 @@ __all__ = [
     "EmulatorState",
     "Faults",
     "RequestCounters",
+    "WebhookTarget",
     "build_app",
     "serve_emulator",
 ]

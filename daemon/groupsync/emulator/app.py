@@ -26,6 +26,7 @@ from groupsync.emulator import endless
 from groupsync.emulator.counters import DROPPED, RequestCounters
 from groupsync.emulator.faults import WRITES, Faults
 from groupsync.emulator.state import ApiFailure, EmulatorState
+from groupsync.emulator.webhooks import WebhookSender
 from groupsync.secret import Secret
 
 MAX_NAME = 100
@@ -190,6 +191,7 @@ class EmulatorApp:
         self.counters = counters
         self.token = token
         self.admin_token = admin_token
+        self.webhooks: WebhookSender | None = None  # set by build_app with a webhook URL
         self.routes = Starlette(
             routes=[
                 Route("/v1/groups", self.list_groups, methods=["GET"]),

@@ -51,6 +51,8 @@ _CHECKS: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("override_fields", lambda v: isinstance(v, dict), "must be an object of field: value"),
     ("override_ids", _ids_or_none, "must be a list of ids (or null for every item)"),
     ("clock_offset_s", lambda v: type(v) is int, "must be a whole number of seconds"),
+    ("webhook_dup_rate", _fraction, "must be between 0 and 1"),
+    ("webhook_delay_ms", lambda v: v >= 0, "must be >= 0"),
 )
 
 
@@ -86,6 +88,10 @@ class Faults:
     override_fields: dict[str, Any] = field(default_factory=dict)
     override_ids: list[str] | None = None
     duplicate_ids: bool = False
+    # Webhook deliveries (with --webhook-url): this fraction sent twice, each held back by a
+    # random 0..N ms, so they arrive out of order.
+    webhook_dup_rate: float = 0.0
+    webhook_delay_ms: float = 0.0
 
     def __post_init__(self) -> None:
         self.validate()

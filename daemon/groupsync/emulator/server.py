@@ -15,6 +15,7 @@ from groupsync.emulator.app import EmulatorApp
 from groupsync.emulator.counters import RequestCounters
 from groupsync.emulator.faults import Faults
 from groupsync.emulator.state import EmulatorState
+from groupsync.emulator.webhooks import WebhookSender, WebhookTarget
 from groupsync.errors import GroupsyncError
 from groupsync.secret import Secret
 
@@ -40,6 +41,10 @@ class Emulator:
     @property
     def faults(self) -> Faults:
         return self.app.faults
+
+    @property
+    def webhooks(self) -> WebhookSender | None:
+        return self.app.webhooks
 
     @property
     def counters(self) -> Counter[tuple[str, str, int]]:
@@ -72,18 +77,30 @@ def build_app(
     seed: Path | str | Mapping[str, Any] | None = None,
     state_path: Path | None = None,
     faults: Faults | None = None,
+    webhook: WebhookTarget | None = None,
 ) -> EmulatorApp:
-    """The ASGI app with its state loaded (seed applies only to an empty state file)."""
+    """The ASGI app with its state loaded (seed applies only to an empty state file); with a
+    `webhook`, every change to a group after the seed is sent there as a signed event."""
     state = EmulatorState(state_path)
     if seed is not None and not state.groups() and not state.contacts():
         state.load_seed(seed)
-    return EmulatorApp(
+    app = EmulatorApp(
         state,
         faults or Faults(),
         RequestCounters(),
         token=_secret(token),
         admin_token=_secret(admin_token) if admin_token is not None else None,
     )
+    if webhook is not None:
+        app.webhooks = WebhookSender(webhook.url, webhook.secret, app.faults)
+        state.listeners.append(app.webhooks.event)
+    return app
+
+
+def _close(app: EmulatorApp) -> None:
+    if app.webhooks is not None:
+        app.webhooks.close()
+    app.state.close()
 
 
 def _server(app: EmulatorApp) -> Server:
@@ -100,44 +117,42 @@ def serve_emulator(
     faults: Faults | None = None,
     port: int = 0,
     admin_token: str | Secret | None = None,
+    webhook: WebhookTarget | None = None,
 ) -> Iterator[Emulator]:
     """Serve on 127.0.0.1 in a background thread until the block ends."""
     app = build_app(
-        token=token, admin_token=admin_token, seed=seed, state_path=state_path, faults=faults
+        token=token,
+        admin_token=admin_token,
+        seed=seed,
+        state_path=state_path,
+        faults=faults,
+        webhook=webhook,
     )
     background = BackgroundServer(_server(app), bind("127.0.0.1", port), name="emulator")
     try:
         yield Emulator(app, "127.0.0.1", background.port)
     finally:
         background.close()
-        app.state.close()
+        _close(app)
 
 
 def run_foreground(
-    *,
-    host: str,
-    port: int,
-    on_ready: Callable[[str], None],
-    token: str | Secret,
-    admin_token: str | Secret | None = None,
-    seed: Path | None = None,
-    state_path: Path | None = None,
-    faults: Faults | None = None,
+    app: EmulatorApp, *, host: str, port: int, on_ready: Callable[[str], None]
 ) -> None:
-    """Serve until SIGINT/SIGTERM (uvicorn handles both); on_ready gets the base URL first."""
-    app = build_app(
-        token=token, admin_token=admin_token, seed=seed, state_path=state_path, faults=faults
-    )
+    """Serve `app` (see build_app) until SIGINT/SIGTERM (uvicorn handles both); on_ready gets
+    the base URL first."""
     try:
-        sock = bind(host, port)
-    except OSError as e:
-        raise GroupsyncError(f"cannot listen on {host}:{port}: {e.strerror or e}") from e
-    try:
-        on_ready(f"http://{host}:{sock.getsockname()[1]}/v1")
-        _server(app).run(sockets=[sock])
+        try:
+            sock = bind(host, port)
+        except OSError as e:
+            raise GroupsyncError(f"cannot listen on {host}:{port}: {e.strerror or e}") from e
+        try:
+            on_ready(f"http://{host}:{sock.getsockname()[1]}/v1")
+            _server(app).run(sockets=[sock])
+        finally:
+            sock.close()
     finally:
-        sock.close()
-        app.state.close()
+        _close(app)
 
 
 def _secret(value: str | Secret) -> Secret:

@@ -109,6 +109,9 @@ class EmulatorState:
         self._clock = clock or (lambda: int(time.time()))
         self._rng = rng or random.Random()
         self._lock = threading.RLock()
+        # Told of every change to a group, with its type and the group as the API shows it
+        # (the webhook sender); called under the lock, so they only queue.
+        self.listeners: list[Callable[[str, dict[str, Any]], None]] = []
         self._db = _open_db(path) if path is not None else None
         self._reset_memory()
         if self._db is not None:
@@ -160,7 +163,7 @@ class EmulatorState:
                 id=id,
                 created_at=created_at,
             )
-            return self._render(group)
+            return self._changed("group.created", self._render(group))
 
     def load_seed(self, seed: Path | str | Mapping[str, Any]) -> None:
         """Load {contacts: [...], groups: [...]} from a dict or a YAML/JSON file, in one commit.
@@ -231,6 +234,8 @@ class EmulatorState:
     def clear(self) -> None:
         """Back to empty (and the SQLite file too)."""
         with self._lock, self._transaction():
+            for group_id in list(self._groups):
+                self._changed("group.deleted", self._render(self._groups[group_id]))
             self._reset_memory()
             if self._db is not None:
                 for table in _TABLES:
@@ -275,7 +280,7 @@ class EmulatorState:
                 "archived_at": None,
             }
             self._insert_group(group)
-            return self._render(group)
+            return self._changed("group.created", self._render(group))
 
     def update_group(self, group_id: str, fields: Mapping[str, Any]) -> dict[str, Any]:
         """Partial: only the fields given change; `contacts` replaces the member list."""
@@ -296,7 +301,7 @@ class EmulatorState:
                 group["contact_ids"] = ids
             self._json_cache.pop(group_id, None)
             self._persist("groups", group, self._group_keys[group_id])
-            return self._render(group)
+            return self._changed("group.updated", self._render(group))
 
     def delete_group(self, group_id: str) -> dict[str, Any]:
         """Deletes the group and its messages, as the vendor does."""
@@ -316,7 +321,7 @@ class EmulatorState:
             for message_id in doomed:
                 del self._messages[message_id]
                 self._unpersist("messages", message_id)
-            return rendered
+            return self._changed("group.deleted", rendered)
 
     def retrieve_group(self, group_id: str) -> dict[str, Any]:
         with self._lock:
@@ -350,6 +355,11 @@ class EmulatorState:
             return dict(message)
 
     # --- internals ------------------------------------------------------------------------
+
+    def _changed(self, event_type: str, group: dict[str, Any]) -> dict[str, Any]:
+        for listener in self.listeners:
+            listener(event_type, dict(group))
+        return group
 
     def _reset_memory(self) -> None:
         self._seq = 0
