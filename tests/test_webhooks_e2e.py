@@ -83,7 +83,9 @@ def test_bad_deliveries_are_refused_before_anything_is_read(daemon: WebhookDaemo
     big = b"{" + b" " * (2 * 1024 * 1024) + b"}"
     assert post(url, content=big, headers={HEADER: sign(Secret(SECRET), big)}).status_code == 413
     for bad in (b"not json", b"[]", json.dumps({"id": "e1", "type": "group.updated"}).encode()):
-        assert post(url, content=bad, headers={HEADER: sign(Secret(SECRET), bad)}).status_code == 400
+        assert (
+            post(url, content=bad, headers={HEADER: sign(Secret(SECRET), bad)}).status_code == 400
+        )
     malformed = json.dumps(event("group.updated", {"id": g["id"]})).encode()
     answer = post(url, content=malformed, headers={HEADER: sign(Secret(SECRET), malformed)})
     assert answer.status_code == 400
@@ -96,13 +98,10 @@ def test_bad_deliveries_are_refused_before_anything_is_read(daemon: WebhookDaemo
     assert daemon.runs("webhook") == []
     assert daemon.outcomes().get("rejected") == 8
     assert daemon.outcomes().get("unmanaged") == 1
-    # The secret is nowhere: log, journal (and its WAL), metrics, status.
+    # The secret is nowhere: the log, the journal (and its WAL).
     daemon.stop()
-    leaks = daemon.log_text() + daemon.http_text if hasattr(daemon, "http_text") else ""
-    for path in (daemon.log, daemon.journal, *daemon.dir.glob("journal.db*")):
-        data = path.read_bytes().decode("latin-1")
-        assert not token_pieces(data, SECRET), path
-    assert not token_pieces(leaks, SECRET)
+    for path in (daemon.log, *daemon.dir.glob("journal.db*")):
+        assert not token_pieces(path.read_bytes().decode("latin-1"), SECRET), path
 
 
 def test_metrics_never_show_the_secret(daemon: WebhookDaemon) -> None:
@@ -181,6 +180,9 @@ def test_a_flood_of_5000_events_for_20_groups(tmp_path: Path) -> None:
         d.start()
         assert d.proc is not None
         groups = [d.group(f"Group {i:03d}") for i in range(20)]
+        d.wait(lambda: d.emu.webhooks.pending() == 0, "the creates' events")  # type: ignore[union-attr]
+        d.wait(lambda: sum(d.outcomes().values()) == 20, "the creates' events counted")
+        counted = 20
         d.emu.reset_counters()
         rss_before = _rss_kib(d.proc.pid)
         bodies = []
@@ -207,16 +209,16 @@ def test_a_flood_of_5000_events_for_20_groups(tmp_path: Path) -> None:
         prober = threading.Thread(target=probe)
         prober.start()
         answers: list[list[int]] = [[] for _ in range(4)]
-        senders = [
-            threading.Thread(target=send, args=(bodies[i::4], answers[i])) for i in range(4)
-        ]
+        senders = [threading.Thread(target=send, args=(bodies[i::4], answers[i])) for i in range(4)]
         started = time.monotonic()
         for t in senders:
             t.start()
         for t in senders:
             t.join(timeout=110)
         flood_s = time.monotonic() - started
-        d.wait(lambda: sum(d.outcomes().values()) == 5000, "every event counted", timeout=20)
+        d.wait(
+            lambda: sum(d.outcomes().values()) == counted + 5000, "every event counted", timeout=20
+        )
         done.set()
         prober.join(timeout=5)
         assert sorted({a for part in answers for a in part}) == [202]

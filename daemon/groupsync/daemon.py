@@ -176,7 +176,7 @@ class Daemon:
         service = self._start_http() if not self.once else None
         if service is not None and service.receiver is not None:
             self._repairer = Repairer(
-                self.repairs, self.metrics, lambda: self.journal, self._repair
+                self.repairs, self.metrics, lambda: self.journal, self._writer, self._repair
             )
             self._repairer.start()
         loop = asyncio.get_running_loop()
@@ -432,27 +432,26 @@ class Daemon:
             return None
 
     async def _repair(self, keys: frozenset[str]) -> RunReport | None:
-        """A journaled run of `keys` alone (a webhook's repair), after any run in flight; None
-        when no run may start (stopping, or the journal seat is lost). Keys only a full plan
-        can plan (a group deleted by hand, a key the spec dropped) get a full run next."""
-        async with self._writer:
-            if self.state is not State.SERVING or not self.seat.ready():
-                return None
-            loaded = self.loaded
-            self._repair_stop = RunStop()
-            options = RunOptions(
-                trigger=WEBHOOK_TRIGGER,
-                on_progress=self._on_change,
-                spec_source=loaded.source,
-                stop=self._repair_stop,
-                keys=keys,
-            )
-            session = Session(loaded.settings, loaded.token, self.journal)
-            try:
-                report = await session.reconcile(self._spec_read or loaded.spec, options)
-            except GroupsyncError as exc:
-                log.error("%s", exc, extra={"failure": Failure.JOURNAL})
-                return None
+        """A journaled run of `keys` alone (a webhook's repair; the Repairer holds the writer
+        lock); None when no run may start (stopping, or the journal seat is lost). Keys only a
+        full plan can plan (a group deleted by hand, a key the spec dropped) get a full run."""
+        if self.state is not State.SERVING or not self.seat.ready():
+            return None
+        loaded = self.loaded
+        self._repair_stop = RunStop()
+        options = RunOptions(
+            trigger=WEBHOOK_TRIGGER,
+            on_progress=self._on_change,
+            spec_source=loaded.source,
+            stop=self._repair_stop,
+            keys=keys,
+        )
+        session = Session(loaded.settings, loaded.token, self.journal)
+        try:
+            report = await session.reconcile(self._spec_read or loaded.spec, options)
+        except GroupsyncError as exc:
+            log.error("%s", exc, extra={"failure": Failure.JOURNAL})
+            return None
         self.metrics.observe_requests(report.api)
         if report.deferred:
             log.info("webhook: %s need a full run", ", ".join(sorted(report.deferred)))

@@ -4,7 +4,7 @@ Level-triggered: an event is a hint, never the truth. A key whose events all sho
 groupsync last applied (its own writes coming back, read again now from the journal, since the
 run that made them may have finished after they arrived) costs nothing. The others are handed,
 a batch at a time, to `repair` (the daemon's: a journaled run of those keys under its writer
-lock, each group read again by id), which waits while a full run holds the lock.
+lock, each group read again by id); while a full run holds that lock, the keys wait.
 """
 
 from __future__ import annotations
@@ -33,11 +33,15 @@ class Repairer:
         queue: RepairQueue,
         metrics: Metrics,
         journal: Callable[[], Journal],
+        writer: asyncio.Lock,
         repair: Callable[[frozenset[str]], Awaitable[RunReport | None]],
     ) -> None:
+        """`repair` runs the keys it is given; it is called with `writer` (the daemon's lock
+        that every run holds) held."""
         self.queue = queue
         self.metrics = metrics
         self.journal = journal
+        self.writer = writer
         self.repair = repair
         self._task: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()
@@ -80,6 +84,10 @@ class Repairer:
                 await asyncio.wait_for(wake.wait(), wait_s)
 
     async def _repair(self, due: list[Pending]) -> None:
+        async with self.writer:  # after a run in flight: its writes are in the journal then
+            await self._repair_locked(due)
+
+    async def _repair_locked(self, due: list[Pending]) -> None:
         journal = self.journal()
         todo = []
         for entry in due:
