@@ -81,3 +81,11 @@ def test_notify_scale_quick_posts_one_welcome_per_group() -> None:
     rows = {row[0]: row[1] for row in table_rows(output)}
     assert rows["create_posts"] == rows["message_posts"] == rows["welcomes_seen"] == "50"
     assert rows["one_per_group"] == "True" and rows["outbox_sent"] == "50"
+
+
+@pytest.mark.slow
+def test_webhook_repair_quick_prints_its_table() -> None:
+    output = run_quick("webhook_repair.py")
+    assert "| measure | value | target | result |" in output
+    rows = {row[0]: row for row in table_rows(output)}
+    assert float(rows["API calls per repaired change"][1]) <= 2
