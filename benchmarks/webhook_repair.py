@@ -36,7 +36,7 @@ from typing import Any
 
 import yaml
 
-from groupsync.emulator import Faults, WebhookTarget, serve_emulator
+from groupsync.emulator import WebhookTarget, serve_emulator
 from groupsync.secret import Secret
 
 TOKEN = "bench-token"
