@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -306,6 +307,7 @@ def test_demo_tells_the_whole_story() -> None:
     for step in ("Plan: 1 to create, 10 to adopt", "No changes.", "(drift)", "run 2"):
         assert step in out
     assert out.index("No changes.") < out.index("(drift)")
+    assert re.search(r"renamed by hand and put back 0\.\d\ds later, by a\nwebhook", out)
 
 
 def test_an_empty_checksum_approves_nothing(campus: tuple[Emulator, Path]) -> None:
