@@ -84,6 +84,8 @@ class WebhookDaemon:
                 }
             )
         )
+        self.created = groups  # the startup run creates every group
+        self.baseline: dict[str, float] = {}
         self.proc: subprocess.Popen[bytes] | None = None
         self.http = httpx.Client(base_url=self.url, timeout=5)
 
@@ -100,6 +102,19 @@ class WebhookDaemon:
                 env=environ | (env or {}),
             )
         self.wait(lambda: self.runs("startup"), "the startup run", timeout=30)
+        # The startup's creates send events too (unmanaged or no-ops, by how they race the
+        # journal): counted before a test starts, so tests see only their own.
+        assert self.emu.webhooks is not None
+        self.wait(lambda: self.emu.webhooks.pending() == 0, "the startup's events")  # type: ignore[union-attr]
+        self.wait(lambda: sum(self.outcomes().values()) >= self.created, "their counts")
+        self.baseline = self.outcomes()
+
+    def new_outcomes(self) -> dict[str, float]:
+        """Events by outcome since `start` returned."""
+        now = self.outcomes()
+        return {
+            k: v - self.baseline.get(k, 0) for k, v in now.items() if v != self.baseline.get(k, 0)
+        }
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
