@@ -1,5 +1,6 @@
 """A new user's first commands: the demo from anywhere, and clear words from validate, history
-and export. Through `python -m groupsync` (a real subprocess) against the emulator over HTTP."""
+and export. Through the CLI's entry point (the demo as a real `python -m groupsync` process)
+against the emulator over HTTP."""
 
 from __future__ import annotations
 
