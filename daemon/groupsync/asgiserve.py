@@ -19,7 +19,8 @@ import uvicorn
 
 STARTUP_TIMEOUT_S = 10.0
 GRACE_S = 2.0
-"""How long a stopping server lets requests in flight finish before cancelling them."""
+"""How long a stopping server lets requests in flight finish before cancelling them, unless
+told otherwise (a test that ends with requests held by injected latency has no use for them)."""
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -43,6 +44,10 @@ class Server(uvicorn.Server):
 
     _loop: asyncio.AbstractEventLoop | None = None
 
+    def __init__(self, config: uvicorn.Config, grace_s: float = GRACE_S) -> None:
+        super().__init__(config)
+        self.grace_s = grace_s
+
     async def main_loop(self) -> None:
         self._wake = asyncio.Event()
         self._loop = asyncio.get_running_loop()
@@ -58,7 +63,7 @@ class Server(uvicorn.Server):
             server.close()
         for connection in list(self.server_state.connections):
             connection.shutdown()
-        deadline = time.monotonic() + GRACE_S
+        deadline = time.monotonic() + self.grace_s
         while self.server_state.connections or self.server_state.tasks:
             if self.force_exit or time.monotonic() > deadline:
                 break
@@ -105,8 +110,8 @@ class BackgroundServer:
 
     def close(self) -> None:
         self.server.stop()
-        self._thread.join(GRACE_S + 1)
+        self._thread.join(self.server.grace_s + 1)
         if self._thread.is_alive():
             self.server.force_exit = True
-            self._thread.join(GRACE_S + 1)
+            self._thread.join(self.server.grace_s + 1)
         self.sock.close()

@@ -10,7 +10,7 @@ from typing import Any
 
 import uvicorn
 
-from groupsync.asgiserve import BackgroundServer, Server, bind
+from groupsync.asgiserve import GRACE_S, BackgroundServer, Server, bind
 from groupsync.emulator.app import EmulatorApp
 from groupsync.emulator.counters import RequestCounters
 from groupsync.emulator.faults import Faults
@@ -86,9 +86,9 @@ def build_app(
     )
 
 
-def _server(app: EmulatorApp) -> Server:
+def _server(app: EmulatorApp, grace_s: float = GRACE_S) -> Server:
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
-    return Server(config)
+    return Server(config, grace_s)
 
 
 @contextmanager
@@ -100,12 +100,14 @@ def serve_emulator(
     faults: Faults | None = None,
     port: int = 0,
     admin_token: str | Secret | None = None,
+    grace_s: float = GRACE_S,
 ) -> Iterator[Emulator]:
-    """Serve on 127.0.0.1 in a background thread until the block ends."""
+    """Serve on 127.0.0.1 in a background thread until the block ends; then let requests in
+    flight finish for up to `grace_s` before cancelling them."""
     app = build_app(
         token=token, admin_token=admin_token, seed=seed, state_path=state_path, faults=faults
     )
-    background = BackgroundServer(_server(app), bind("127.0.0.1", port), name="emulator")
+    background = BackgroundServer(_server(app, grace_s), bind("127.0.0.1", port), name="emulator")
     try:
         yield Emulator(app, "127.0.0.1", background.port)
     finally:
