@@ -105,10 +105,11 @@ def test_cli_port_in_use_is_a_clean_error(capsys: pytest.CaptureFixture) -> None
 
 
 def test_cli_drip_flag_sets_the_fault() -> None:
-    with emulator_process("--drip-ms", "20", "--admin-token", "adm") as (line, _):
+    # 2 ms: the answer below drips too, a byte at a time.
+    with emulator_process("--drip-ms", "2", "--admin-token", "adm") as (line, _):
         admin_url = line.split()[3].removesuffix("/v1") + "/_admin/faults"
         faults = httpx.get(admin_url, headers={"Authorization": "Bearer adm"}, verify=False)
-        assert faults.json()["drip_s"] == 0.02
+        assert faults.json()["drip_s"] == 0.002
     with pytest.raises(SystemExit) as e:
         main(["emulator", "--drip-ms", "-1"])
     assert e.value.code == 64
