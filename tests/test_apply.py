@@ -509,8 +509,12 @@ async def test_a_crashed_create_is_recovered_whatever_the_server_clock(
 @pytest.mark.parametrize(
     "faults",
     [
-        # a flaky vendor: 20% 5xx, 429s from a rate limit, 5% ambiguous writes
-        {"error_fraction": 0.2, "ambiguous_fraction": 0.05, "rate_limit_per_s": 15},
+        # a flaky vendor: 20% 5xx, 429s from a rate limit, 5% ambiguous writes; about 270
+        # requests through a limit of 15 a second take 4 s
+        pytest.param(
+            {"error_fraction": 0.2, "ambiguous_fraction": 0.05, "rate_limit_per_s": 15},
+            marks=pytest.mark.slow,
+        ),
         # ambiguity-heavy, so the re-list/adopt path runs many times
         {"error_fraction": 0.2, "ambiguous_fraction": 0.4},
     ],

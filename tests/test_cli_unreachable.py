@@ -119,6 +119,7 @@ def test_a_token_with_a_newline_is_refused_at_once_and_never_sent(
     assert elapsed < 5
 
 
+@pytest.mark.slow  # a process of its own, and its retries' real waits
 def test_the_daemon_logs_the_same_clear_message(tmp_path: Path) -> None:
     base_url = f"http://127.0.0.1:{closed_port()}/v1"
     config = write_config(tmp_path, {"base_url": base_url})

@@ -59,6 +59,7 @@ def test_cli_serves_the_seed_with_the_given_token(tmp_path: Path) -> None:
     assert "s3cret-tok" not in line + out + err  # a user's token is a secret
 
 
+@pytest.mark.slow  # two emulator processes, one after the other
 def test_cli_demo_token_faults_admin_and_state(tmp_path: Path) -> None:
     state = tmp_path / "emu.db"
     args = ("--state", str(state), "--error-rate", "1", "--admin-token", "adm-s3cret")
