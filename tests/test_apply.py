@@ -6,7 +6,7 @@ import asyncio
 import json
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
 
 import httpx
@@ -75,16 +75,22 @@ async def make_plan(
     return compute_plan(desired, groups, journal.managed(), policy, known)
 
 
+async def no_wait(delay: float) -> None:
+    """The client's retry waits, skipped: for tests about what retries do, not their pace."""
+
+
 async def apply(
     emu: Emulator,
     journal: Journal,
     desired: Mapping[str, DesiredGroup],
     plan: Plan | None = None,
+    *,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     **options: object,
 ) -> tuple[Plan, ApplyResult]:
     plan = plan or await make_plan(emu, journal, desired, **options)  # type: ignore[arg-type]
     run = journal.start_run(trigger="test", mode="apply", spec_digest="d")
-    async with client_for(emu) as client:
+    async with client_for(emu, sleep=sleep) as client:
         result = await apply_plan(plan, desired, client, journal, run, seen_ids=ids(emu))
     journal.finish_run(run, outcome=RunOutcome.APPLIED, counts={})
     return plan, result
@@ -468,9 +474,10 @@ async def test_every_create_ambiguous_under_a_skewed_server_clock_makes_one_grou
         DesiredGroup("old", "Old", archived=True),  # its archive PUT is ambiguous too
     )
     plan = await make_plan(emu, journal, desired)
-    # Every write commits, then its answer is lost (503 or a dropped connection).
+    # Every write commits, then its answer is lost (503 or a dropped connection): the archive
+    # PUT is retried to its last attempt.
     emu.faults.update(clock_offset_s=offset_s, ambiguous_fraction=1.0, seed=11)
-    _, result = await apply(emu, journal, desired, plan=plan)
+    _, result = await apply(emu, journal, desired, plan=plan, sleep=no_wait)
     emu.faults.update(ambiguous_fraction=0.0)
 
     assert (result.applied, result.failed) == (5, 0), result.failures
