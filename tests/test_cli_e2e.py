@@ -1,6 +1,6 @@
 """The CLI through its entry point against the emulator over HTTP: in this process, and as a real
-`python -m groupsync` process where only a whole process shows it (a terminal, the demo, what
-reaches any output)."""
+`python -m groupsync` process where only a whole process shows it (a terminal, what reaches any
+output). The demo's story is told in test_cli_first_use."""
 
 from __future__ import annotations
 
@@ -299,23 +299,6 @@ def test_apply_on_a_terminal_asks_first(
     else:
         assert "Applied 11, failed 0" in out
         assert writes(emu) > 0
-
-
-@pytest.mark.slow
-def test_demo_tells_the_whole_story() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "groupsync", "demo"],
-        cwd=EXAMPLES.parent,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "NO_COLOR": "1"},
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    out = result.stdout
-    for step in ("Plan: 1 to create, 10 to adopt", "No changes.", "(drift)", "run 2"):
-        assert step in out
-    assert out.index("No changes.") < out.index("(drift)")
 
 
 def test_an_empty_checksum_approves_nothing(campus: tuple[Emulator, Path]) -> None:
