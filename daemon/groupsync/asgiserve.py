@@ -40,17 +40,20 @@ def bind(host: str, port: int) -> socket.socket:
 
 class Server(uvicorn.Server):
     """uvicorn notices should_exit by polling every 0.1 s; servers start and stop per test and
-    per daemon, so wake the main loop at once instead."""
+    per daemon, so wake the main loop at once instead, and say at once when it serves
+    (`ready`)."""
 
     _loop: asyncio.AbstractEventLoop | None = None
 
     def __init__(self, config: uvicorn.Config, grace_s: float = GRACE_S) -> None:
         super().__init__(config)
         self.grace_s = grace_s
+        self.ready = threading.Event()
 
     async def main_loop(self) -> None:
         self._wake = asyncio.Event()
         self._loop = asyncio.get_running_loop()
+        self.ready.set()  # started: the main loop runs only after a successful startup
         counter = 0
         while not await self.on_tick(counter):
             counter += 10  # on_tick refreshes the Date header when counter % 10 == 0
@@ -102,11 +105,10 @@ class BackgroundServer:
         )
         self._thread.start()
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while not server.started:
+        while not server.ready.wait(0.05):  # returns as soon as it serves
             if not self._thread.is_alive() or time.monotonic() > deadline:
                 self.close()
                 raise RuntimeError(f"{name}: the HTTP server did not start")
-            time.sleep(0.01)
 
     def close(self) -> None:
         self.server.stop()
