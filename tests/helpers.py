@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import logging
 import os
 import subprocess
 import sys
@@ -77,12 +78,14 @@ def run_cli(
     """The CLI in this process through `groupsync.cli.main`, the function `python -m groupsync`
     calls: the same parsing, messages and exit codes, without a new interpreter's ~0.3 s.
 
-    Its environment is `groupsync`'s; stdin holds `stdin`, so it is no terminal. A traceback a
-    subprocess would print raises here instead, and fails the test. Commands that outlive the
+    Its environment is `groupsync`'s; stdin holds `stdin`, so it is no terminal; its log lines
+    go to its stderr, and its logging setup ends with the call, as with a process. A traceback
+    a subprocess would print raises here instead, and fails the test. Commands that outlive the
     call or change the process (`run`, `demo`, signals, umask) belong in a subprocess.
     """
     env = {"ECAMPUS_TOKEN": token, "GROUPSYNC_CONFIG": None, "NO_COLOR": "1"}
     with (
+        _logging_restored(),
         _runner().isolation(input=stdin, env=env) as streams,
         contextlib.chdir(cwd) if cwd is not None else contextlib.nullcontext(),
         pytest.raises(SystemExit) as exited,
@@ -92,6 +95,21 @@ def run_cli(
     stdout, stderr = (s.getvalue().decode("utf-8", "replace") for s in streams[:2])
     returncode = int(code) if isinstance(code, int) else 0 if code is None else 1
     return subprocess.CompletedProcess(["groupsync", *args], returncode, stdout, stderr)
+
+
+@contextmanager
+def _logging_restored() -> Iterator[None]:
+    """The root logger's handlers and groupsync's level as they were: a command sets up logging
+    on the stderr it was given, which is gone once the call returns."""
+    root, ours = logging.getLogger(), logging.getLogger("groupsync")
+    handlers, level = root.handlers[:], ours.level
+    try:
+        yield
+    finally:
+        for handler in set(root.handlers) - set(handlers):
+            handler.close()
+        root.handlers[:] = handlers
+        ours.setLevel(level)
 
 
 def _runner() -> CliRunner:
