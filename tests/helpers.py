@@ -8,8 +8,6 @@ import logging
 import os
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import fields
@@ -22,8 +20,8 @@ import yaml
 from click.testing import CliRunner
 
 from groupsync.api import Client, Limits, Retries
+from groupsync.asgiserve import BackgroundServer, Server, bind
 from groupsync.cli import main
-from groupsync.emulator.server import bind
 from groupsync.secret import Secret
 
 
@@ -145,20 +143,13 @@ def _grams(text: str, size: int) -> set[str]:
 
 
 @contextmanager
-def serve_asgi(app: Any, *, start_timeout_s: float = 10) -> Iterator[str]:
-    """Serve a small ASGI app (a misbehaving server of a test) on 127.0.0.1; yield its base URL."""
-    sock = bind("127.0.0.1", 0)
+def serve_asgi(app: Any) -> Iterator[str]:
+    """Serve a small ASGI app (a misbehaving server of a test) on 127.0.0.1; yield its base URL.
+
+    On the emulator's server: it says at once when it serves and stops at once when asked."""
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
+    background = BackgroundServer(Server(config), bind("127.0.0.1", 0), name="test server")
     try:
-        deadline = time.monotonic() + start_timeout_s
-        while not server.started:
-            assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.01)
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+        yield f"http://127.0.0.1:{background.port}"
     finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
+        background.close()
