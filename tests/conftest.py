@@ -17,6 +17,9 @@ def anyio_backend() -> str:
 
 
 SEED_FILE = Path(__file__).resolve().parent.parent / "examples" / "seed.yaml"
+GRACE_S = 0.1
+"""A fixture's emulator stops after its test's assertions, so nothing waits for the requests
+still in flight (held by injected latency, say): they are cancelled after 0.1 s, not 2 s."""
 
 
 @pytest.fixture
@@ -25,7 +28,7 @@ def emulator() -> Iterator[Emulator]:
 
     Its /_admin endpoint takes "test-admin-token" (emulator.admin_url).
     """
-    with serve_emulator(token="test-token", admin_token="test-admin-token") as emu:
+    with serve_emulator(token="test-token", admin_token="test-admin-token", grace_s=GRACE_S) as emu:
         yield emu
 
 
@@ -34,7 +37,9 @@ def seeded_emulator() -> Iterator[Emulator]:
     """The emulator loaded from examples/seed.yaml (token "test-token")."""
     if not SEED_FILE.exists():
         pytest.skip("examples/seed.yaml does not exist yet")
-    with serve_emulator(token="test-token", admin_token="test-admin-token", seed=SEED_FILE) as emu:
+    with serve_emulator(
+        token="test-token", admin_token="test-admin-token", seed=SEED_FILE, grace_s=GRACE_S
+    ) as emu:
         yield emu
 
 

@@ -104,6 +104,7 @@ def check(emulator: Emulator, path: Path, prefix: str) -> None:
         assert {c["username"] for c in group["contacts"]} == {"ada"}
 
 
+@pytest.mark.slow  # 20 forked apply processes
 @pytest.mark.anyio
 async def test_killed_applies_recover_and_converge(emulator: Emulator, tmp_path: Path) -> None:
     emulator.state.add_contact("ada")

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # each script a process of its own, seconds long
+
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT_S = 110  # under pytest's 120 s per test; --quick takes ~10-20 s on 2 busy cores
 
@@ -66,7 +68,6 @@ def test_roster_scale_quick_prints_its_table() -> None:
     assert rows["API calls, no-op plan"][-1] == "PASS"
 
 
-@pytest.mark.slow
 def test_state_scale_quick_prints_its_table() -> None:
     output = run_quick("state_scale.py")
     rows = {row[0]: row for row in table_rows(output)}

@@ -1,10 +1,11 @@
-"""The CLI through its entry point (a real subprocess), against the emulator over HTTP."""
+"""The CLI through its entry point against the emulator over HTTP: in this process, and as a real
+`python -m groupsync` process where only a whole process shows it (a terminal, what reaches any
+output). The demo's story is told in test_cli_first_use."""
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import sqlite3
 import subprocess
 import sys
@@ -13,7 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+import helpers
 from groupsync.emulator import Emulator
+from helpers import run_cli
 
 TOKEN = "test-token"
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -33,18 +36,22 @@ def write_config(tmp_path: Path, emu: Emulator, spec: Path, **extra: object) -> 
 
 
 def groupsync(
-    *args: str, config: Path | None = None, token: str = TOKEN, stdin: str | None = None
+    *args: str, config: Path | None = None, token: str = TOKEN
 ) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "ECAMPUS_TOKEN": token, "NO_COLOR": "1"}
-    cfg = ["--config", str(config)] if config is not None else []
-    return subprocess.run(
-        [sys.executable, "-m", "groupsync", *args, *cfg],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        input=stdin if stdin is not None else "",
-    )
+    """The CLI through its entry point, in this process, with `--config config` at the end."""
+    return run_cli(*args, *config_args(config), token=token)
+
+
+def groupsync_process(
+    *args: str, config: Path | None = None, token: str = TOKEN
+) -> subprocess.CompletedProcess[str]:
+    """The same as a real `python -m groupsync` process: for what only a whole process shows
+    (all it prints, log lines included) and for `run`, which outlives a call."""
+    return helpers.groupsync(*args, *config_args(config), token=token)
+
+
+def config_args(config: Path | None) -> list[str]:
+    return ["--config", str(config)] if config is not None else []
 
 
 def writes(emu: Emulator) -> int:
@@ -210,19 +217,20 @@ def test_history_tells_what_changed_and_why(campus: tuple[Emulator, Path]) -> No
     assert [c["key"] for c in runs[0]["changes"]] == ["cs301"]
 
 
+@pytest.mark.slow
 def test_token_never_leaves_the_process(campus: tuple[Emulator, Path], tmp_path: Path) -> None:
     _, config = campus
     secret = "s3cr3t-T0KEN-visible-nowhere"
-    refused = groupsync("plan", config=config, token=secret)
+    refused = groupsync_process("plan", config=config, token=secret)
     assert refused.returncode == 1
     assert "token" in refused.stderr.lower()
 
     saved = tmp_path / "plan.json"
     outputs = [
         refused,
-        groupsync("plan", "-o", str(saved), config=config),
-        groupsync("apply", "--yes", config=config),
-        groupsync("history", "--json", config=config),
+        groupsync_process("plan", "-o", str(saved), config=config),
+        groupsync_process("apply", "--yes", config=config),
+        groupsync_process("history", "--json", config=config),
     ]
     for out in outputs:
         assert TOKEN not in out.stdout + out.stderr
@@ -291,23 +299,6 @@ def test_apply_on_a_terminal_asks_first(
     else:
         assert "Applied 11, failed 0" in out
         assert writes(emu) > 0
-
-
-def test_demo_tells_the_whole_story() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "groupsync", "demo"],
-        cwd=EXAMPLES.parent,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "NO_COLOR": "1"},
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    out = result.stdout
-    for step in ("Plan: 1 to create, 10 to adopt", "No changes.", "(drift)", "run 2"):
-        assert step in out
-    assert out.index("No changes.") < out.index("(drift)")
-    assert re.search(r"renamed by hand and put back 0\.\d\ds later, by a\nwebhook", out)
 
 
 def test_an_empty_checksum_approves_nothing(campus: tuple[Emulator, Path]) -> None:

@@ -14,7 +14,7 @@ import pytest
 from groupsync.emulator import serve_emulator
 from groupsync.secret import MASK
 from helpers import token_pieces
-from test_cli_e2e import groupsync, spec_file, write_config
+from test_cli_e2e import groupsync_process, spec_file, write_config
 
 TOKEN = "sk-live-9f8e7d6c5b4a3210-AbCdEfGhIjKl"
 
@@ -29,7 +29,7 @@ def test_an_echoed_token_reaches_no_output_journal_or_plan_file(tmp_path: Path) 
 
         def run(*args: str, **faults: object) -> str:
             emu.faults.update(**faults)
-            result = groupsync(*args, config=config, token=TOKEN)
+            result = groupsync_process(*args, config=config, token=TOKEN)
             assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
             return result.stdout + result.stderr
 
@@ -43,9 +43,9 @@ def test_an_echoed_token_reaches_no_output_journal_or_plan_file(tmp_path: Path) 
         ]
         assert not saved.exists()
         emu.faults.update(echo_auth="type")  # still on writes only: a plan can be saved
-        planned = groupsync("plan", "-o", str(saved), config=config, token=TOKEN)
+        planned = groupsync_process("plan", "-o", str(saved), config=config, token=TOKEN)
         assert planned.returncode == 0, planned.stderr
-        history = groupsync("history", "--json", config=config, token=TOKEN)
+        history = groupsync_process("history", "--json", config=config, token=TOKEN)
         assert emu.state.groups() == []
 
     assert "HTTP 400 Bearer " + MASK + ": bad" in outputs[0]

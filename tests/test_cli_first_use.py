@@ -1,5 +1,6 @@
 """A new user's first commands: the demo from anywhere, and clear words from validate, history
-and export. Through `python -m groupsync` (a real subprocess) against the emulator over HTTP."""
+and export. Through the CLI's entry point (the demo as a real `python -m groupsync` process)
+against the emulator over HTTP."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import ast
 import filecmp
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -65,10 +67,13 @@ def test_demo_runs_from_a_read_only_folder_and_writes_nothing_there(tmp_path: Pa
     )
     here.chmod(stat.S_IRWXU)
     assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
     steps = ("Plan: 1 to create, 10 to adopt", "No changes.", "(drift)", "run 2")
     steps += ("Plan: 4 to create", "Applied 4, failed 0")  # the course groups of examples/roster
     for step in steps:
-        assert step in result.stdout
+        assert step in out
+    assert out.index("No changes.") < out.index("(drift)")
+    assert re.search(r"renamed by hand and put back 0\.\d\ds later, by a\nwebhook", out)
     assert "roster sis (oneroster" in result.stderr  # validate's roster counts
     assert listing(here) == before
     assert list(scratch.iterdir()) == [], "the demo left its temporary files behind"

@@ -1,5 +1,6 @@
-"""What a command says on stderr, through `python -m groupsync`: each error once, the warnings
-that matter, and with -v every request it makes, never the token."""
+"""What a command says on stderr, through the CLI's entry point: each error once, the warnings
+that matter, and with -v every request it makes, never the token (as a real `python -m
+groupsync` process, whose every output line counts)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from groupsync.emulator import Emulator, serve_emulator
 from groupsync.journal import Journal
 from groupsync.plan import Action, Cause, Change
 from helpers import token_pieces
-from test_cli_e2e import groupsync, spec_file, write_config
+from test_cli_e2e import groupsync, groupsync_process, spec_file, write_config
 
 CHESS = {"chess": {"name": "Chess", "members": ["ada"]}}
 
@@ -67,14 +68,15 @@ def test_what_a_crashed_run_left_is_said_before_the_plan(config: Path, tmp_path:
     ]
 
 
+@pytest.mark.slow  # three processes
 def test_verbose_logs_every_request_and_never_the_token(tmp_path: Path) -> None:
     token = "sk-live-9f8e7d6c5b4a3210-AbCdEfGhIjKl"
     with serve_emulator(token=token) as emu:
         emu.state.add_contact("ada")
         config = write_config(tmp_path, emu, spec_file(tmp_path, CHESS))
-        quiet = groupsync("plan", config=config, token=token)
-        verbose = groupsync("-v", "plan", config=config, token=token)
-        applied = groupsync("--verbose", "apply", "--yes", config=config, token=token)
+        quiet = groupsync_process("plan", config=config, token=token)
+        verbose = groupsync_process("-v", "plan", config=config, token=token)
+        applied = groupsync_process("--verbose", "apply", "--yes", config=config, token=token)
     assert quiet.returncode == verbose.returncode == applied.returncode == 0, applied.stderr
     assert quiet.stderr == ""
     assert verbose.stdout == quiet.stdout

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,6 +18,7 @@ from groupsync.config import (
 )
 from groupsync.errors import GroupsyncError
 from groupsync.plan import Policy
+from helpers import run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "tok-7f3a9c-SUPER-SECRET-e1d2"
@@ -167,13 +166,7 @@ def test_missing_spec_and_yaml_problems(tmp_path: Path) -> None:
 
 def test_config_errors_through_the_cli(tmp_path: Path) -> None:
     config = write_config(tmp_path, "spec:\n  path: groups\nschedule:\n  every: soon\n")
-    result = subprocess.run(
-        [sys.executable, "-m", "groupsync", "validate", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_cli("validate", "--config", str(config))
     assert result.returncode == 1
     assert f"{config}:4:10: schedule.every: 'soon' is not a duration" in result.stderr
     assert "Traceback" not in result.stderr

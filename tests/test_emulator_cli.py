@@ -59,6 +59,7 @@ def test_cli_serves_the_seed_with_the_given_token(tmp_path: Path) -> None:
     assert "s3cret-tok" not in line + out + err  # a user's token is a secret
 
 
+@pytest.mark.slow  # two emulator processes, one after the other
 def test_cli_demo_token_faults_admin_and_state(tmp_path: Path) -> None:
     state = tmp_path / "emu.db"
     args = ("--state", str(state), "--error-rate", "1", "--admin-token", "adm-s3cret")
@@ -105,10 +106,11 @@ def test_cli_port_in_use_is_a_clean_error(capsys: pytest.CaptureFixture) -> None
 
 
 def test_cli_drip_flag_sets_the_fault() -> None:
-    with emulator_process("--drip-ms", "20", "--admin-token", "adm") as (line, _):
+    # 2 ms: the answer below drips too, a byte at a time.
+    with emulator_process("--drip-ms", "2", "--admin-token", "adm") as (line, _):
         admin_url = line.split()[3].removesuffix("/v1") + "/_admin/faults"
         faults = httpx.get(admin_url, headers={"Authorization": "Bearer adm"}, verify=False)
-        assert faults.json()["drip_s"] == 0.02
+        assert faults.json()["drip_s"] == 0.002
     with pytest.raises(SystemExit) as e:
         main(["emulator", "--drip-ms", "-1"])
     assert e.value.code == 64

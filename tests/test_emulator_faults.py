@@ -9,6 +9,7 @@ import anyio
 import httpx
 import pytest
 
+from groupsync.asgiserve import GRACE_S
 from groupsync.emulator import DROPPED, Emulator, Faults, serve_emulator
 
 ADMIN = {"Authorization": "Bearer test-admin-token"}
@@ -331,7 +332,7 @@ def test_shutdown_is_bounded_with_a_request_in_flight() -> None:
         except httpx.TransportError as e:
             outcome.append(e)
 
-    with serve_emulator(token="t", faults=Faults(latency_s=60)) as emu:
+    with serve_emulator(token="t", faults=Faults(latency_s=60), grace_s=0.3) as emu:
         caller = threading.Thread(target=slow_call, args=(emu.base_url + "/groups",))
         caller.start()
         for _ in range(200):  # bounded: wait until the request is being served
@@ -339,8 +340,10 @@ def test_shutdown_is_bounded_with_a_request_in_flight() -> None:
                 break
             time.sleep(0.01)
         assert emu.app.counters.in_flight == 1
+        stopping = time.monotonic()
     caller.join(10)
     assert not caller.is_alive()
+    assert 0.3 <= time.monotonic() - stopping < GRACE_S  # the grace it was given, not 2 s
     # uvicorn cancels it after the grace period: a 500 or a closed connection, never a hang.
     answer = outcome[0]
     assert isinstance(answer, httpx.TransportError) or answer.status_code == 500

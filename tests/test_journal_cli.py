@@ -1,4 +1,5 @@
-"""A journal that cannot be used, and private files, through `python -m groupsync` (subprocess).
+"""A journal that cannot be used, and private files, through the CLI's entry point: in this
+process, or as a process where only one can hold the condition (a file size limit, a umask).
 
 Every failure is one line naming the journal and what to do, exit 1, never a traceback; a run
 that hits one still ends truthfully, or the error says it could not be recorded.
@@ -19,8 +20,6 @@ import pytest
 from groupsync.emulator import Emulator
 from groupsync.journal import Journal
 from test_cli_e2e import TOKEN, groupsync, spec_file, write_config, writes
-
-pytestmark = pytest.mark.slow
 
 GROUPS = {f"g{n:02}": {"name": f"Group {n:02}", "members": []} for n in range(40)}
 
@@ -132,6 +131,7 @@ def test_a_read_only_journal_refuses_apply_but_plan_and_history_read_it(
     assert journal.read_bytes() == before and writes(emulator) == sent
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("umask", [0o022, 0o000], ids=["umask-022", "umask-000"])
 def test_plan_files_the_journal_and_emulator_state_are_private_whatever_the_umask(
     config: Path, tmp_path: Path, umask: int

@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 
 from groupsync.emulator import Emulator
-from helpers import emulator_config, groupsync
+from helpers import emulator_config, run_cli
 
 
 def test_setting_the_members_of_an_adopted_one_member_group_is_not_refused(
@@ -22,7 +22,7 @@ def test_setting_the_members_of_an_adopted_one_member_group_is_not_refused(
         encoding="utf-8",
     )
     config = emulator_config(tmp_path, emulator.base_url, spec)
-    result = groupsync("plan", "--detailed-exitcode", "--config", str(config), token="test-token")
+    result = run_cli("plan", "--detailed-exitcode", "--config", str(config), token="test-token")
     output = result.stdout + result.stderr
     assert result.returncode == 2, output
     assert "adopt" in output and "would remove" not in output

@@ -12,7 +12,7 @@ import pytest
 
 from groupsync.roster import snapshot
 from groupsync.spec import SpecError, load_spec, refresh_rosters
-from helpers import groupsync
+from helpers import run_cli
 from roster_export import add_row, copy_example, drop, edit, read_rows, write_rows
 
 NOW = dt.datetime(2026, 10, 1, 12, tzinfo=dt.UTC)
@@ -326,7 +326,7 @@ def test_refresh_reads_the_rosters_again_but_not_the_yaml(spec_path: Path) -> No
 
 
 def test_validate_prints_each_roster(spec_path: Path) -> None:
-    result = groupsync("validate", "--spec", str(spec_path), "--strict")
+    result = run_cli("validate", "--spec", str(spec_path), "--strict")
     assert result.returncode == 0, result.stderr
     assert "roster sis (oneroster, digest " in result.stderr
     assert (

@@ -1,5 +1,5 @@
-"""Spec + roster -> plan -> apply against the emulator over HTTP, through `python -m groupsync`
-as a user runs it, and the daemon re-reading rosters on every run."""
+"""Spec + roster -> plan -> apply against the emulator over HTTP, through the CLI's entry point
+(`groupsync.cli.main`, in this process), and the daemon re-reading rosters on every run."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from groupsync.sdnotify import Notifier
 from groupsync.secret import Secret
 from groupsync.spec import load_spec
 from groupsync.writer import JournalSeat
-from helpers import emulator_config, groupsync
+from helpers import emulator_config, run_cli
 from roster_export import add_row, copy_example, drop, edit, read_rows, write_rows
 
 TOKEN = "test-token"
@@ -43,7 +43,7 @@ class Campus:
         return self.spec.parent / "export" / f"{name}.csv"
 
     def run(self, *args: str) -> Any:
-        return groupsync(*args, "--config", str(self.config), token=TOKEN)
+        return run_cli(*args, "--config", str(self.config), token=TOKEN)
 
     def plan(self) -> dict[str, Any]:
         result = self.run("plan", "--format", "json")
@@ -83,7 +83,6 @@ def only_change(plan: dict[str, Any]) -> dict[str, Any]:
     return change
 
 
-@pytest.mark.slow
 def test_add_drop_gives_exactly_those_member_changes(campus: Campus) -> None:
     enrollments = campus.export("enrollments")
     for user in ("u004", "u005", "u006"):  # amara, bilal, cedric drop BIO110
@@ -109,7 +108,6 @@ def test_add_drop_gives_exactly_those_member_changes(campus: Campus) -> None:
     assert campus.plan()["changes"] == []
 
 
-@pytest.mark.slow
 def test_retitled_class_keeps_its_group_deleted_class_is_archived_disabled_user_removed(
     campus: Campus,
 ) -> None:
@@ -149,7 +147,6 @@ def test_retitled_class_keeps_its_group_deleted_class_is_archived_disabled_user_
     assert len(digests) == 4  # a different export at every run
 
 
-@pytest.mark.slow
 def test_a_truncated_enrollments_file_is_refused_with_exit_3_and_no_writes(campus: Campus) -> None:
     enrollments = campus.export("enrollments")
     header, rows = read_rows(enrollments)
@@ -168,7 +165,6 @@ def test_a_truncated_enrollments_file_is_refused_with_exit_3_and_no_writes(campu
     assert campus.writes() > 0
 
 
-@pytest.mark.slow
 def test_csv_roster_mixed_with_usernames_and_sets(campus: Campus) -> None:
     campus.spec.write_text(
         campus.spec.read_text()

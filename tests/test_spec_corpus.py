@@ -1,18 +1,19 @@
-"""Each malformed spec in tests/spec_corpus/ via the real CLI: exit 1, right place, no traceback.
+"""Each malformed spec in tests/spec_corpus/ via the CLI's entry point: exit 1, right place, no
+traceback.
 
-Run as a subprocess (what CI and pre-commit do), with a config pointing at the case, and a
-timeout so an alias bomb or a pathological file fails the test instead of hanging it.
+In this process (`groupsync.cli.main`, what `python -m groupsync` runs): a traceback fails the
+test, and a timeout fails an alias bomb or a pathological file instead of letting it hang.
 """
 
 from __future__ import annotations
 
 import subprocess
-import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import yaml
+
+from helpers import run_cli
 
 Result = subprocess.CompletedProcess[str]
 
@@ -21,13 +22,7 @@ CASES = yaml.safe_load((CORPUS / "cases.yaml").read_text(encoding="utf-8"))
 
 
 def run_validate(config: Path, *args: str) -> Result:
-    return subprocess.run(
-        [sys.executable, "-m", "groupsync", "validate", "--config", str(config), *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_cli("validate", "--config", str(config), *args)
 
 
 def config_for(tmp_path: Path, spec: Path) -> Path:
@@ -42,22 +37,11 @@ def test_corpus_is_big_enough() -> None:
     assert on_disk == {case["spec"] for case in CASES.values()}, "every file is a case, and back"
 
 
-@pytest.fixture(scope="module")
-def corpus_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Result]:
-    """Every case's run, four at a time: each is a fresh interpreter, mostly start-up time."""
-    configs = {
-        name: config_for(tmp_path_factory.mktemp(name), CORPUS / case["spec"])
-        for name, case in CASES.items()
-    }
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        return dict(zip(configs, pool.map(run_validate, configs.values()), strict=True))
-
-
+@pytest.mark.timeout(10)
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_malformed_spec_is_rejected_where_it_is(
-    name: str, corpus_results: dict[str, Result]
-) -> None:
-    case, result = CASES[name], corpus_results[name]
+def test_malformed_spec_is_rejected_where_it_is(name: str, tmp_path: Path) -> None:
+    case = CASES[name]
+    result = run_validate(config_for(tmp_path, CORPUS / case["spec"]))
     output = result.stdout + result.stderr
     assert result.returncode == 1, output
     assert "Traceback" not in output

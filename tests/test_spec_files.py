@@ -18,7 +18,7 @@ import pytest
 
 from groupsync.emulator import Emulator
 from groupsync.spec import SpecError, load_spec
-from helpers import emulator_config, groupsync
+from helpers import emulator_config, run_cli
 
 NOBODY = 65534
 
@@ -191,7 +191,7 @@ def test_dot_files_and_other_names_are_not_read(spec_dir: Path) -> None:
 
 def test_validate_with_a_broken_link_fails_naming_it(spec_dir: Path) -> None:
     (spec_dir / "linked.yaml").symlink_to("../elsewhere/linked.yaml")
-    result = groupsync("validate", "--spec", str(spec_dir))
+    result = run_cli("validate", "--spec", str(spec_dir))
     assert result.returncode == 1, result.stdout
     assert "groups/linked.yaml is a broken symbolic link" in result.stderr
     assert "spec OK" not in result.stdout
@@ -200,7 +200,7 @@ def test_validate_with_a_broken_link_fails_naming_it(spec_dir: Path) -> None:
 
 def test_validate_with_a_loop_as_spec_path_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "groups").symlink_to("groups")
-    result = groupsync("validate", "--spec", str(tmp_path / "groups"))
+    result = run_cli("validate", "--spec", str(tmp_path / "groups"))
     assert result.returncode == 1
     assert "is a symbolic link loop" in result.stderr
     assert "Traceback" not in result.stderr
@@ -215,12 +215,12 @@ def test_apply_never_archives_the_groups_of_a_file_it_cannot_read(
     write(elsewhere, "linked.yaml", "groups:\n  c: {name: C}\n  d: {name: D}\n")
     (spec_dir / "linked.yaml").symlink_to("../elsewhere/linked.yaml")
     config = emulator_config(tmp_path, emulator.base_url, spec_dir)
-    first = groupsync("apply", "--yes", "--config", str(config), token="test-token")
+    first = run_cli("apply", "--yes", "--config", str(config), token="test-token")
     assert first.returncode == 0, first.stdout + first.stderr
     assert len(emulator.state.groups(archived=False)) == 4
 
     (elsewhere / "linked.yaml").rename(tmp_path / "moved.yaml")
-    again = groupsync("apply", "--yes", "--config", str(config), token="test-token")
+    again = run_cli("apply", "--yes", "--config", str(config), token="test-token")
     assert again.returncode == 1, again.stdout + again.stderr
     assert "groups/linked.yaml is a broken symbolic link" in again.stderr
     assert len(emulator.state.groups(archived=False)) == 4

@@ -1,4 +1,5 @@
-"""`groupsync validate` and `groupsync schema` through the entry point, offline and online."""
+"""`groupsync validate` and `groupsync schema` through the entry point, offline and online: in
+this process, and as a real process where a token must reach no output at all."""
 
 from __future__ import annotations
 
@@ -7,14 +8,15 @@ import subprocess
 from pathlib import Path
 
 from groupsync.emulator import Emulator
-from helpers import groupsync as run_groupsync
+from helpers import groupsync as groupsync_process
+from helpers import run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "tok-e5b1-NEVER-PRINT-ME"
 
 
 def groupsync(*args: str, token: str | None = None) -> subprocess.CompletedProcess[str]:
-    return run_groupsync(*args, token=token, cwd=ROOT)
+    return run_cli(*args, token=token, cwd=ROOT)
 
 
 def setup(tmp_path: Path, spec: str, base_url: str = "https://api.ecampus.chat/v1") -> Path:
@@ -109,7 +111,7 @@ def test_online_with_a_refused_token_says_so_without_the_token(
     tmp_path: Path, emulator: Emulator
 ) -> None:
     config = setup(tmp_path, "groups: {a: {name: A, members: [x]}}\n", emulator.base_url)
-    result = groupsync("validate", "--config", str(config), "--online", token=SECRET)
+    result = groupsync_process("validate", "--config", str(config), "--online", token=SECRET)
     assert result.returncode == 1
     assert "refused the token" in result.stderr
     assert SECRET not in result.stdout + result.stderr

@@ -8,10 +8,11 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from helpers import run_cli
 
 UNITS = Path(__file__).resolve().parent.parent / "systemd"
 ANALYZE = shutil.which("systemd-analyze")
@@ -165,11 +166,5 @@ def test_timer_spreads_runs_and_starts_the_oneshot() -> None:
 def test_exec_start_arguments_are_accepted_by_the_cli(name: str) -> None:
     argv = exec_start(UNITS / name)
     assert Path(argv[0]).name == "groupsync"
-    r = subprocess.run(
-        [sys.executable, "-m", "groupsync", *argv[1:], "--help"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    r = run_cli(*argv[1:], "--help")
     assert r.returncode == 0, r.stderr

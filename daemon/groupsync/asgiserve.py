@@ -19,7 +19,8 @@ import uvicorn
 
 STARTUP_TIMEOUT_S = 10.0
 GRACE_S = 2.0
-"""How long a stopping server lets requests in flight finish before cancelling them."""
+"""How long a stopping server lets requests in flight finish before cancelling them, unless
+told otherwise (a test that ends with requests held by injected latency has no use for them)."""
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -39,13 +40,20 @@ def bind(host: str, port: int) -> socket.socket:
 
 class Server(uvicorn.Server):
     """uvicorn notices should_exit by polling every 0.1 s; servers start and stop per test and
-    per daemon, so wake the main loop at once instead."""
+    per daemon, so wake the main loop at once instead, and say at once when it serves
+    (`ready`)."""
 
     _loop: asyncio.AbstractEventLoop | None = None
+
+    def __init__(self, config: uvicorn.Config, grace_s: float = GRACE_S) -> None:
+        super().__init__(config)
+        self.grace_s = grace_s
+        self.ready = threading.Event()
 
     async def main_loop(self) -> None:
         self._wake = asyncio.Event()
         self._loop = asyncio.get_running_loop()
+        self.ready.set()  # started: the main loop runs only after a successful startup
         counter = 0
         while not await self.on_tick(counter):
             counter += 10  # on_tick refreshes the Date header when counter % 10 == 0
@@ -58,7 +66,7 @@ class Server(uvicorn.Server):
             server.close()
         for connection in list(self.server_state.connections):
             connection.shutdown()
-        deadline = time.monotonic() + GRACE_S
+        deadline = time.monotonic() + self.grace_s
         while self.server_state.connections or self.server_state.tasks:
             if self.force_exit or time.monotonic() > deadline:
                 break
@@ -97,16 +105,15 @@ class BackgroundServer:
         )
         self._thread.start()
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while not server.started:
+        while not server.ready.wait(0.05):  # returns as soon as it serves
             if not self._thread.is_alive() or time.monotonic() > deadline:
                 self.close()
                 raise RuntimeError(f"{name}: the HTTP server did not start")
-            time.sleep(0.01)
 
     def close(self) -> None:
         self.server.stop()
-        self._thread.join(GRACE_S + 1)
+        self._thread.join(self.server.grace_s + 1)
         if self._thread.is_alive():
             self.server.force_exit = True
-            self._thread.join(GRACE_S + 1)
+            self._thread.join(self.server.grace_s + 1)
         self.sock.close()

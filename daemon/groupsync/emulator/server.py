@@ -10,7 +10,7 @@ from typing import Any
 
 import uvicorn
 
-from groupsync.asgiserve import BackgroundServer, Server, bind
+from groupsync.asgiserve import GRACE_S, BackgroundServer, Server, bind
 from groupsync.emulator.app import EmulatorApp
 from groupsync.emulator.counters import RequestCounters
 from groupsync.emulator.faults import Faults
@@ -103,9 +103,9 @@ def _close(app: EmulatorApp) -> None:
     app.state.close()
 
 
-def _server(app: EmulatorApp) -> Server:
+def _server(app: EmulatorApp, grace_s: float = GRACE_S) -> Server:
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
-    return Server(config)
+    return Server(config, grace_s)
 
 
 @contextmanager
@@ -118,8 +118,10 @@ def serve_emulator(
     port: int = 0,
     admin_token: str | Secret | None = None,
     webhook: WebhookTarget | None = None,
+    grace_s: float = GRACE_S,
 ) -> Iterator[Emulator]:
-    """Serve on 127.0.0.1 in a background thread until the block ends."""
+    """Serve on 127.0.0.1 in a background thread until the block ends; then let requests in
+    flight finish for up to `grace_s` before cancelling them."""
     app = build_app(
         token=token,
         admin_token=admin_token,
@@ -128,7 +130,7 @@ def serve_emulator(
         faults=faults,
         webhook=webhook,
     )
-    background = BackgroundServer(_server(app), bind("127.0.0.1", port), name="emulator")
+    background = BackgroundServer(_server(app, grace_s), bind("127.0.0.1", port), name="emulator")
     try:
         yield Emulator(app, "127.0.0.1", background.port)
     finally:
