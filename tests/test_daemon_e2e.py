@@ -252,10 +252,14 @@ metrics:
         return self.statuses().get("pending", 0)
 
     def statuses(self) -> dict[str, int]:
-        """How many journaled changes have each status."""
+        """How many journaled changes have each status; none while the daemon has not yet made
+        the journal or its tables (it creates the file first, then migrates it)."""
         if not self.journal.exists():
             return {}
         with contextlib.closing(sqlite3.connect(self.journal)) as db:
+            made = db.execute("SELECT 1 FROM sqlite_master WHERE name = 'changes'").fetchone()
+            if made is None:
+                return {}
             return dict(db.execute("SELECT status, count(*) FROM changes GROUP BY status"))
 
     def metrics(
