@@ -86,11 +86,12 @@ def run_cli(
         _logging_restored(),
         _runner().isolation(input=stdin, env=env) as streams,
         contextlib.chdir(cwd) if cwd is not None else contextlib.nullcontext(),
-        pytest.raises(SystemExit) as exited,
     ):
-        main(list(args))
+        with pytest.raises(SystemExit) as exited:
+            main(list(args))
+        # Read inside the isolation: click before 8.2 closes these streams as it ends.
+        stdout, stderr = (s.getvalue().decode("utf-8", "replace") for s in streams[:2])
     code = exited.value.code
-    stdout, stderr = (s.getvalue().decode("utf-8", "replace") for s in streams[:2])
     returncode = int(code) if isinstance(code, int) else 0 if code is None else 1
     return subprocess.CompletedProcess(["groupsync", *args], returncode, stdout, stderr)
 
