@@ -75,6 +75,7 @@ class Campus:
             f"{self.emu.admin_url}/messages",
             params={"conversation_id": group["conversation_id"]},
             headers={"Authorization": "Bearer test-admin-token"},
+            verify=False,
         )
         return [m["message"] for m in answer.json()["data"]]
 
