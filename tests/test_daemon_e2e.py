@@ -265,7 +265,9 @@ metrics:
     def metrics(
         self, port: int | None = None
     ) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-        r = httpx.get(f"http://127.0.0.1:{port or self.metrics_port}/metrics", timeout=5)
+        r = httpx.get(
+            f"http://127.0.0.1:{port or self.metrics_port}/metrics", timeout=5, verify=False
+        )
         assert r.status_code == 200
         return {
             (s.name, tuple(sorted(s.labels.items()))): s.value
@@ -274,7 +276,9 @@ metrics:
         }
 
     def healthz(self, port: int | None = None) -> httpx.Response:
-        return httpx.get(f"http://127.0.0.1:{port or self.metrics_port}/healthz", timeout=5)
+        return httpx.get(
+            f"http://127.0.0.1:{port or self.metrics_port}/healthz", timeout=5, verify=False
+        )
 
 
 @pytest.fixture
