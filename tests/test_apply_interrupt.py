@@ -200,7 +200,7 @@ def test_a_second_ctrl_c_stops_at_once(
 ) -> None:
     term = terminal(setup(emulator, tmp_path))
     term.wait_for(b"Apply these changes? [y/N]")
-    emulator.faults.latency_s = 3.0  # every write from now on
+    emulator.faults.latency_s = 10.0  # every write from now on
     term.type(b"y\n")
     term.wait_for(PROGRESS)
     term.type(b"\x03")
@@ -208,7 +208,8 @@ def test_a_second_ctrl_c_stops_at_once(
     again = time.monotonic()
     term.type(b"\x03")
     assert term.exit_code() == 130, term.text
-    assert time.monotonic() - again < 2.5  # the 3 s answers in flight were not waited for
+    # The 10 s answers in flight were not waited for (the margin absorbs a busy machine).
+    assert time.monotonic() - again < 6
     applied, failed, skipped, unknown = summary(term.text)
     assert (applied, failed, unknown) == (0, 0, 2) and skipped == CHANGES - 2
     runs, statuses = journal_rows(tmp_path)
