@@ -1,9 +1,8 @@
-"""What the daemon tests share: an emulator that can go away and come back, and free ports."""
+"""What the daemon tests share: an emulator that can go away and come back."""
 
 from __future__ import annotations
 
 import contextlib
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -42,12 +41,6 @@ def open_service(
 ) -> HttpService:
     """The daemon's HTTP service without a daemon: `start` it, `close` it."""
     return HttpService(metrics, journal, lambda: view or DaemonView(), token=token)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class RestartableEmulator:

@@ -6,6 +6,8 @@ import contextlib
 import inspect
 import logging
 import os
+import random
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping
@@ -154,3 +156,23 @@ def serve_asgi(app: Any) -> Iterator[str]:
         yield f"http://127.0.0.1:{background.port}"
     finally:
         background.close()
+
+
+def free_port() -> int:
+    """A port nobody listens on, for a child process to listen on (or a client to be refused
+    by), picked below the kernel's ephemeral range.
+
+    A port from bind(0) is an ephemeral one: released, any outgoing connection (the suite
+    makes thousands) may take it as its local port before the child binds it, and the child
+    then fails with "address in use". Below the range only another explicit bind competes."""
+    ephemeral = Path("/proc/sys/net/ipv4/ip_local_port_range")
+    low = int(ephemeral.read_text().split()[0]) if ephemeral.exists() else 32768
+    for _ in range(200):
+        port = random.randrange(max(1024, low - 10_000), low)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError(f"no free port below {low} after 200 tries")

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import socket
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -28,7 +27,7 @@ from groupsync.api import (
     call_trace,
 )
 from groupsync.emulator import Faults, serve_emulator
-from helpers import api_client
+from helpers import api_client, free_port
 
 TOKEN = "test-token"
 GROUPS = "/v1/groups"
@@ -271,9 +270,7 @@ async def test_a_read_timeout_is_retried_then_reported(emulator: Any) -> None:
 @pytest.mark.anyio
 @pytest.mark.parametrize("method", ["get", "create"])
 async def test_an_unreachable_server_is_retried_even_for_a_post(method: str) -> None:
-    with socket.socket() as sock:  # a port that was free a moment ago: nobody listens there now
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     sleep = Sleep()
     async with api_client(
         f"http://127.0.0.1:{port}/v1", TOKEN, max_attempts=3, sleep=sleep

@@ -36,18 +36,11 @@ from groupsync.emulator import Emulator
 from groupsync.errors import GroupsyncError
 from groupsync.secret import Secret
 from groupsync.waitline import WaitLine, on_terminal, render
-from helpers import api_client
+from helpers import api_client, free_port
 
 TOKEN = "test-token"
 # 64 characters: longer than a DNS label may be, so the lookup fails before any query is sent.
 NO_SUCH_HOST = "a" * 64 + ".invalid"
-
-
-def closed_port() -> int:
-    """A port that was free a moment ago: nobody listens there now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def client(base_url: str, token: Secret | str = TOKEN, **kwargs: Any) -> Client:
@@ -73,7 +66,7 @@ async def failure_of(base_url: str, **kwargs: Any) -> tuple[Exception, float]:
 
 @pytest.mark.anyio
 async def test_connection_refused_is_said_with_the_address_and_retried_briefly() -> None:
-    base_url = f"http://127.0.0.1:{closed_port()}/v1"
+    base_url = f"http://127.0.0.1:{free_port()}/v1"
     error, elapsed = await failure_of(base_url)
 
     assert isinstance(error, Unreachable) and isinstance(error, ServerError)

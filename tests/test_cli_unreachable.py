@@ -8,7 +8,6 @@ whole retry budget.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -18,18 +17,12 @@ import pytest
 import yaml
 
 from groupsync.emulator import Emulator
+from helpers import free_port, run_cli
 from helpers import groupsync as groupsync_process
-from helpers import run_cli
 
 TOKEN = "test-token"
 # Longer than a DNS label may be: the lookup fails before any query leaves the machine.
 NO_SUCH_HOST = "a" * 64 + ".invalid"
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def write_config(tmp_path: Path, api: dict[str, object]) -> Path:
@@ -59,7 +52,7 @@ COMMANDS = [("plan",), ("apply", "--yes"), ("validate", "--online")]
 def test_a_closed_port_fails_within_10_s_naming_the_url_and_the_cause(
     tmp_path: Path, command: tuple[str, ...]
 ) -> None:
-    base_url = f"http://127.0.0.1:{closed_port()}/v1"
+    base_url = f"http://127.0.0.1:{free_port()}/v1"
     result, elapsed = groupsync(*command, config=write_config(tmp_path, {"base_url": base_url}))
 
     print(f"{command[0]} against a closed port: exit {result.returncode} in {elapsed:.2f}s")
@@ -121,7 +114,7 @@ def test_a_token_with_a_newline_is_refused_at_once_and_never_sent(
 
 @pytest.mark.slow  # a process of its own, and its retries' real waits
 def test_the_daemon_logs_the_same_clear_message(tmp_path: Path) -> None:
-    base_url = f"http://127.0.0.1:{closed_port()}/v1"
+    base_url = f"http://127.0.0.1:{free_port()}/v1"
     config = write_config(tmp_path, {"base_url": base_url})
     started = time.monotonic()
     result = groupsync_process("run", "--once", "--config", str(config), token=TOKEN)

@@ -29,7 +29,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from daemon_support import TOKEN, RestartableEmulator, free_port
+from daemon_support import TOKEN, RestartableEmulator
+from helpers import free_port
 
 T = TypeVar("T")
 SPEC = """\
@@ -130,7 +131,11 @@ class DaemonProcess:
     ) -> T:
         def alive_check() -> T | None:
             if self.proc.poll() is not None:
-                pytest.fail(f"daemon exited ({self.proc.returncode}) while waiting for {what}")
+                code = self.proc.returncode
+                pytest.fail(
+                    f"daemon exited ({code}) while waiting for {what}\n"
+                    f"--- daemon log ---\n{self.log_tail()}"
+                )
             return check()
 
         return wait_until(alive_check, timeout, what, self.log_tail)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -17,7 +16,7 @@ from starlette.routing import Route
 from groupsync.secret import Secret
 from groupsync.state import NO_STATE, SnapshotError, dumps, to_snapshot
 from groupsync.stateread import read_snapshot
-from helpers import serve_asgi
+from helpers import free_port, serve_asgi
 
 TOKEN = Secret("state-bearer-Zq7Xk2Lp9Wm4Rt")  # shares no piece with other tests
 SNAPSHOT = dumps(to_snapshot(NO_STATE))
@@ -104,9 +103,7 @@ def test_a_server_that_drips_is_given_up_on_in_time(base: str) -> None:
 
 def test_other_statuses_and_unreachable_servers_are_named(base: str) -> None:
     assert "HTTP 404 Not Found" in _refusal(f"{base}/gone")
-    with socket.socket() as sock:  # a port with nobody listening
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     message = _refusal(f"http://127.0.0.1:{port}/state", timeout_s=5)
     assert message.startswith(f"state snapshot http://127.0.0.1:{port}/state: cannot fetch it")
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from browser import CHROMIUM, Browser
-from daemon_support import free_port
+from helpers import free_port
 from test_daemon_e2e import Setup, setup  # noqa: F401 (the fixture)
 
 pytestmark = [

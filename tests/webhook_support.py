@@ -19,10 +19,11 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from daemon_support import TOKEN, free_port
+from daemon_support import TOKEN
 from groupsync.emulator import Emulator, Faults, WebhookTarget, serve_emulator
 from groupsync.secret import Secret
 from groupsync.webhooksig import HEADER, sign
+from helpers import free_port
 
 T = TypeVar("T")
 SECRET = "whsec-" + "k3y" * 8  # long enough for the leak check to find pieces of it
