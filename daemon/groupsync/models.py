@@ -4,6 +4,7 @@ alone" marker."""
 from __future__ import annotations
 
 import enum
+import sys
 from collections.abc import Iterable, Set
 from dataclasses import dataclass
 from typing import Any, Final
@@ -40,6 +41,15 @@ class Members(tuple[str, ...]):
     def _sorted(cls, users: Iterable[str]) -> Members:
         """From usernames already sorted and unique (a filtered Members)."""
         return super().__new__(cls, users)
+
+    @classmethod
+    def _unpickled(cls, users: tuple[str, ...]) -> Members:
+        return super().__new__(cls, map(sys.intern, users))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Unpickled (a spec file read by a worker process) as read: sorted, and each username
+        interned like every other Members holds it, since one username is in many groups."""
+        return (Members._unpickled, (tuple(self),))
 
     def __contains__(self, user: object) -> bool:
         low, high = 0, len(self)

@@ -8,14 +8,22 @@ Warnings (harmless but probably unintended, e.g. a username listed twice) never 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import errno
 import functools
+import gc
 import hashlib
+import logging
+import multiprocessing
+import multiprocessing.context
 import os
 import stat
 import sys
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any
@@ -65,6 +73,8 @@ __all__ = [
 MEMBER_PATTERN = r"^@?[^\s@]\S*$"
 
 SpecIssue = Issue  # one error or warning: location, path inside the document, message
+
+log = logging.getLogger("groupsync.spec")
 
 _TOO_BIG = ": split the spec into a folder of smaller *.yaml files (a folder's files are merged)"
 
@@ -292,80 +302,54 @@ class _Loader:
     expanding: list[str] = field(default_factory=list)
     used_sets: set[str] = field(default_factory=set)
 
-    def add_file(self, path: Path, display: str, *, sets_only_ok: bool) -> None:
-        try:
-            text = read_text(path, display, too_big=_TOO_BIG)
-            light = parse(text, display, depth=_DEPTH)
-        except YamlError as e:
-            self.errors.extend(e.issues)
+    def merge(self, part: _Loader) -> None:
+        """One file as `read_file` read it, after the files before it: a key defined by an
+        earlier file is an error here, where the second definition is."""
+        self.errors += part.errors
+        self.warnings += part.warnings
+        self.has_groups_key |= part.has_groups_key
+        self.folders |= part.folders
+        self.spec_files |= part.spec_files
+        for key in self._take(part.groups, self.groups, "group"):
+            if key in part.built:
+                self.built[key] = part.built[key]
+            if key in part.notify_overrides:
+                self.notify_overrides[key] = part.notify_overrides[key]
+        self._take(part.sets, self.sets, "member set")
+        self._take(part.rosters, self.rosters, "roster")
+        self.rules += part.rules
+        if part.notify is None:
             return
-        spec_file = self.spec_files[display] = SpecFile(path, _file_digest(text))
-        doc = _Source(light, spec_file)
-        data = light.data
-        if data is None:
-            self.errors.append(
-                doc.issue((), "empty file: write 'groups: {}' for a file with no groups")
-            )
+        if self.notify is not None:
+            also = self.notify.doc.where(self.notify.path, key=True)
+            message = f"notify is defined twice: also at {also}"
+            self.errors.append(part.notify.doc.issue(("notify",), message, key=True))
             return
-        try:
-            SpecDocument.model_validate(data)
-        except ValidationError as e:
-            doc.full = parse(text, display)  # the text in hand: no need to read it again
-            self.errors.extend(issues_from(e, doc.full, SpecDocument, _message))
-        del text
-        if not isinstance(data, dict):
-            return
-        unknown = set(data) - set(SpecDocument.model_fields)  # already reported, with a hint
-        makes_groups = "groups" in data or "generate" in data
-        shared = "member_sets" in data or "notify" in data
-        if not makes_groups and not unknown and not (sets_only_ok and shared):
-            message = "no 'groups' key (write 'groups: {}' for a file with no groups)"
-            self.errors.append(doc.issue((), message))
-        self.has_groups_key |= makes_groups
-        self.folders[display] = path.parent
-        for key in self._collect(doc, "groups", self.groups, "group"):
-            entry = self.groups[key]
+        self.notify = part.notify
+
+    def add_groups(self, entries: dict[str, _Entry]) -> None:
+        """One file's groups; those that need nothing from other files are built now."""
+        self.groups = entries
+        for key, entry in entries.items():
             if isinstance(entry.raw, dict) and isinstance(entry.raw.get("notify"), dict):
                 self.notify_overrides[key] = entry.raw["notify"]
             if _names_only(entry.raw):  # needs no set or roster: built now, the YAML dropped
                 self.built[key] = self.desired(key, entry)
                 entry.raw = None
-        self._collect(doc, "member_sets", self.sets, "member set")
-        self._collect(doc, "rosters", self.rosters, "roster")
-        self._collect_notify(doc)
-        rules = data.get("generate")
-        if isinstance(rules, list):
-            self.rules += [_Entry(doc, ("generate", i), raw) for i, raw in enumerate(rules)]
-        light.data = None  # what is still needed is in the entries
 
-    def _collect(self, doc: _Source, section: str, into: dict[str, _Entry], what: str) -> list[str]:
-        """The section's entries into `into`; the keys added."""
-        entries = doc.doc.data.get(section)
-        if not isinstance(entries, dict):
-            return []
-        added = []
-        for key, raw in entries.items():
-            path = (section, key)
+    def _take(self, entries: dict[str, _Entry], into: dict[str, _Entry], what: str) -> list[str]:
+        """`entries` into `into`, but for keys it already has; the keys taken."""
+        taken = []
+        for key, entry in entries.items():
             first = into.get(key)
             if first is not None:
                 also = first.doc.where(first.path, key=True)
                 message = f"{what} {key!r} is defined twice: also at {also}"
-                self.errors.append(doc.issue(path, message, key=True))
+                self.errors.append(entry.doc.issue(entry.path, message, key=True))
                 continue
-            into[key] = _Entry(doc, path, raw)
-            added.append(key)
-        return added
-
-    def _collect_notify(self, doc: _Source) -> None:
-        data = doc.doc.data
-        if "notify" not in data:
-            return
-        if self.notify is not None:
-            also = self.notify.doc.where(self.notify.path, key=True)
-            message = f"notify is defined twice: also at {also}"
-            self.errors.append(doc.issue(("notify",), message, key=True))
-            return
-        self.notify = _Entry(doc, ("notify",), data["notify"])
+            into[key] = entry
+            taken.append(key)
+        return taken
 
     def notify_settings(self) -> Notify:
         """The notify section; an admin_group that is not a group key is an error."""
@@ -575,6 +559,61 @@ class _Loader:
         return recipe, notify
 
 
+def read_file(path: Path, display: str, *, sets_only_ok: bool) -> _Loader:
+    """One spec file on its own, for `_Loader.merge`: what it defines, the groups that need
+    nothing from other files already built (their YAML dropped), and its problems.
+
+    Independent of every other file, so files can be read side by side (see `_load`)."""
+    part = _Loader()
+    try:
+        text = read_text(path, display, too_big=_TOO_BIG)
+        light = parse(text, display, depth=_DEPTH)
+    except YamlError as e:
+        part.errors += e.issues
+        return part
+    spec_file = part.spec_files[display] = SpecFile(path, _file_digest(text))
+    doc = _Source(light, spec_file)
+    data = light.data
+    if data is None:
+        part.errors.append(
+            doc.issue((), "empty file: write 'groups: {}' for a file with no groups")
+        )
+        return part
+    try:
+        SpecDocument.model_validate(data)
+    except ValidationError as e:
+        doc.full = parse(text, display)  # the text in hand: no need to read it again
+        part.errors += issues_from(e, doc.full, SpecDocument, _message)
+    del text
+    if not isinstance(data, dict):
+        return part
+    unknown = set(data) - set(SpecDocument.model_fields)  # already reported, with a hint
+    makes_groups = "groups" in data or "generate" in data
+    shared = "member_sets" in data or "notify" in data
+    if not makes_groups and not unknown and not (sets_only_ok and shared):
+        message = "no 'groups' key (write 'groups: {}' for a file with no groups)"
+        part.errors.append(doc.issue((), message))
+    part.has_groups_key = makes_groups
+    part.folders[display] = path.parent
+    part.add_groups(_entries(doc, "groups"))
+    part.sets = _entries(doc, "member_sets")
+    part.rosters = _entries(doc, "rosters")
+    if "notify" in data:
+        part.notify = _Entry(doc, ("notify",), data["notify"])
+    rules = data.get("generate")
+    if isinstance(rules, list):
+        part.rules = [_Entry(doc, ("generate", i), raw) for i, raw in enumerate(rules)]
+    light.data = None  # what is still needed is in the entries
+    return part
+
+
+def _entries(doc: _Source, section: str) -> dict[str, _Entry]:
+    entries = doc.doc.data.get(section)
+    if not isinstance(entries, dict):
+        return {}
+    return {key: _Entry(doc, (section, key), raw) for key, raw in entries.items()}
+
+
 def _sorted(issues: list[Issue]) -> tuple[Issue, ...]:
     return tuple(sorted(set(issues), key=lambda i: i.sort_key))
 
@@ -649,17 +688,18 @@ def _not_a_file(path: Path) -> str | None:
     return "is not a regular file"
 
 
-def load_spec(path: Path, *, now: dt.datetime | None = None) -> Spec:
+def load_spec(path: Path, *, now: dt.datetime | None = None, workers: int | None = None) -> Spec:
     """Load, merge and check a spec; raises SpecError listing every problem, sorted by place.
 
     File names in messages are relative to the spec path's parent (`groups/clubs.yaml`), so
     they read the same on every machine and in CI. Rosters are read too, as of `now` (an
-    enrollment past its endDate does not count); by default, the clock's now.
+    enrollment past its endDate does not count); by default, the clock's now. `workers`: how
+    many processes read the files (by default, decided by the spec's size: see _read_all).
     """
     with paused_gc():
         # The parsed documents are freed as _load returns, before the collector resumes: its
         # first pass then scans only the Spec, not the Spec plus every node of every file.
-        recipe, notify = _load(path)
+        recipe, notify = _load(path, workers)
         return replace(_assemble(recipe, now), notify=notify)
 
 
@@ -736,16 +776,62 @@ def _at(data: Any, path: PathT) -> Any:
     return data
 
 
-def _load(path: Path) -> tuple[Recipe, Notify]:
+def _load(path: Path, workers: int | None) -> tuple[Recipe, Notify]:
     loader = _Loader()
     files = _spec_files(path, loader)
-    for file, display in files:
-        # A directory may keep its member sets in a file of their own; a lone file may not.
-        loader.add_file(file, display, sets_only_ok=len(files) > 1)
+    # A directory may keep its member sets in a file of their own; a lone file may not.
+    read = functools.partial(read_file, sets_only_ok=len(files) > 1)
+    for part in _read_all(files, read, workers):
+        loader.merge(part)
     if files and not loader.has_groups_key and not loader.errors:
         message = "no 'groups' key in any file of the spec"
         loader.errors.append(Issue(Location(files[0][1], 1, 1), "", message))
     return loader.finish(tuple(display for _, display in files))
+
+
+PARALLEL_BYTES = 4 * 1024 * 1024
+"""From this size on, a spec folder's files are read by worker processes, one file per task:
+parsing YAML is most of loading, and 100,000 groups are seconds of it on one core."""
+
+
+def _read_all(
+    files: list[tuple[Path, str]], read: Callable[[Path, str], _Loader], workers: int | None
+) -> Iterator[_Loader]:
+    """Each file read, in order; by `workers` processes when there are several (None: as many
+    as there are CPUs, for a spec of PARALLEL_BYTES or more)."""
+    if workers is None:
+        workers = _workers(files)
+    if workers < 2 or len(files) < 2:
+        yield from (read(file, shown) for file, shown in files)
+        return
+    done = 0
+    try:
+        with ProcessPoolExecutor(workers, _context(), initializer=gc.disable) as pool:
+            chunk = max(1, len(files) // (workers * 8))
+            for part in pool.map(read, *zip(*files, strict=True), chunksize=chunk):
+                yield part
+                done += 1
+    except (OSError, BrokenProcessPool) as e:  # no processes here (a sandbox), or one died
+        log.warning("reading the spec in this process only: %s", e or type(e).__name__)
+        yield from (read(file, shown) for file, shown in files[done:])
+
+
+def _workers(files: list[tuple[Path, str]]) -> int:
+    size = 0
+    for file, _ in files:
+        with contextlib.suppress(OSError):  # read_file reports it
+            size += file.stat().st_size
+    return min(len(os.sched_getaffinity(0)), 4) if size >= PARALLEL_BYTES else 1
+
+
+def _context() -> multiprocessing.context.BaseContext:
+    """fork, unless other threads run (the daemon's HTTP service): a forked child inherits
+    only the forking thread, and any lock another thread held stays locked in it forever."""
+    if threading.active_count() == 1:
+        return multiprocessing.get_context("fork")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    return context
 
 
 # --- canonical forms --------------------------------------------------------------------------

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
 
+from groupsync.desired import DesiredGroup
 from groupsync.gcpause import paused_gc
 from groupsync.models import Group
 from groupsync.plan import diff, identity, safety
 from groupsync.plan.model import Change, GroupError, ManagedGroup, Plan, Policy, RosterCounts
 from groupsync.plan.usernames import MemberCheck
-from groupsync.spec import DesiredGroup
 
 _DEFAULT_POLICY = Policy()  # frozen, so one shared default is safe
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
+from groupsync.desired import DesiredGroup
 from groupsync.models import UNSET, Group
 from groupsync.plan.identity import Target
 from groupsync.plan.model import (
@@ -22,7 +23,6 @@ from groupsync.plan.model import (
     ManagedGroup,
     Policy,
 )
-from groupsync.spec import DesiredGroup
 
 
 @dataclass(slots=True)

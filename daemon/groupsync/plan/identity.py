@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from groupsync.desired import DesiredGroup
 from groupsync.models import Group
 from groupsync.plan.model import ManagedGroup
-from groupsync.spec import DesiredGroup
 
 _GONE = "deleted out of band"
 

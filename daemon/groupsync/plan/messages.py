@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import replace
 
+from groupsync.desired import DesiredGroup
 from groupsync.models import Group
 from groupsync.notify import KINDS, Notify, render
 from groupsync.plan.model import Action, Cause, Change, ManagedGroup, Message, Plan
-from groupsync.spec import DesiredGroup
 
 _SILENT = (Action.ADOPT, Action.FORGET, Action.DELETE)
 

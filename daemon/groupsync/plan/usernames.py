@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+from groupsync.desired import MAX_MEMBERS, DesiredGroup
 from groupsync.models import Group, Members
-from groupsync.spec import MAX_MEMBERS, DesiredGroup
 from groupsync.strictmodel import did_you_mean
 
 _SUGGESTION_BUDGET = 20
