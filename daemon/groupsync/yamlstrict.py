@@ -2,14 +2,13 @@
 
 PyYAML's SafeLoader keeps the last of two duplicate keys, honours tags, expands aliases without
 bound and forgets where each value came from. A spec edited by hand needs the opposite: every
-mistake rejected and reported where it is. So we compose nodes ourselves (rejecting tags and
-deep nesting on the way), then walk them into plain values, recording positions and refusing
-duplicates, cycles and alias expansions past a bound.
+mistake rejected and reported where it is. So we build plain values from the parser's events
+ourselves, in one pass, recording positions and refusing tags, deep nesting, duplicate keys,
+recursive aliases and alias expansions past a bound.
 """
 
 from __future__ import annotations
 
-import copy
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -17,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from yaml.composer import Composer, ComposerError
+from yaml.composer import ComposerError
 from yaml.constructor import SafeConstructor
 from yaml.resolver import Resolver
 
@@ -156,7 +155,7 @@ def read_text(path: Path, display: str, *, too_big: str = "") -> str:
     return text.removeprefix("\ufeff")
 
 
-try:  # libyaml parses several times faster; our Python composer runs on its events either way
+try:  # libyaml parses several times faster; _Builder runs on its events either way
     from yaml._yaml import CParser as _Parser
 except ImportError:  # pragma: no cover - PyYAML built without libyaml
     from yaml.parser import Parser
@@ -170,181 +169,262 @@ except ImportError:  # pragma: no cover - PyYAML built without libyaml
             Parser.__init__(self)
 
 
-class _Composer(Composer, _Parser, SafeConstructor, Resolver):
-    """Builds the node graph only; records tags and over-deep nesting instead of obeying them.
+@dataclass(slots=True)
+class _Anchor:
+    """An anchored value, for its aliases: the value itself (shared, never copied: nothing
+    mutates parsed data), how many values an alias to it stands for, and where the positions
+    recorded while it was built sit in the builder's trail."""
 
-    Not libyaml's own composer (CParser.get_single_node): it hands back the anchored node itself
-    for an alias, losing the alias's position, resolves the '!' tag silently, has no depth
-    limit of ours, and still calls the Python resolver for every scalar (it measured slower)."""
+    value: Any
+    path: PathT
+    text: str | None = None  # a scalar's text: an alias used as a mapping key reads it
+    size: int = 0
+    trail: tuple[int, int] = (0, 0)
+    building: bool = True
 
-    def __init__(self, text: str, file: str) -> None:
+
+class _Builder(_Parser, SafeConstructor, Resolver):
+    """libyaml's events straight to plain values, recording positions, in one pass.
+
+    No node graph: building PyYAML's nodes and then walking them took two thirds of the load.
+    Tags, depth, duplicate keys and anchors, merge keys and recursive aliases are refused as
+    met. An alias stands for its anchor's value (shared) and counts as the values it expands
+    to, so an alias bomb stops at MAX_ALIAS_NODES; positions below it are those recorded while
+    the anchor was built, replayed under the alias's path."""
+
+    def __init__(self, text: str, doc: Document) -> None:
         _Parser.__init__(self, text)
-        Composer.__init__(self)
         SafeConstructor.__init__(self)
         Resolver.__init__(self)
-        self.file = file
+        self.doc = doc
+        self.limit = doc.depth
+        # Reported in this order of precedence, as a reader fixes them: syntax (raised at
+        # once), tags, an alias bomb, then the rest.
+        self.tags: list[Issue] = []
+        self.bomb: yaml.Mark | None = None
         self.issues: list[Issue] = []
-        self.depth = 0
+        self.level = 0
+        self.built = 0  # values built, aliases counted as what they expand to
+        self.aliased = 0  # values that aliases stand for
+        self.anchors: dict[str, _Anchor] = {}
+        # (path, mark, kind) recorded while an anchor is being built, for its aliases to replay
+        self.trail: list[tuple[PathT, int, str]] = []
+        self.open_anchors = 0
+        self.skipping = 0  # inside a value read only for its anchors (its key was refused)
 
-    def _may_resolve(self, value: str) -> bool:
-        """Whether an implicit resolver could match: most values ('ada', 'CS 101') start with
-        a letter no resolver claims, and skipping resolve() for them halves composing."""
-        resolvers = self.yaml_implicit_resolvers
-        return value[:1] in resolvers or None in resolvers
+    def document(self) -> Any:
+        """The stream's one document (None if it has none)."""
+        self.get_event()  # StreamStart
+        if self.check_event(yaml.StreamEndEvent):
+            return None
+        self.get_event()  # DocumentStart
+        first = self.get_event()
+        value = self.value(first, (), True)
+        self.get_event()  # DocumentEnd
+        if not self.check_event(yaml.StreamEndEvent):
+            raise ComposerError(
+                "expected a single document in the stream",
+                first.start_mark,
+                "but found another document",
+                self.get_event().start_mark,
+            )
+        return value
 
-    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
-        return self._compose(self.get_event())
+    def _record(self, path: PathT, mark: yaml.Mark, kind: str) -> None:
+        packed = _pack(mark)
+        if kind == "key":
+            self.doc.key_marks[path] = packed
+        else:
+            self.doc.value_marks[path] = packed
+        if self.open_anchors:
+            self.trail.append((path, packed, kind))
 
-    def _compose(self, event: yaml.Event) -> yaml.Node:
-        """PyYAML's compose_node, minus what a spec never uses (path resolvers, guessing the type
-        of quoted scalars or collections, peeking at each event before taking it): it runs once
-        per value, so it dominates load time."""
+    def _records(self, path: PathT) -> bool:
+        return self.limit is None or len(path) <= self.limit
+
+    def value(self, event: yaml.Event, path: PathT, record: bool) -> Any:
+        """The value `event` starts (a scalar, or a collection read to its end)."""
         kind = event.__class__
         if kind is yaml.AliasEvent:
-            return self._alias(event)
-        anchor = event.anchor
-        tag = event.tag
-        if tag is not None:
-            message = f"YAML tags are not allowed (found {tag!r})"
-            self.issues.append(Issue(_location(self.file, event.start_mark), "", message))
-        if self.depth >= MAX_DEPTH:
+            return self._alias(event, path, record)
+        if event.tag is not None:
+            message = f"YAML tags are not allowed (found {event.tag!r})"
+            self.tags.append(Issue(_location(self.doc.file, event.start_mark), "", message))
+        if self.level >= MAX_DEPTH:
             raise yaml.MarkedYAMLError(
                 problem=f"nested more than {MAX_DEPTH} levels deep", problem_mark=event.start_mark
             )
-        if anchor is not None and anchor in self.anchors:
+        anchor = self._anchor(event, path)
+        self.built += 1
+        before = self.built
+        if record:
+            self._record(path, event.start_mark, "value")
+        if kind is yaml.ScalarEvent:
+            value = self._scalar(event, path, record)
+        elif kind is yaml.SequenceStartEvent:
+            value = self._sequence(path, record, anchor)
+        else:
+            value = self._mapping(path, record, anchor)
+        if anchor is not None:
+            anchor.value = value
+            anchor.size = self.built - before + 1
+            anchor.trail = (anchor.trail[0], len(self.trail))
+            anchor.building = False
+            self.open_anchors -= 1
+            if kind is yaml.ScalarEvent:
+                anchor.text = event.value
+        return value
+
+    def _anchor(self, event: yaml.Event, path: PathT) -> _Anchor | None:
+        name = event.anchor
+        if name is None:
+            return None
+        if name in self.anchors:
             raise ComposerError(
-                f"found duplicate anchor {anchor!r}; first occurrence",
-                self.anchors[anchor].start_mark,
+                f"found duplicate anchor {name!r}; first occurrence",
+                None,
                 "second occurrence",
                 event.start_mark,
             )
-        if kind is yaml.ScalarEvent:
-            value = event.value
-            if tag is None or tag == "!":
-                tag = (
-                    self.resolve(yaml.ScalarNode, value, event.implicit)
-                    if event.implicit[0] and self._may_resolve(value)
-                    else self.DEFAULT_SCALAR_TAG
-                )
-            node = yaml.ScalarNode(tag, value, event.start_mark, event.end_mark, event.style)
-            if anchor is not None:
-                self.anchors[anchor] = node
-            return node
-        return self._collection(event, tag)
+        anchor = self.anchors[name] = _Anchor(None, path, trail=(len(self.trail), 0))
+        self.open_anchors += 1
+        return anchor
 
-    def _collection(self, event: yaml.Event, tag: str | None) -> yaml.Node:
-        """A sequence or mapping node and, recursively, its children."""
-        sequence = event.__class__ is yaml.SequenceStartEvent
-        anchor = event.anchor
-        if tag is None or tag == "!":
-            tag = self.DEFAULT_SEQUENCE_TAG if sequence else self.DEFAULT_MAPPING_TAG
-        node_class = yaml.SequenceNode if sequence else yaml.MappingNode
-        node = node_class(tag, [], event.start_mark, None, event.flow_style)
+    def _scalar(self, event: yaml.ScalarEvent, path: PathT, record: bool) -> Any:
+        text = event.value
+        # Only an unquoted scalar has its type guessed; most ('ada', 'CS 101') start with a
+        # letter no resolver claims, and skipping resolve() for them halves the time.
+        if event.style or not event.implicit[0]:
+            return text
+        resolvers = self.yaml_implicit_resolvers
+        if text[:1] not in resolvers and None not in resolvers:
+            return text
+        tag = self.resolve(yaml.ScalarNode, text, event.implicit)
+        if tag not in _TYPED_SCALARS:
+            return text
+        if record:
+            self.doc.plain.add(path)
+            if self.open_anchors:
+                self.trail.append((path, 0, "plain"))
+        node = yaml.ScalarNode(tag, text, event.start_mark, event.end_mark, event.style)
+        return self.yaml_constructors[tag](self, node)
+
+    def _sequence(self, path: PathT, record: bool, anchor: _Anchor | None) -> list[Any]:
+        out: list[Any] = []
         if anchor is not None:
-            self.anchors[anchor] = node  # before the children: a recursive alias finds it
-        items = node.value
-        end = yaml.SequenceEndEvent if sequence else yaml.MappingEndEvent
-        self.depth += 1
+            anchor.value = out  # an alias inside it finds it open: a recursive anchor
+        self.level += 1
         event = self.get_event()
-        while event.__class__ is not end:
-            item = self._compose(event)
-            items.append(item if sequence else (item, self._compose(self.get_event())))
+        while event.__class__ is not yaml.SequenceEndEvent:
+            child = (*path, len(out))
+            out.append(self.value(event, child, record and self._records(child)))
             event = self.get_event()
-        self.depth -= 1
-        node.end_mark = event.end_mark
-        return node
+        self.level -= 1
+        return out
 
-    def _alias(self, event: yaml.AliasEvent) -> yaml.Node:
-        """A shallow copy of the anchored node: it carries the alias's own position but shares
-        the children, so nothing is expanded here."""
-        if event.anchor not in self.anchors:
+    def _mapping(self, path: PathT, record: bool, anchor: _Anchor | None) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if anchor is not None:
+            anchor.value = out
+        self.level += 1
+        event = self.get_event()
+        while event.__class__ is not yaml.MappingEndEvent:
+            key = self._key(event, path)
+            value_event = self.get_event()
+            if key is None or key in out:
+                if key is not None:
+                    self._duplicate(event, path, (*path, key))
+                self._skip(value_event, path)
+            else:
+                child = (*path, key)
+                keep = record and self._records(child)
+                if keep:
+                    self._record(child, event.start_mark, "key")
+                out[key] = self.value(value_event, child, keep)
+            event = self.get_event()
+        self.level -= 1
+        return out
+
+    def _key(self, event: yaml.Event, path: PathT) -> str | None:
+        """A mapping key: always its text (a key is a name: never let YAML turn `on` or `101`
+        into a type); None, reported, for anything else."""
+        if event.__class__ is yaml.AliasEvent:
+            text = self._target(event).text
+            if text is not None:
+                return text
+        if event.__class__ is not yaml.ScalarEvent:
+            self.issue(event.start_mark, path, "keys must be plain strings")
+            if event.__class__ is not yaml.AliasEvent:
+                self._skip(event, path)
+            return None
+        if event.tag is not None or event.anchor is not None or self.level >= MAX_DEPTH:
+            self.value(event, path, False)  # reports the tag or depth, keeps the anchor
+        if event.value == "<<" and not event.style:
+            self.issue(event.start_mark, path, "YAML merge keys ('<<') are not supported")
+            return None
+        return event.value  # type: ignore[no-any-return]
+
+    def _skip(self, event: yaml.Event, path: PathT) -> None:
+        """Read a refused key's value only for what the parser must still check (tags, depth,
+        anchors later aliases use): it is not part of the data, so nothing in it is reported."""
+        self.skipping += 1
+        try:
+            self.value(event, path, False)
+        finally:
+            self.skipping -= 1
+
+    def _duplicate(self, event: yaml.Event, path: PathT, child: PathT) -> None:
+        if self.skipping:
+            return
+        first = self.doc.key_marks.get(child)
+        if first is None:
+            raise _NeedPositions
+        message = f"duplicate key {child[-1]!r} (first defined at line {first // _LINE + 1})"
+        self.issue(event.start_mark, path, message)
+
+    def _target(self, event: yaml.AliasEvent) -> _Anchor:
+        anchor = self.anchors.get(event.anchor)
+        if anchor is None:
             raise ComposerError(
                 None, None, f"found undefined alias {event.anchor!r}", event.start_mark
             )
-        clone = copy.copy(self.anchors[event.anchor])
-        clone.start_mark, clone.end_mark = event.start_mark, event.end_mark
-        clone.via_alias = True
-        return clone
+        return anchor
 
-
-class _AliasBomb(Exception):
-    def __init__(self, mark: yaml.Mark) -> None:
-        self.mark = mark
-
-
-class _Walker:
-    """Node graph -> plain values, recording marks, duplicates and cycles as it goes."""
-
-    def __init__(self, doc: Document, constructor: yaml.SafeLoader) -> None:
-        self.doc = doc
-        self.depth = doc.depth
-        self.constructor = constructor
-        self.issues: list[Issue] = []
-        self.aliased = 0
-        self.alias_start: yaml.Mark | None = None  # the outermost alias being expanded
-        self.open: set[int] = set()  # collections on the current path (cycle detection)
-
-    def walk(self, node: yaml.Node, path: PathT, in_alias: bool) -> Any:
-        if not in_alias and getattr(node, "via_alias", False):
-            in_alias = True
-            self.alias_start = node.start_mark
-        if in_alias:
-            self.aliased += 1
-            if self.aliased > MAX_ALIAS_NODES:
-                raise _AliasBomb(self.alias_start)
-        record = self.depth is None or len(path) <= self.depth
+    def _alias(self, event: yaml.AliasEvent, path: PathT, record: bool) -> Any:
+        anchor = self._target(event)
         if record:
-            self.doc.value_marks[path] = _pack(node.start_mark)
-        kind = node.__class__
-        if kind is yaml.ScalarNode:
-            if not node.style and node.tag in _TYPED_SCALARS:
-                if record:
-                    self.doc.plain.add(path)
-                return self.constructor.construct_object(node)
-            return node.value
-        if id(node.value) in self.open:
-            self.issue_at(path, "an alias refers to itself (recursive anchor)")
+            self._record(path, event.start_mark, "value")
+        if self.skipping:
+            return anchor.value
+        if anchor.building:
+            self.issue(event.start_mark, path, "an alias refers to itself (recursive anchor)")
             return None
-        self.open.add(id(node.value))
-        try:
-            if kind is yaml.SequenceNode:
-                walk = self.walk
-                return [walk(item, (*path, i), in_alias) for i, item in enumerate(node.value)]
-            return self.mapping(node, path, in_alias)
-        finally:
-            self.open.discard(id(node.value))
+        self.aliased += anchor.size
+        self.built += anchor.size
+        if self.aliased > MAX_ALIAS_NODES and self.bomb is None:
+            self.bomb = event.start_mark  # the values are shared, not copied: read on
+        if record:
+            self._replay(anchor, path)
+        return anchor.value
 
-    def mapping(self, node: yaml.MappingNode, path: PathT, in_alias: bool) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        key_marks = self.doc.key_marks
-        for key_node, value_node in node.value:
-            if key_node.__class__ is not yaml.ScalarNode:
-                self.issue(key_node, path, "keys must be plain strings")
-                continue
-            key = key_node.value  # keys are names: never let YAML turn `on` or `101` into a type
-            child = (*path, key)
-            if key == "<<" and not key_node.style:
-                self.issue(key_node, path, "YAML merge keys ('<<') are not supported")
-                continue
-            if key in out:
-                if child not in key_marks:
-                    raise _NeedPositions
-                first = key_marks[child] // _LINE + 1
-                self.issue(key_node, path, f"duplicate key {key!r} (first defined at line {first})")
-                continue
-            if self.depth is None or len(child) <= self.depth:
-                key_marks[child] = _pack(key_node.start_mark)
-            out[key] = self.walk(value_node, child, in_alias)
-        return out
+    def _replay(self, anchor: _Anchor, path: PathT) -> None:
+        """The positions inside the anchor's value, under the alias's path."""
+        start, end = anchor.trail
+        cut = len(anchor.path)
+        for recorded, packed, kind in self.trail[start:end]:
+            moved = (*path, *recorded[cut:])
+            if (kind == "value" and moved == path) or not self._records(moved):
+                continue  # the alias's own position is where it is written
+            if kind == "plain":
+                self.doc.plain.add(moved)
+            else:
+                marks = self.doc.key_marks if kind == "key" else self.doc.value_marks
+                marks[moved] = packed
 
-    def issue(self, key_node: yaml.Node, path: PathT, message: str) -> None:
-        location = _location(self.doc.file, key_node.start_mark)
-        self.issues.append(Issue(location, format_path(path), message))
-
-    def issue_at(self, path: PathT, message: str) -> None:
-        if path not in self.doc.value_marks:
-            raise _NeedPositions
-        self.issues.append(self.doc.issue(path, message))
+    def issue(self, mark: yaml.Mark, path: PathT, message: str) -> None:
+        if self.skipping:
+            return
+        self.issues.append(Issue(_location(self.doc.file, mark), format_path(path), message))
 
 
 class _NeedPositions(Exception):
@@ -363,35 +443,29 @@ def parse(text: str, file: str, *, depth: int | None = None) -> Document:
         column = bad.start() - (text.rfind("\n", 0, bad.start()) + 1) + 1
         message = f"character U+{ord(bad.group()):04X} is not allowed in YAML"
         raise YamlError([Issue(Location(file, line, column), "", message)])
-    composer: _Composer | None = None
+    builder: _Builder | None = None
     try:
-        composer = _Composer(text, file)
-        node = composer.get_single_node()
+        builder = _Builder(text, doc)
+        doc.data = builder.document()
     except yaml.MarkedYAMLError as e:
         problem = f"{e.context}, {e.problem}" if e.context else e.problem
         mark = e.problem_mark or e.context_mark
         issue = Issue(_location(file, mark), "", f"YAML syntax error: {problem}")
-        raise YamlError([*(composer.issues if composer else []), issue]) from None
+        raise YamlError([*(builder.tags if builder else []), issue]) from None
     except yaml.YAMLError as e:  # no position known (libyaml reader errors)
         raise YamlError([Issue(Location(file, 1, 1), "", f"YAML error: {e}")]) from None
-    finally:
-        if composer is not None:
-            composer.dispose()
-    if composer.issues:
-        raise YamlError(composer.issues)
-    if node is None:
-        return doc
-    walker = _Walker(doc, composer)
-    try:
-        doc.data = walker.walk(node, (), False)
-    except _AliasBomb as bomb:
-        message = f"aliases expand to more than {MAX_ALIAS_NODES} values (alias bomb?)"
-        location = _location(file, bomb.mark)
-        raise YamlError([Issue(location, "", message)]) from None
     except _NeedPositions:
         return parse(text, file)
-    if walker.issues:
-        raise YamlError(walker.issues)
+    finally:
+        if builder is not None:
+            builder.dispose()
+    if builder.tags:
+        raise YamlError(builder.tags)
+    if builder.bomb is not None:
+        message = f"aliases expand to more than {MAX_ALIAS_NODES} values (alias bomb?)"
+        raise YamlError([Issue(_location(file, builder.bomb), "", message)])
+    if builder.issues:
+        raise YamlError(builder.issues)
     return doc
 
 
