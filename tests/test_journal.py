@@ -705,3 +705,85 @@ def test_a_run_end_that_cannot_be_written_says_the_run_could_not_be_recorded(
     )
     [record] = journal.history()
     assert record.outcome is None and record.finished_at is None
+
+
+def _adopt(key: str, group_id: str, note: str = "") -> Change:
+    return Change(key, Action.ADOPT, Cause.SPEC, key.upper(), group_id, note=note)
+
+
+def _state(name: str) -> AppliedState:
+    return AppliedState(name, None, None, frozenset({"ada"}), False)
+
+
+def test_adoptions_that_send_nothing_are_one_transaction_and_a_conflict_fails_alone(
+    journal: Journal,
+) -> None:
+    journal.set_managed("owner", "g2", _state("OWNER"))
+    journal.set_managed("a", "g0", _state("A"))  # already managed: managed_since is kept
+    [since] = journal._conn.execute("SELECT managed_since FROM groups WHERE key = 'a'").fetchone()
+    run = journal.start_run(trigger="manual", mode="apply", spec_digest="d")
+    adoptions = [
+        (_adopt("a", "g0"), _state("A")),
+        (_adopt("b", "g1", note="pinned by `id:`"), _state("B")),
+        (_adopt("c", "g2"), _state("C")),  # g2 is owner's
+        (_adopt("d", "g3"), _state("D")),
+    ]
+    sql: list[str] = []
+    journal._conn.set_trace_callback(sql.append)
+    errors = journal.adopt_unsent(run, adoptions)
+    journal._conn.set_trace_callback(None)
+    conflict = "group g2 is already managed under key 'owner'; not also under 'c'"
+    assert errors == [None, None, conflict, None]
+    assert (sql.count("BEGIN IMMEDIATE"), sql.count("COMMIT"), sql.count("ROLLBACK")) == (1, 1, 0)
+    rows = {c.key: c for c in journal.history(limit=1)[0].changes}
+    assert {k: (c.status, c.group_id, c.error) for k, c in rows.items()} == {
+        "a": ("applied", "g0", None),
+        "b": ("applied", "g1", None),
+        "c": ("failed", "g2", conflict),
+        "d": ("applied", "g3", None),
+    }
+    assert rows["b"].note == "pinned by `id:`" and rows["a"].note is None
+    for c in rows.values():  # never pending: started, finished, nothing sent
+        assert (c.attempts, c.http_status, c.duration_ms) == (0, None, 0)
+        assert c.started_at == c.finished_at
+    assert journal.pending_changes() == []
+    managed = {k: (mg.group_id, mg.applied) for k, mg in journal.managed().items()}
+    assert managed == {
+        "owner": ("g2", _state("OWNER")),
+        "a": ("g0", _state("A")),
+        "b": ("g1", _state("B")),
+        "d": ("g3", _state("D")),
+    }
+    assert journal._conn.execute("SELECT managed_since FROM groups WHERE key = 'a'").fetchone() == (
+        since,
+    )
+
+
+def test_a_batch_of_adoptions_that_cannot_be_written_records_none_of_it(
+    journal: Journal,
+) -> None:
+    run = journal.start_run(trigger="manual", mode="apply", spec_digest="d")
+    pages = journal._conn.execute("PRAGMA page_count").fetchone()[0]
+    journal._conn.execute(f"PRAGMA max_page_count = {pages + 2}")
+    adoptions = [(_adopt(f"k{n}", f"g{n}", note="x" * 2048), _state("K")) for n in range(20)]
+    with pytest.raises(JournalError, match=r"cannot record a batch of adoptions .* disk is full"):
+        journal.adopt_unsent(run, adoptions)
+    assert not journal._conn.in_transaction
+    assert journal.history(limit=1)[0].changes == () and journal.managed() == {}
+
+
+def test_changes_a_stopped_run_never_started_are_skipped_in_one_transaction(
+    journal: Journal,
+) -> None:
+    run = journal.start_run(trigger="manual", mode="apply", spec_digest="d")
+    sql: list[str] = []
+    journal._conn.set_trace_callback(sql.append)
+    journal.skip_changes(run, [_update("a"), _adopt("b", "g1", note="pinned")], "not started: x")
+    journal._conn.set_trace_callback(None)
+    assert sql.count("BEGIN IMMEDIATE") == 1
+    rows = journal.history(limit=1)[0].changes
+    assert [(c.key, c.status, c.note, c.attempts) for c in rows] == [
+        ("a", "skipped", "not started: x", 0),
+        ("b", "skipped", "pinned; not started: x", 0),
+    ]
+    assert journal.managed() == {}

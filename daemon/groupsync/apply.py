@@ -15,6 +15,12 @@ with a gateway timeout), is the create sent once more; a timed-out POST may stil
 the server, so it is left to the next plan, whose adopt-by-name picks up a late commit instead
 of creating a second group. At most two POSTs per change per run.
 
+An adoption of a group that already looks right sends nothing: it only maps the key in the
+journal. A phase records those first, ADOPT_BATCH to a journal transaction, each row `applied`
+at once (never `pending`: no request, so no remote effect to be uncertain about), instead of
+three transactions and a task apiece; an account of 100,000 groups adopted from an `export`
+is 100,000 of them.
+
 A run asked to stop (`RunStop`) starts no further change and journals each one it did not start
 as `skipped`; a stop at once abandons the changes in flight and journals them `unknown` (sent,
 answer never seen: the next plan re-reads the group). No row is left `pending`.
@@ -44,6 +50,7 @@ log = logging.getLogger("groupsync.apply")
 T = TypeVar("T")
 
 DEFAULT_WORKERS = 8
+ADOPT_BATCH = 1000  # adoptions that send nothing, per journal transaction
 
 
 class UnsafePlan(GroupsyncError):
@@ -206,12 +213,19 @@ class _Applier:
         self.result = ApplyResult()
 
     async def run_phase(self, changes: list[Change], workers: int) -> None:
+        unsent: list[Change] = []
         # Creates of one name run one after another: an ambiguous create re-lists by name and
         # must not mistake a sibling key's brand-new group for its own.
         units: dict[tuple[str, str], list[Change]] = {}
         for c in changes:
+            if c.action is Action.ADOPT and not c.writes:
+                unsent.append(c)
+                continue
             unit = ("name", c.name) if c.action is Action.CREATE else ("key", c.key)
             units.setdefault(unit, []).append(c)
+        for start in range(0, len(unsent), ADOPT_BATCH):
+            self.adopt_unsent(unsent[start : start + ADOPT_BATCH])
+            await asyncio.sleep(0)  # a signal or a deadline may stop the run between batches
         queue = iter(units.values())
 
         async def worker() -> None:
@@ -226,13 +240,32 @@ class _Applier:
         except* JournalError as failed:  # nothing can be recorded, so nothing more is sent
             raise failed.exceptions[0] from None
 
+    def adopt_unsent(self, changes: list[Change]) -> None:
+        """Adoptions that send nothing, in one journal transaction (see the module docstring);
+        each one heard of as if it had gone through `apply_one`."""
+        if self.stop.requested.is_set():
+            self.skip(changes)
+            return
+        adoptions = [(c, _unwritten_state(c, self.desired.get(c.key))) for c in changes]
+        errors = self.journal.adopt_unsent(self.run_id, adoptions)
+        for change, error in zip(changes, errors, strict=True):
+            if self.on_start is not None:
+                self.on_start(change)
+            status = ChangeStatus.APPLIED if error is None else ChangeStatus.FAILED
+            self.tally(change, status, error)
+
+    def skip(self, changes: list[Change]) -> None:
+        """Changes the stopped run does not start, journaled `skipped` in one transaction."""
+        self.journal.skip_changes(self.run_id, changes, f"not started: {self.stop.reason}")
+        for change in changes:
+            self.tally(change, ChangeStatus.SKIPPED)
+
     async def apply_one(self, change: Change) -> None:
+        if self.stop.requested.is_set():
+            self.skip([change])
+            return
         change_id = self.journal.begin_change(self.run_id, change)
         outcome = _Outcome(group_id=change.group_id)
-        if self.stop.requested.is_set():
-            note = f"not started: {self.stop.reason}"
-            self.settle(change, change_id, outcome, ChangeStatus.SKIPPED, note=note)
-            return
         if self.on_start is not None:
             self.on_start(change)
         work = asyncio.ensure_future(self.execute(change, outcome))
@@ -287,10 +320,26 @@ class _Applier:
             error=error,
             note="; ".join(notes) or None,
         )
+        # A create's log line and metrics should name the group it made.
+        settled = (
+            change
+            if outcome.group_id == change.group_id
+            else replace(change, group_id=outcome.group_id)
+        )
+        self.tally(settled, status, error, outcome.group)
+
+    def tally(
+        self,
+        change: Change,
+        status: ChangeStatus,
+        error: str | None = None,
+        group: Group | None = None,
+    ) -> None:
+        """Count a journaled change in the result and tell `on_progress` how it ended."""
         if status is ChangeStatus.APPLIED:
             self.result.applied += 1
-            if outcome.group is not None:
-                self.result.groups[change.key] = outcome.group
+            if group is not None:
+                self.result.groups[change.key] = group
         elif status is ChangeStatus.SKIPPED:
             self.result.skipped += 1
         elif status is ChangeStatus.UNKNOWN:
@@ -299,13 +348,7 @@ class _Applier:
             self.result.failed += 1
             self.result.failures.append((change.key, error or status))
         if self.on_progress is not None:
-            # A create's log line and metrics should name the group it made.
-            settled = (
-                change
-                if outcome.group_id == change.group_id
-                else replace(change, group_id=outcome.group_id)
-            )
-            self.on_progress(settled, status)
+            self.on_progress(change, status)
 
     async def write(self, outcome: _Outcome, call: Awaitable[T]) -> T:
         """One API write, its attempts and final status added to the change's record."""
@@ -351,14 +394,8 @@ class _Applier:
         assert change.group_id is not None
         if change.set_archived and self.before_archive is not None:
             await self.before_archive(change)
-        body = _update_fields(change)
-        if not body:  # an adoption of a group that already looks right
-            self.journal.set_managed(
-                key, change.group_id, _unwritten_state(change, self.desired.get(key))
-            )
-            return
         try:
-            group = await self.put(change, change.group_id, body, outcome)
+            group = await self.put(change, change.group_id, _update_fields(change), outcome)
         except NotFound as exc:
             then = "recreates" if key in self.desired else "forgets"
             outcome.notes.append(f"the group vanished outside groupsync; the next plan {then} it")

@@ -3,7 +3,10 @@
 It is the only memory groupsync has: which group each key owns (without it nothing is managed)
 and what it last made each group look like (without it drift cannot be told from spec). So it is
 written in WAL mode and a change row is written `pending` before its API call, which makes a
-crash leave a truthful record that `apply.recover_pending` can settle.
+crash leave a truthful record that `apply.recover_pending` can settle. A change that sends
+nothing is never `pending`: an adoption of a group that already looks right is written `applied`
+with its mapping (`adopt_unsent`, many to a transaction), a change a stopped run never started
+`skipped` (`skip_changes`); with no request, there is no remote effect to be uncertain about.
 
 Two layers, each doing what it does best. sqlite-utils' `Database` wraps the connection: the
 journal reads with `db.query` (rows as dicts, which the typed records are built from), writes
@@ -35,7 +38,7 @@ import sqlite3
 import stat
 import sys
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
@@ -584,34 +587,44 @@ class Journal:
 
     def begin_change(self, run_id: int, change: Change) -> int:
         """Record the change as `pending` before its API call is sent (a create's, with fsync)."""
-        diff = {
-            f.field: {"before": f.old, "after": f.new, "cause": str(f.cause)} for f in change.fields
-        }
         with self._writing(
             f"cannot record {change.action} {change.key} before sending it (not sent)",
             synchronous="FULL" if change.action is Action.CREATE else None,
         ) as db:
-            cursor = db.execute(
-                "INSERT INTO changes (run_id, key, group_id, name, action, cause, diff,"
-                " members_added, members_removed, members_cause, set_archived, status,"
-                " started_at, note) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
-                (
-                    run_id,
-                    change.key,
-                    change.group_id,
-                    change.name,
-                    str(change.action),
-                    str(change.cause),
-                    _json(diff),
-                    _json(list(change.members_add)),
-                    _json(list(change.members_remove)),
-                    None if change.members_cause is None else str(change.members_cause),
-                    change.set_archived,
-                    now_iso(),
-                    change.note or None,
-                ),
-            )
-        return int(cursor.lastrowid)  # type: ignore[arg-type]
+            return _insert_change(db, run_id, change, ChangeStatus.PENDING, now_iso())
+
+    def adopt_unsent(
+        self, run_id: int, adoptions: Sequence[tuple[Change, AppliedState]]
+    ) -> list[str | None]:
+        """Record adoptions that send nothing to the API, all in one transaction: each change
+        row and its group's mapping. No row is `pending` first: with no request there is no
+        remote effect to be uncertain about, so a crash loses the whole batch or none of it.
+
+        An adoption whose group another key already manages fails alone (its failed statement
+        rolls back by itself): returned is its error, else None, in the order given.
+        """
+        now = now_iso()
+        errors: list[str | None] = []
+        with self._writing("cannot record a batch of adoptions (none of it recorded)") as db:
+            for change, applied in adoptions:
+                assert change.group_id is not None, "an adoption names its group"
+                try:
+                    _upsert_managed(db, change.key, change.group_id, applied, now)
+                except GroupsyncError as exc:
+                    errors.append(str(exc))
+                    _insert_change(db, run_id, change, ChangeStatus.FAILED, now, error=str(exc))
+                else:
+                    errors.append(None)
+                    _insert_change(db, run_id, change, ChangeStatus.APPLIED, now)
+        return errors
+
+    def skip_changes(self, run_id: int, changes: Sequence[Change], note: str) -> None:
+        """Record changes a stopped run never started as `skipped`, `note` saying why, in one
+        transaction: nothing was sent, so nothing is `pending` first."""
+        now = now_iso()
+        with self._writing("cannot record the changes a stopped run did not start") as db:
+            for change in changes:
+                _insert_change(db, run_id, change, ChangeStatus.SKIPPED, now, note=note)
 
     def settle_change(
         self,
@@ -693,22 +706,8 @@ class Journal:
 
     def set_managed(self, key: str, group_id: str, applied: AppliedState) -> None:
         """Map key -> group (keeping `managed_since`) and remember the state groupsync gave it."""
-        now = now_iso()
         with self._writing(f"cannot record that key {key} is group {group_id}") as db:
-            try:
-                db.execute(
-                    "INSERT INTO groups (key, group_id, name, managed_since, updated_at, applied)"
-                    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET"
-                    " group_id = excluded.group_id, name = excluded.name,"
-                    " updated_at = excluded.updated_at, applied = excluded.applied",
-                    (key, group_id, applied.name, now, now, _applied_to_json(applied)),
-                )
-            except sqlite3.IntegrityError:  # groups_by_group_id: the group has another key
-                [owner] = db.query("SELECT key FROM groups WHERE group_id = ?", [group_id])
-                raise GroupsyncError(
-                    f"group {group_id} is already managed under key {owner['key']!r};"
-                    f" not also under {key!r}"
-                ) from None
+            _upsert_managed(db, key, group_id, applied, now_iso())
 
     def forget(self, key: str) -> None:
         with self._writing(f"cannot forget key {key}") as db:
@@ -912,6 +911,70 @@ class Journal:
                 for row in db.query(f"SELECT * FROM messages WHERE {where} ORDER BY id", params):
                     sent[row["run_id"]].append(_message_record(row))
         return [_run_record(r, by_run[r["id"]], sent[r["id"]]) for r in runs]
+
+
+def _insert_change(
+    db: Database,
+    run_id: int,
+    change: Change,
+    status: ChangeStatus,
+    at: str,
+    *,
+    error: str | None = None,
+    note: str | None = None,
+) -> int:
+    """One `changes` row; its id. A `pending` row started `at` and is settled later
+    (`settle_change`); any other status is final, started and finished `at`. `note` is appended
+    to the plan's note, as `settle_change` appends it."""
+    diff = {
+        f.field: {"before": f.old, "after": f.new, "cause": str(f.cause)} for f in change.fields
+    }
+    final = status is not ChangeStatus.PENDING
+    cursor = db.execute(
+        "INSERT INTO changes (run_id, key, group_id, name, action, cause, diff, members_added,"
+        " members_removed, members_cause, set_archived, status, error, started_at, finished_at,"
+        " duration_ms, note) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            run_id,
+            change.key,
+            change.group_id,
+            change.name,
+            str(change.action),
+            str(change.cause),
+            _json(diff),
+            _json(list(change.members_add)),
+            _json(list(change.members_remove)),
+            None if change.members_cause is None else str(change.members_cause),
+            change.set_archived,
+            str(status),
+            _masked(error),
+            at,
+            at if final else None,
+            0 if final else None,
+            "; ".join(n for n in (change.note, _masked(note)) if n) or None,
+        ),
+    )
+    return int(cursor.lastrowid)  # type: ignore[arg-type]
+
+
+def _upsert_managed(db: Database, key: str, group_id: str, applied: AppliedState, at: str) -> None:
+    """Map key -> group as of `at`, keeping `managed_since`. A group another key manages
+    (`groups_by_group_id`) raises GroupsyncError; SQLite rolls back only the failed statement,
+    so the transaction around it goes on."""
+    try:
+        db.execute(
+            "INSERT INTO groups (key, group_id, name, managed_since, updated_at, applied)"
+            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET"
+            " group_id = excluded.group_id, name = excluded.name,"
+            " updated_at = excluded.updated_at, applied = excluded.applied",
+            (key, group_id, applied.name, at, at, _applied_to_json(applied)),
+        )
+    except sqlite3.IntegrityError:
+        [owner] = db.query("SELECT key FROM groups WHERE group_id = ?", [group_id])
+        raise GroupsyncError(
+            f"group {group_id} is already managed under key {owner['key']!r};"
+            f" not also under {key!r}"
+        ) from None
 
 
 def _file_identity(path: Path) -> tuple[int, int] | None:
