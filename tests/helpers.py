@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import inspect
 import logging
 import os
+import pty
 import random
+import re
+import select
 import socket
 import subprocess
 import sys
+import termios
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import fields
@@ -176,3 +182,88 @@ def free_port() -> int:
                 continue
         return port
     raise RuntimeError(f"no free port below {low} after 200 tries")
+
+
+def _take_terminal() -> None:
+    """In the child, after setsid(): make the pty (its stdin) the controlling terminal."""
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+class Terminal:
+    """`python -m groupsync ARGS` with a pseudo-terminal for stdin, stdout and stderr (or for
+    stderr only, stdout then a pipe), read without ever blocking the test.
+
+    `controlling`: the pty is the child's controlling terminal, so a typed Ctrl-C (\\x03) is a
+    real SIGINT sent by the line discipline, as in a shell."""
+
+    def __init__(
+        self,
+        args: list[str],
+        env: Mapping[str, str],
+        *,
+        controlling: bool = False,
+        only_stderr: bool = False,
+    ) -> None:
+        self.primary, secondary = pty.openpty()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "groupsync", *args],
+            stdin=subprocess.DEVNULL if only_stderr else secondary,
+            stdout=subprocess.PIPE if only_stderr else secondary,
+            stderr=secondary,
+            env=dict(env),
+            start_new_session=controlling,
+            # only an ioctl before exec: safe next to threads
+            preexec_fn=_take_terminal if controlling else None,
+        )
+        os.close(secondary)
+        self.output = b""
+
+    def _read(self, timeout: float) -> int:
+        """Bytes read within `timeout` (0: none came); -1 once the child closed the terminal."""
+        ready, _, _ = select.select([self.primary], [], [], timeout)
+        if not ready:
+            return 0
+        try:
+            chunk = os.read(self.primary, 4096)
+        except OSError:  # EIO: the child is gone
+            return -1
+        self.output += chunk
+        return len(chunk) or -1
+
+    def wait_for(self, pattern: bytes | re.Pattern[bytes], timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while not (
+            pattern.search(self.output)
+            if isinstance(pattern, re.Pattern)
+            else pattern in self.output
+        ):
+            if time.monotonic() > deadline or self._read(0.2) < 0:
+                raise AssertionError(f"no {pattern!r} in:\n{self.text}")
+
+    def type(self, data: bytes) -> None:
+        os.write(self.primary, data)
+
+    def exit_code(self, timeout: float = 30) -> int | None:
+        """The exit code once all output is read, or None if it still runs after `timeout`."""
+        deadline = time.monotonic() + timeout
+        while self.proc.poll() is None and time.monotonic() < deadline:
+            if self._read(0.2) < 0:
+                break
+        while self._read(0.1) > 0:
+            continue
+        try:
+            return self.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            return None
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        os.close(self.primary)
+
+    @property
+    def text(self) -> str:
+        return self.output.decode("utf-8", "replace")

@@ -7,16 +7,10 @@ enough to interrupt; the tests poll the terminal for the progress line instead o
 
 from __future__ import annotations
 
-import fcntl
 import os
-import pty
 import re
-import select
 import signal
 import sqlite3
-import subprocess
-import sys
-import termios
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -26,6 +20,7 @@ import pytest
 import yaml
 
 from groupsync.emulator import Emulator
+from helpers import Terminal
 
 pytestmark = pytest.mark.slow
 
@@ -34,85 +29,14 @@ CHANGES = 12
 PROGRESS = re.compile(rb"Applying .*create g\d\d")  # the bar, naming the change being sent
 
 
-def _take_terminal() -> None:
-    """In the child, after setsid(): make the pty (its stdin) the controlling terminal."""
-    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-
-
-class Terminal:
-    """`groupsync apply` with a pty as its controlling terminal and all three streams."""
-
-    def __init__(self, args: list[str]) -> None:
-        self.primary, secondary = pty.openpty()
-        env = {**os.environ, "ECAMPUS_TOKEN": TOKEN, "NO_COLOR": "1", "COLUMNS": "120"}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "groupsync", "apply", *args],
-            stdin=secondary,
-            stdout=secondary,
-            stderr=secondary,
-            env=env,
-            start_new_session=True,
-            preexec_fn=_take_terminal,  # only an ioctl before exec: safe next to threads
-        )
-        os.close(secondary)
-        self.output = b""
-
-    def _read(self, timeout: float) -> int:
-        """Bytes read within `timeout` (0: none came); -1 once the child closed the terminal."""
-        ready, _, _ = select.select([self.primary], [], [], timeout)
-        if not ready:
-            return 0
-        try:
-            chunk = os.read(self.primary, 4096)
-        except OSError:  # EIO: the child is gone
-            return -1
-        self.output += chunk
-        return len(chunk) or -1
-
-    def wait_for(self, pattern: bytes | re.Pattern[bytes], timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while not (
-            pattern.search(self.output)
-            if isinstance(pattern, re.Pattern)
-            else pattern in self.output
-        ):
-            if time.monotonic() > deadline or self._read(0.2) < 0:
-                raise AssertionError(f"no {pattern!r} in:\n{self.text}")
-
-    def type(self, data: bytes) -> None:
-        os.write(self.primary, data)
-
-    def exit_code(self, timeout: float = 30) -> int | None:
-        """The exit code once all output is read, or None if it still runs after `timeout`."""
-        deadline = time.monotonic() + timeout
-        while self.proc.poll() is None and time.monotonic() < deadline:
-            if self._read(0.2) < 0:
-                break
-        while self._read(0.1) > 0:
-            continue
-        try:
-            return self.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            return None
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-        os.close(self.primary)
-
-    @property
-    def text(self) -> str:
-        return self.output.decode("utf-8", "replace")
-
-
 @pytest.fixture
 def terminal() -> Iterator[Callable[[Path], Terminal]]:
     """Start `groupsync apply --config CONFIG` on a terminal; it never outlives the test."""
     started: list[Terminal] = []
 
     def start(config: Path) -> Terminal:
-        started.append(Terminal(["--config", str(config)]))
+        env = {**os.environ, "ECAMPUS_TOKEN": TOKEN, "NO_COLOR": "1", "COLUMNS": "120"}
+        started.append(Terminal(["apply", "--config", str(config)], env, controlling=True))
         return started[-1]
 
     yield start

@@ -8,7 +8,6 @@ import json
 import os
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,7 @@ import yaml
 
 import helpers
 from groupsync.emulator import Emulator
-from helpers import run_cli
+from helpers import Terminal, run_cli
 
 TOKEN = "test-token"
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -250,38 +249,15 @@ def test_usage_error_never_exits_2(tmp_path: Path) -> None:
 
 def run_on_a_terminal(args: list[str], answer: str, env: dict[str, str]) -> tuple[int, str]:
     """Run groupsync with a pseudo-terminal as stdin/stdout, typing `answer` at the prompt."""
-    import pty
-    import select
-    import time
-
-    primary, secondary = pty.openpty()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "groupsync", *args],
-        stdin=secondary,
-        stdout=secondary,
-        stderr=secondary,
-        env=env,
-        close_fds=True,
-    )
-    os.close(secondary)
-    output, answered, deadline = b"", False, time.monotonic() + 60
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([primary], [], [], 0.5)
-        if ready:
-            try:
-                chunk = os.read(primary, 4096)
-            except OSError:  # the child closed the terminal
-                break
-            if not chunk:
-                break
-            output += chunk
-        if not answered and b"Apply these changes?" in output:
-            os.write(primary, answer.encode() + b"\n")
-            answered = True
-        if proc.poll() is not None and not ready:
-            break
-    os.close(primary)
-    return proc.wait(timeout=10), output.decode("utf-8", "replace")
+    term = Terminal(args, env)
+    try:
+        term.wait_for(b"Apply these changes?", timeout=60)
+        term.type(answer.encode() + b"\n")
+        code = term.exit_code(60)
+    finally:
+        term.close()
+    assert code is not None, term.text
+    return code, term.text
 
 
 @pytest.mark.parametrize(("answer", "code"), [("n", 0), ("y", 0)])

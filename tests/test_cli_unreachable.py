@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import pytest
 import yaml
 
 from groupsync.emulator import Emulator
-from helpers import free_port, run_cli
+from helpers import Terminal, free_port, run_cli
 from helpers import groupsync as groupsync_process
 
 TOKEN = "test-token"
@@ -128,42 +127,23 @@ def test_the_daemon_logs_the_same_clear_message(tmp_path: Path) -> None:
 def test_a_long_retry_wait_shows_a_status_line_on_a_terminal(
     emulator: Emulator, tmp_path: Path
 ) -> None:
-    import pty
-    import select
-
     # One request per 2.5 s: of the two list calls plan makes at once, one is answered 429 with
     # Retry-After: 3, past the 2 s after which the wait is shown.
     emulator.faults.rate_limit_per_s = 0.4
     config = write_config(tmp_path, {"base_url": emulator.base_url})
     # No members to check: plan makes only the two list calls.
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump({"groups": {"cs-101": {"name": "CS 101"}}}))
-    primary, secondary = pty.openpty()
     env = {**os.environ, "ECAMPUS_TOKEN": TOKEN, "NO_COLOR": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "groupsync", "plan", "--config", str(config)],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=secondary,
-        env=env,
-    )
-    os.close(secondary)
-    drawn, deadline = b"", time.monotonic() + 30
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([primary], [], [], 0.5)
-        if ready:
-            try:
-                chunk = os.read(primary, 4096)
-            except OSError:  # the child closed the terminal
-                break
-            if not chunk:
-                break
-            drawn += chunk
-        elif proc.poll() is not None:
-            break
-    os.close(primary)
-    out, _ = proc.communicate(timeout=10)
+    term = Terminal(["plan", "--config", str(config)], env, only_stderr=True)
+    try:
+        code = term.exit_code(30)
+        assert term.proc.stdout is not None
+        out = term.proc.stdout.read()
+    finally:
+        term.close()
+    drawn = term.output
 
-    assert proc.returncode == 0, (drawn, out)
+    assert code == 0, (drawn, out)
     line = "waiting for the eCampus API: HTTP 429, retry 2 in 3.0 s…"
     assert drawn.decode() == f"\r\x1b[K{line}\r\x1b[K"  # drawn once, then erased
     assert b"CS 101" in out and emulator.count(status=429) == 1
