@@ -51,7 +51,14 @@ def emu(emulator: Emulator) -> Emulator:
 
 
 def client_for(emu: Emulator, **options: object) -> Client:
-    options = {"backoff_base_s": 0.02, "backoff_max_s": 0.5, "max_requests_per_s": 1000} | options
+    # Test-fast backoff, with attempts enough that the waits outlast the emulator's one-second
+    # rate-limit window however the jitter falls (8 could add up to less on a slow machine).
+    options = {
+        "backoff_base_s": 0.02,
+        "backoff_max_s": 0.5,
+        "max_attempts": 12,
+        "max_requests_per_s": 1000,
+    } | options
     return api_client(emu.base_url, TOKEN, **options)
 
 
