@@ -26,7 +26,7 @@ from groupsync.reconcile import RunReport
 from groupsync.reloader import Reloader
 from groupsync.sdnotify import Notifier
 from groupsync.secret import Secret
-from groupsync.spec import load_spec
+from groupsync.spec import Spec, load_spec
 from groupsync.writer import JournalSeat
 from helpers import git
 
@@ -135,6 +135,49 @@ async def test_memory_stays_flat_over_many_runs(
     end = await runs(10)
     # Noise is about ±200 objects; leaking one report per run would add thousands.
     assert max(middle, end) - start < 500, (start, middle, end)
+
+
+ROSTER_SPEC = """\
+rosters:
+  clubs: {csv: clubs.csv}
+groups:
+  chess:
+    name: Chess Club
+    members: ['@clubs:chess']
+  go:
+    name: Go Club
+"""
+
+
+async def test_after_a_reload_the_daemon_holds_one_spec_and_no_plan(
+    tmp_path: Path, contacts: Emulator, seat: JournalSeat, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reload must not keep the spec it replaced, and no run may keep a second spec (its
+    rosters read afresh beside the spec as loaded) nor its plan: with 100,000 groups each is
+    tens of MiB the daemon holds between runs. Spec objects are counted after a collection."""
+    monkeypatch.setenv("ECAMPUS_TOKEN", "test-token")  # what the reload's loader reads
+    (tmp_path / "clubs.csv").write_text("group,username\nchess,ada\nchess,bob\n")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(ROSTER_SPEC)
+    daemon = make_daemon(write_config(tmp_path, contacts.base_url, spec), seat)
+    assert (await reconcile_now(daemon)).outcome == "applied"  # type: ignore[union-attr]
+    old = daemon.loaded.spec.digest
+
+    spec.write_text(ROSTER_SPEC.replace("Go Club", "Go & Baduk"))
+    startup = daemon._current
+    daemon.reloader.request()  # what SIGHUP does
+    for _ in range(500):  # bounded: loading this spec takes milliseconds
+        if daemon._current is not startup:
+            break
+        await asyncio.sleep(0.01)
+    assert daemon._current is not startup, "the reload started no run"
+    report = await daemon._current
+    assert report is not None and report.outcome == "applied", report
+    assert report.plan is None and report.result is None  # what the daemon keeps of a run
+
+    gc.collect()
+    live = [o.digest for o in gc.get_objects() if type(o) is Spec]
+    assert live == [daemon.loaded.spec.digest] and old not in live
 
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
