@@ -45,6 +45,7 @@ from groupsync.journal import Journal, JournalError
 from groupsync.liveness import Liveness, keep_watchdog
 from groupsync.loader import Loaded, load, load_with, read_config
 from groupsync.logs import log_change, setup_logging
+from groupsync.memtrim import release_free_memory
 from groupsync.metrics import Metrics, drifted_keys
 from groupsync.outcomes import ChangeStatus, ExitCode, Failure, RunOutcome
 from groupsync.plan import Change
@@ -387,6 +388,7 @@ class Daemon:
         # Kept until the next run (here and by the task): the outcome, not the plan and what
         # was applied, which after an adoption are 100,000 changes and groups.
         self._last = report = replace(report, plan=None, result=None)
+        release_free_memory()
         queued, self._queued = self._queued, None
         if queued is not None:
             self._request_run(queued)
