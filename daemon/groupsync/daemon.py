@@ -633,14 +633,16 @@ def run(config_path: Path | None, *, once: bool = False) -> int:
     setup_logging(settings.log.format)
     seat = JournalSeat.take(settings.journal.path)
     try:
-        loaded = load_with(settings)
+        # No local holds the Loaded: a reload replaces the daemon's, and the spec loaded here
+        # must go with it (a reference kept in this frame would keep it for the daemon's life).
+        daemon = Daemon(path, load_with(settings), seat, once=once)
         log.info(
             "groupsync starting: config %s, spec %s (%d groups), journal %s",
             path,
             settings.spec.path,
-            len(loaded.spec.groups),
+            len(daemon.loaded.spec.groups),
             settings.journal.path,
         )
-        return asyncio.run(Daemon(path, loaded, seat, once=once).serve())
+        return asyncio.run(daemon.serve())
     finally:
         seat.release()
