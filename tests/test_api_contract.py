@@ -86,6 +86,43 @@ def test_a_missing_field_is_named() -> None:
         Contract(str).group({"id": "g1", "contacts": [], "created_at": 1})
 
 
+GOOD_CONTACT = {"id": "c1", "username": "ada", "display_name": "Ada"}
+
+
+@pytest.mark.parametrize(
+    ("contact", "problem"),
+    [
+        ("ada", 'contacts[2]: expected an object, got "ada"'),
+        ({"username": "cy"}, "contacts[2].id: expected a non-empty string, got nothing"),
+        ({**GOOD_CONTACT, "id": ""}, 'contacts[2].id: expected a non-empty string, got ""'),
+        ({**GOOD_CONTACT, "id": 7}, "contacts[2].id: expected a non-empty string, got 7"),
+        ({"id": "c3"}, "contacts[2].username: expected a string, got nothing"),
+        ({**GOOD_CONTACT, "username": True}, "contacts[2].username: expected a string, got true"),
+        (
+            {**GOOD_CONTACT, "display_name": 7},
+            "contacts[2].display_name: expected a string or null, got 7",
+        ),
+    ],
+)
+def test_each_bad_contact_of_a_group_is_named_at_its_place(contact: object, problem: str) -> None:
+    contacts = [GOOD_CONTACT, {"id": "c2", "username": "bob"}, contact, GOOD_CONTACT]
+    with pytest.raises(Malformed) as caught:
+        Contract(str).group({"id": "g1", "name": "Chess", "contacts": contacts, "created_at": 1})
+    assert str(caught.value) == problem
+
+
+def test_a_groups_contacts_become_its_members_sorted_and_each_once() -> None:
+    contacts = [
+        {"id": "c2", "username": "bob", "display_name": None},
+        {"id": "c1", "username": "ada", "extra": [1]},
+        GOOD_CONTACT,
+    ]
+    group = Contract(str).group(
+        {"id": "g1", "name": "Chess", "contacts": contacts, "created_at": 1}
+    )
+    assert tuple(group.members) == ("ada", "bob")
+
+
 @pytest.mark.anyio
 async def test_the_same_id_on_two_pages_is_an_error_naming_it_and_both_pages(
     emulator: Emulator,

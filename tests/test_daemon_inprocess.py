@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import shutil
+import signal
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
@@ -17,7 +20,7 @@ import pytest
 from daemon_support import reconcile_now, tick
 from groupsync import loader
 from groupsync.config import load_settings
-from groupsync.daemon import Daemon
+from groupsync.daemon import Daemon, run
 from groupsync.emulator import Emulator
 from groupsync.loader import Loaded
 from groupsync.outcomes import ChangeStatus, Failure, RunOutcome
@@ -26,7 +29,7 @@ from groupsync.reconcile import RunReport
 from groupsync.reloader import Reloader
 from groupsync.sdnotify import Notifier
 from groupsync.secret import Secret
-from groupsync.spec import load_spec
+from groupsync.spec import Spec, load_spec
 from groupsync.writer import JournalSeat
 from helpers import git
 
@@ -135,6 +138,85 @@ async def test_memory_stays_flat_over_many_runs(
     end = await runs(10)
     # Noise is about ±200 objects; leaking one report per run would add thousands.
     assert max(middle, end) - start < 500, (start, middle, end)
+
+
+ROSTER_SPEC = """\
+rosters:
+  clubs: {csv: clubs.csv}
+groups:
+  chess:
+    name: Chess Club
+    members: ['@clubs:chess']
+  go:
+    name: Go Club
+"""
+
+
+def finished_runs(journal: Path) -> int:
+    try:
+        with closing(sqlite3.connect(f"file:{journal}?mode=ro", uri=True)) as db:
+            return int(db.execute("SELECT count(*) FROM runs WHERE finished_at").fetchone()[0])
+    except sqlite3.Error:  # not created yet
+        return 0
+
+
+def test_after_a_reload_the_daemon_holds_one_spec(
+    tmp_path: Path, contacts: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`groupsync run` as the CLI starts it (`daemon.run`, in this process), a SIGHUP after its
+    startup run, a changed spec. Once the reload's run is over, one Spec is alive, the new one:
+    a reference kept by the startup, or a run's spec with its rosters read again kept beside
+    the loaded one, is a second spec (tens of MiB at 100,000 groups)."""
+    monkeypatch.setenv("ECAMPUS_TOKEN", "test-token")
+    (tmp_path / "clubs.csv").write_text("group,username\nchess,ada\nchess,bob\n")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(ROSTER_SPEC)
+    config = write_config(tmp_path, contacts.base_url, spec)
+    journal = tmp_path / "journal.db"
+    returned = threading.Event()
+    live: list[str] = []
+
+    def until(runs: int) -> bool:
+        for _ in range(1000):  # bounded: 20 s, for runs of a few milliseconds
+            if finished_runs(journal) >= runs or returned.is_set():
+                break
+            time.sleep(0.02)
+        return finished_runs(journal) >= runs and not returned.is_set()
+
+    def drive() -> None:
+        if until(1):
+            spec.write_text(ROSTER_SPEC.replace("Go Club", "Go & Baduk"))
+            os.kill(os.getpid(), signal.SIGHUP)
+            if until(2):
+                gc.collect()
+                live.extend(o.digest for o in gc.get_objects() if type(o) is Spec)
+        if not returned.is_set():  # the daemon's handler stops it; unhandled, it ends pytest
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    driver = threading.Thread(target=drive)
+    driver.start()
+    try:
+        assert run(config) == 0  # groupsync run --config CONFIG
+    finally:
+        returned.set()
+        driver.join(30)
+        logging.getLogger().handlers[:] = [
+            h for h in logging.getLogger().handlers if not getattr(h, "_groupsync", False)
+        ]
+    assert finished_runs(journal) == 2
+    assert live == [load_spec(spec).digest]
+
+
+async def test_between_runs_the_daemon_keeps_the_outcome_not_the_plan(
+    tmp_path: Path, contacts: Emulator, seat: JournalSeat
+) -> None:
+    """After an adoption the plan and what was applied are 100,000 changes and groups."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(SPEC)
+    daemon = make_daemon(write_config(tmp_path, contacts.base_url, spec), seat)
+    report = await reconcile_now(daemon)
+    assert report is not None and report.outcome == "applied"
+    assert report is daemon._last and report.plan is None and report.result is None
 
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")

@@ -8,10 +8,9 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import anyio
 import click
 
-from groupsync import __version__, private
+from groupsync import __version__, asyncmain, private
 from groupsync.errors import GroupsyncError
 from groupsync.loader import load, read_config
 from groupsync.outcomes import ExitCode
@@ -362,7 +361,7 @@ def plan_command(
     session = Session(loaded.settings, loaded.token, state=state)  # reads, never writes
     options = RunOptions(force=force, allow_delete=allow_delete)
     commit = git_info(loaded.settings.spec.path)[0]  # for the messages' {commit}
-    planned = anyio.run(partial(session.plan, loaded.spec, options, commit=commit))
+    planned = asyncmain.run(partial(session.plan, loaded.spec, options, commit=commit))
     click.echo(_render(planned, fmt, color=want_color(sys.stdout)))
     if out is not None:
         _write(out, dump(planned.plan, loaded.spec.digest, planned.actual))
@@ -468,7 +467,7 @@ def apply(
             return await Session(settings, loaded.token, journal).reconcile(loaded.spec, options)
 
     with Journal.open(settings.journal.path) as journal, journal.writer_lock(), progress:
-        report = anyio.run(run, journal)
+        report = asyncmain.run(partial(run, journal))
     _echo_outcome(report)
     sys.exit(report.exit_code)
 
@@ -548,7 +547,7 @@ def export(config_path: Path | None, include_archived: bool, out: Path | None) -
         async with session.reader() as client:
             return await client.list_all_groups()
 
-    groups = anyio.run(read)
+    groups = asyncmain.run(read)
     text = export_spec(groups, include_archived=include_archived)
     if out is None:
         click.echo(text, nl=False)

@@ -45,6 +45,7 @@ from groupsync.journal import Journal, JournalError
 from groupsync.liveness import Liveness, keep_watchdog
 from groupsync.loader import Loaded, load, load_with, read_config
 from groupsync.logs import log_change, setup_logging
+from groupsync.memtrim import release_free_memory
 from groupsync.metrics import Metrics, drifted_keys
 from groupsync.outcomes import ChangeStatus, ExitCode, Failure, RunOutcome
 from groupsync.plan import Change
@@ -151,7 +152,6 @@ class Daemon:
         self._background: set[asyncio.Task[Any]] = set()
         # Held by every run, full or of a few keys: one run writes at a time.
         self._writer = asyncio.Lock()
-        self._spec_read: Spec | None = None  # the spec with its rosters as the last run read them
         self._repair_stop = RunStop()
         hooks = loaded.settings.webhooks
         self.repairs = RepairQueue(capacity=hooks.queue, debounce_s=hooks.debounce.total_seconds())
@@ -385,6 +385,10 @@ class Daemon:
             finally:
                 self.liveness.finished()
         self._after_run(report)
+        # Kept until the next run (here and by the task): the outcome, not the plan and what
+        # was applied, which after an adoption are 100,000 changes and groups.
+        self._last = report = replace(report, plan=None, result=None)
+        release_free_memory()
         queued, self._queued = self._queued, None
         if queued is not None:
             self._request_run(queued)
@@ -394,7 +398,6 @@ class Daemon:
         try:
             loaded = await self._pull() if self.loaded.settings.spec.git_pull else self.loaded
             spec = await self._read_rosters(loaded.spec)
-            self._spec_read = spec or self._spec_read
             if spec is None:
                 return RunReport(
                     run_id=None,
@@ -402,6 +405,7 @@ class Daemon:
                     failure=Failure.ROSTER,
                     error="a roster could not be read (see the log)",
                 )
+            loaded = self._keep_rosters_read(loaded, spec)
             session = Session(loaded.settings, loaded.token, self.journal)
             options = RunOptions(
                 trigger=trigger, on_progress=self._on_change, spec_source=loaded.source, stop=stop
@@ -431,6 +435,17 @@ class Daemon:
             log_problems("rosters not read, no run", exc)
             return None
 
+    def _keep_rosters_read(self, loaded: Loaded, spec: Spec) -> Loaded:
+        """`loaded` with the spec as this run read its rosters, which the daemon keeps from now
+        on (unless a reload replaced `loaded` meanwhile): it holds one spec, not the spec as
+        loaded beside the spec as last read, each with every generated group."""
+        if spec is loaded.spec:
+            return loaded
+        read = replace(loaded, spec=spec)
+        if self.loaded is loaded:
+            self.loaded = read
+        return read
+
     async def _repair(self, keys: frozenset[str]) -> RunReport | None:
         """A journaled run of `keys` alone (a webhook's repair; the Repairer holds the writer
         lock); None when no run may start (stopping, or the journal seat is lost). Keys only a
@@ -448,7 +463,7 @@ class Daemon:
         )
         session = Session(loaded.settings, loaded.token, self.journal)
         try:
-            report = await session.reconcile(self._spec_read or loaded.spec, options)
+            report = await session.reconcile(loaded.spec, options)
         except GroupsyncError as exc:
             log.error("%s", exc, extra={"failure": Failure.JOURNAL})
             return None
@@ -473,7 +488,6 @@ class Daemon:
         self.liveness.progressed()
 
     def _after_run(self, report: RunReport) -> None:
-        self._last = report
         if self.seat.holding:
             self._prune_events()
         self.metrics.observe_run(report.outcome, report.duration_s, report.plan, report.summary())
@@ -619,14 +633,16 @@ def run(config_path: Path | None, *, once: bool = False) -> int:
     setup_logging(settings.log.format)
     seat = JournalSeat.take(settings.journal.path)
     try:
-        loaded = load_with(settings)
+        # No local holds the Loaded: a reload replaces the daemon's, and the spec loaded here
+        # must go with it (a reference kept in this frame would keep it for the daemon's life).
+        daemon = Daemon(path, load_with(settings), seat, once=once)
         log.info(
             "groupsync starting: config %s, spec %s (%d groups), journal %s",
             path,
             settings.spec.path,
-            len(loaded.spec.groups),
+            len(daemon.loaded.spec.groups),
             settings.journal.path,
         )
-        return asyncio.run(Daemon(path, loaded, seat, once=once).serve())
+        return asyncio.run(daemon.serve())
     finally:
         seat.release()

@@ -671,11 +671,13 @@ class Journal:
     # --- managed groups ----------------------------------------------------------------------
 
     def managed(self) -> dict[str, ManagedGroup]:
-        """Built row by row, never holding the rows themselves: an account may have 100,000."""
+        """Built row by row, never holding the rows themselves: an account may have 100,000.
+        Each `applied` stays JSON until asked for (see ManagedGroup)."""
         with self._reading() as db:
+            rows = db.execute("SELECT key, group_id, applied FROM groups ORDER BY key")
             return {
-                r["key"]: ManagedGroup(r["key"], r["group_id"], _applied_from_json(r["applied"]))
-                for r in db.query("SELECT key, group_id, applied FROM groups ORDER BY key")
+                key: ManagedGroup(key, group_id, applied, read=_applied_from_json)
+                for key, group_id, applied in rows
             }
 
     def managed_count(self) -> int:

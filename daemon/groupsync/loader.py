@@ -19,7 +19,8 @@ from groupsync.spec import Spec, load_spec
 
 @dataclass(frozen=True, slots=True)
 class Loaded:
-    """Config, spec and token that loaded together; replaced only as a whole, by a good reload."""
+    """Config, spec and token that loaded together; replaced as a whole, by a good reload (the
+    daemon also swaps in the spec with its rosters read again: the same YAML)."""
 
     settings: Settings
     spec: Spec

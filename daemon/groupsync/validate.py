@@ -9,10 +9,10 @@ whether every username exists, which offline checks cannot know.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
-import anyio
-
+from groupsync import asyncmain
 from groupsync.config import ConfigError, Settings, resolve_token
 from groupsync.loader import read_config
 from groupsync.outcomes import ExitCode
@@ -75,7 +75,7 @@ def validate(config_path: Path | None, *, spec_path: Path | None, online: bool) 
     result.warnings.extend(result.spec.warnings)
     if online:
         assert settings is not None  # need_config
-        result.errors.extend(anyio.run(check_usernames, settings, result.spec))
+        result.errors.extend(asyncmain.run(partial(check_usernames, settings, result.spec)))
     return result
 
 

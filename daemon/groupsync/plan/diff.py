@@ -52,9 +52,7 @@ def desired_changes(
         if target.group is None:
             change: Change | None = create(key, d, target)
         else:
-            mg = managed.get(key)
-            applied = None if target.adopt or mg is None else mg.applied
-            change = update(key, d, target, applied)
+            change = update(key, d, target, None if target.adopt else managed.get(key))
         if change is None:
             continue
         if change.set_archived and key in protected:
@@ -88,18 +86,21 @@ def create(key: str, d: DesiredGroup, target: Target) -> Change:
     )
 
 
-def update(
-    key: str, d: DesiredGroup, target: Target, applied: AppliedState | None
-) -> Change | None:
+def update(key: str, d: DesiredGroup, target: Target, mg: ManagedGroup | None) -> Change | None:
     """The edits that bring an existing group to the spec; None when it already matches (an
-    adoption is a change even then: the journal starts managing the group)."""
+    adoption is a change even then: the journal starts managing the group).
+
+    `mg` (None for an adoption: its record is not groupsync's) is asked what was last applied
+    only for a value that differs: reading it is most of the cost of an unchanged group.
+    """
     g = target.group
     assert g is not None
-    fields = _field_changes(d, g, applied)
-    add, remove, members, members_cause = _member_changes(d, g, applied)
+    fields = _field_changes(d, g, mg)
+    add, remove, members, members_cause = _member_changes(d, g, mg)
     set_archived = archived_cause = None
     if d.archived != g.archived:
         set_archived = d.archived
+        applied = _applied(mg)
         archived_cause = _cause(applied is None or applied.archived != d.archived)
     if not (target.adopt or fields or members is not None or set_archived is not None):
         return None
@@ -133,7 +134,11 @@ def _cause(spec_changed: bool) -> Cause:
     return Cause.SPEC if spec_changed else Cause.DRIFT
 
 
-def _field_changes(d: DesiredGroup, g: Group, applied: AppliedState | None) -> list[FieldChange]:
+def _applied(mg: ManagedGroup | None) -> AppliedState | None:
+    return None if mg is None else mg.applied
+
+
+def _field_changes(d: DesiredGroup, g: Group, mg: ManagedGroup | None) -> list[FieldChange]:
     out = []
     for f in FIELDS:
         new = getattr(d, f)
@@ -141,18 +146,20 @@ def _field_changes(d: DesiredGroup, g: Group, applied: AppliedState | None) -> l
             continue
         old = getattr(g, f)
         if new != old:
+            applied = _applied(mg)
             spec_changed = applied is None or getattr(applied, f) != new
             out.append(FieldChange(f, old, new, _cause(spec_changed)))
     return out
 
 
 def _member_changes(
-    d: DesiredGroup, g: Group, applied: AppliedState | None
+    d: DesiredGroup, g: Group, mg: ManagedGroup | None
 ) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...] | None, Cause | None]:
     """(added, removed, the full list to send, cause); nothing when membership is unmanaged
     or already right."""
     if d.members is None or d.members == g.members:
         return (), (), None, None
+    applied = _applied(mg)
     return (
         tuple(d.members - g.members),  # Members are sorted
         tuple(g.members - d.members),
