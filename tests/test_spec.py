@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import hashlib
 import json
 import tempfile
 from pathlib import Path
@@ -12,10 +13,12 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from groupsync.canonical import canonical_json
 from groupsync.models import UNSET
 from groupsync.spec import (
     DesiredGroup,
     SpecError,
+    digest,
     dump_spec,
     json_schema,
     load_spec,
@@ -278,6 +281,18 @@ def test_load_dump_load_is_identity(groups: dict[str, DesiredGroup]) -> None:
     assert second.groups == first.groups
     assert second.digest == first.digest
     assert dump_spec(second.groups) == text
+
+
+@settings(max_examples=100, deadline=None)
+@given(groups_strategy)
+def test_the_digest_is_the_sha256_of_the_canonical_json(groups: dict[str, DesiredGroup]) -> None:
+    """The digest skips sorting keys it built in order: the text must be canonical_json's."""
+    state = {key: yaml.safe_load(dump_spec({key: g}))["groups"][key] for key, g in groups.items()}
+    for g in state.values():
+        if "members" in g:
+            g["members"] = sorted(set(g["members"]))
+    text = canonical_json(state).encode("utf-8")
+    assert digest(groups) == hashlib.sha256(text).hexdigest()
 
 
 yamlish = st.text(

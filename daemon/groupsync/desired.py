@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass, field
+from typing import Any
 
 from groupsync.models import UNSET, Members, _Unset
 from groupsync.yamlstrict import Location
@@ -42,6 +43,11 @@ class DesiredGroup:
     def __post_init__(self) -> None:
         if self.members is not None and type(self.members) is not Members:
             object.__setattr__(self, "members", Members(self.members))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled as its constructor's arguments (see `Location.__reduce__`)."""
+        values = (self.description, self.avatar_url, self.members, self.archived, self.id)
+        return (DesiredGroup, (self.key, self.name, *values, self.location))
 
 
 def name_error(name: str) -> str | None:

@@ -47,6 +47,11 @@ class Location:
     def __str__(self) -> str:
         return f"{self.file}:{self.line}:{self.column}"
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled as its constructor's arguments: a spec folder's files are read by worker
+        processes, and the dataclass default (state set field by field) costs twice as much."""
+        return (Location, (self.file, self.line, self.column))
+
 
 @dataclass(frozen=True, slots=True)
 class Issue:
@@ -290,14 +295,28 @@ class _Builder(_Parser, SafeConstructor, Resolver):
         self.open_anchors += 1
         return anchor
 
+    def _untyped(self, event: yaml.ScalarEvent) -> bool:
+        """Whether YAML guesses no type for the scalar: quoted, or starting with a character no
+        implicit resolver claims, as most do ('ada', 'CS 101'); resolve() is then not called."""
+        if event.style or not event.implicit[0]:
+            return True
+        resolvers = self.yaml_implicit_resolvers
+        return event.value[:1] not in resolvers and None not in resolvers
+
+    def _text(self, event: yaml.Event) -> bool:
+        """Whether `event` is a string and nothing else to check: no tag, no anchor, not too
+        deep. Most values are; their position, when not kept, is all value() would add."""
+        return (
+            event.__class__ is yaml.ScalarEvent
+            and event.tag is None
+            and event.anchor is None
+            and self.level < MAX_DEPTH
+            and self._untyped(event)
+        )
+
     def _scalar(self, event: yaml.ScalarEvent, path: PathT, record: bool) -> Any:
         text = event.value
-        # Only an unquoted scalar has its type guessed; most ('ada', 'CS 101') start with a
-        # letter no resolver claims, and skipping resolve() for them halves the time.
-        if event.style or not event.implicit[0]:
-            return text
-        resolvers = self.yaml_implicit_resolvers
-        if text[:1] not in resolvers and None not in resolvers:
+        if self._untyped(event):
             return text
         tag = self.resolve(yaml.ScalarNode, text, event.implicit)
         if tag not in _TYPED_SCALARS:
@@ -314,10 +333,14 @@ class _Builder(_Parser, SafeConstructor, Resolver):
         if anchor is not None:
             anchor.value = out  # an alias inside it finds it open: a recursive anchor
         self.level += 1
+        keep = record and self._records((*path, 0))
         event = self.get_event()
         while event.__class__ is not yaml.SequenceEndEvent:
-            child = (*path, len(out))
-            out.append(self.value(event, child, record and self._records(child)))
+            if not keep and self._text(event):  # a member list's usernames
+                self.built += 1
+                out.append(event.value)
+            else:
+                out.append(self.value(event, (*path, len(out)), keep))
             event = self.get_event()
         self.level -= 1
         return out
@@ -327,6 +350,7 @@ class _Builder(_Parser, SafeConstructor, Resolver):
         if anchor is not None:
             anchor.value = out
         self.level += 1
+        keep = record and self._records((*path, ""))
         event = self.get_event()
         while event.__class__ is not yaml.MappingEndEvent:
             key = self._key(event, path)
@@ -335,12 +359,14 @@ class _Builder(_Parser, SafeConstructor, Resolver):
                 if key is not None:
                     self._duplicate(event, path, (*path, key))
                 self._skip(value_event, path)
+            elif keep:
+                self._record((*path, key), event.start_mark, "key")
+                out[key] = self.value(value_event, (*path, key), keep)
+            elif self._text(value_event):  # a group's name, say
+                self.built += 1
+                out[key] = value_event.value
             else:
-                child = (*path, key)
-                keep = record and self._records(child)
-                if keep:
-                    self._record(child, event.start_mark, "key")
-                out[key] = self.value(value_event, child, keep)
+                out[key] = self.value(value_event, (*path, key), keep)
             event = self.get_event()
         self.level -= 1
         return out
