@@ -1,8 +1,8 @@
 """A spec folder read by worker processes loads exactly as one read file by file in-process:
 the same groups, the same digest, the same errors and warnings at the same places.
 
-Real processes: fork when the loading process has no other thread, forkserver when it has (the
-daemon's HTTP service runs in one), and a worker that dies half-way.
+Real processes, forked, and a worker that dies half-way; with another thread running (as the
+daemon's HTTP service does) nothing is forked, and the spec is the same.
 """
 
 from __future__ import annotations
@@ -63,22 +63,16 @@ def another_thread() -> Iterator[None]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("threads", ["alone", "with another thread"])
 @pytest.mark.parametrize("folder", ["examples/groups", "the whole corpus", "cross-file-sets"])
 def test_a_folder_read_side_by_side_loads_as_one_read_file_by_file(
-    tmp_path: Path, folder: str, threads: str
+    tmp_path: Path, folder: str
 ) -> None:
     if folder == "the whole corpus":
         path = whole_corpus(tmp_path / "corpus")
     else:
         path = ROOT / folder if "/" in folder else CORPUS / folder
     expected = outcome(path, workers=1)
-    if threads == "alone":
-        got = outcome(path, workers=2)
-    else:
-        with another_thread():
-            got = outcome(path, workers=2)
-    assert got == expected
+    assert outcome(path, workers=2) == expected
     if folder == "the whole corpus":
         assert expected[0] == "errors" and len(expected[1]) >= 40
         assert any("is defined twice: also at corpus/" in issue for issue in expected[1])
@@ -98,17 +92,33 @@ def dies_in_a_worker(path: Path, display: str, *, sets_only_ok: bool) -> Any:
 READ_FILE = spec_module.read_file
 
 
-def test_a_worker_that_dies_leaves_the_rest_to_this_process(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
+def folder_of_six(tmp_path: Path) -> Path:
     folder = tmp_path / "spec"
     folder.mkdir()
     for i in range(6):
         (folder / f"part-{i}.yaml").write_text(
             f"groups:\n  g{i}:\n    name: Group {i}\n    members: [ada, 'u{i}']\n"
         )
+    return folder
+
+
+def test_a_worker_that_dies_leaves_the_rest_to_this_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = folder_of_six(tmp_path)
     expected = outcome(folder, workers=1)
     monkeypatch.setattr(spec_module, "read_file", dies_in_a_worker)  # forked workers see it too
     with caplog.at_level(logging.WARNING, logger="groupsync.spec"):
         assert outcome(folder, workers=2) == expected
     assert "reading the spec in this process only" in caplog.text
+
+
+def test_nothing_is_forked_while_another_thread_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = folder_of_six(tmp_path)
+    expected = outcome(folder, workers=1)
+    monkeypatch.setattr(spec_module, "read_file", dies_in_a_worker)  # a worker would die
+    with caplog.at_level(logging.WARNING, logger="groupsync.spec"), another_thread():
+        assert outcome(folder, workers=2) == expected
+    assert "reading the spec in this process only" not in caplog.text

@@ -16,7 +16,6 @@ import gc
 import hashlib
 import logging
 import multiprocessing
-import multiprocessing.context
 import os
 import stat
 import sys
@@ -811,16 +810,20 @@ parsing YAML is most of loading, and 100,000 groups are seconds of it on one cor
 def _read_all(
     files: list[tuple[Path, str]], read: Callable[[Path, str], _Loader], workers: int | None
 ) -> Iterator[_Loader]:
-    """Each file read, in order; by `workers` processes when there are several (None: as many
-    as there are CPUs, for a spec of PARALLEL_BYTES or more)."""
+    """Each file read, in order; by `workers` forked processes when there are several (None: as
+    many as there are CPUs, for a spec of PARALLEL_BYTES or more).
+
+    Never while another thread runs (the daemon's HTTP service, a reload): a forked child gets
+    only the forking thread, and a lock another thread held stays locked in it forever."""
     if workers is None:
         workers = _workers(files)
-    if workers < 2 or len(files) < 2:
+    if workers < 2 or len(files) < 2 or threading.active_count() > 1:
         yield from (read(file, shown) for file, shown in files)
         return
     done = 0
     try:
-        with ProcessPoolExecutor(workers, _context(), initializer=gc.disable) as pool:
+        fork = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(workers, fork, initializer=gc.disable) as pool:
             chunk = max(1, len(files) // (workers * 8))
             for part in pool.map(read, *zip(*files, strict=True), chunksize=chunk):
                 yield part
@@ -836,16 +839,6 @@ def _workers(files: list[tuple[Path, str]]) -> int:
         with contextlib.suppress(OSError):  # read_file reports it
             size += file.stat().st_size
     return min(len(os.sched_getaffinity(0)), 4) if size >= PARALLEL_BYTES else 1
-
-
-def _context() -> multiprocessing.context.BaseContext:
-    """fork, unless other threads run (the daemon's HTTP service): a forked child inherits
-    only the forking thread, and any lock another thread held stays locked in it forever."""
-    if threading.active_count() == 1:
-        return multiprocessing.get_context("fork")
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload([__name__])
-    return context
 
 
 # --- canonical forms --------------------------------------------------------------------------
