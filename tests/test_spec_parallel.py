@@ -7,10 +7,15 @@ daemon's HTTP service does) nothing is forked, and the spec is the same.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
+import signal
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,6 +25,7 @@ import pytest
 
 from groupsync import spec as spec_module
 from groupsync.spec import SpecError, load_spec
+from test_spec_memory import write_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = Path(__file__).parent / "spec_corpus"
@@ -122,3 +128,36 @@ def test_nothing_is_forked_while_another_thread_runs(
     with caplog.at_level(logging.WARNING, logger="groupsync.spec"), another_thread():
         assert outcome(folder, workers=2) == expected
     assert "reading the spec in this process only" not in caplog.text
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        with contextlib.suppress(OSError):
+            if f"\nPPid:\t{pid}\n" in status.read_text():
+                found.append(int(status.parent.name))
+    return found
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_workers_read_stops_them_and_exits_130(tmp_path: Path) -> None:
+    write_spec(tmp_path / "spec")  # 20,000 groups, 5.5 MiB: read by workers
+    env = {k: v for k, v in os.environ.items() if k != "GROUPSYNC_CONFIG"}
+    cli = subprocess.Popen(
+        [sys.executable, "-m", "groupsync", "validate", "--spec", str(tmp_path / "spec")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,  # its own process group: Ctrl-C reaches it and its workers
+    )
+    deadline = time.monotonic() + 30
+    while not children_of(cli.pid) and cli.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert cli.poll() is None, "loaded before a worker was seen"
+    os.killpg(cli.pid, signal.SIGINT)  # what a terminal sends on Ctrl-C
+    stopped = time.monotonic()
+    out, err = cli.communicate(timeout=30)
+    assert cli.returncode == 130, err
+    assert time.monotonic() - stopped < 5  # queued files are not read first
+    assert "Traceback" not in err and "spec OK" not in out

@@ -720,9 +720,9 @@ def main(argv: list[str] | None = None) -> None:
     """Run the CLI: a user error prints one clear message and exits with its code, no traceback."""
     try:
         code = cli.main(args=argv, prog_name="groupsync", standalone_mode=False)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as e:  # click's answer to Ctrl-C, or to an aborted prompt
         click.echo("Aborted.", err=True)
-        sys.exit(1)
+        sys.exit(ExitCode.INTERRUPTED if isinstance(e.__context__, KeyboardInterrupt) else 1)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
     except click.ClickException as e:

@@ -17,6 +17,7 @@ import hashlib
 import logging
 import multiprocessing
 import os
+import signal
 import stat
 import sys
 import threading
@@ -823,14 +824,33 @@ def _read_all(
     done = 0
     try:
         fork = multiprocessing.get_context("fork")
-        with ProcessPoolExecutor(workers, fork, initializer=gc.disable) as pool:
-            chunk = max(1, len(files) // (workers * 8))
-            for part in pool.map(read, *zip(*files, strict=True), chunksize=chunk):
-                yield part
-                done += 1
+        with ProcessPoolExecutor(workers, fork, initializer=_worker_setup) as pool:
+            chunk = max(1, min(16, len(files) // (workers * 8)))  # small: a stop waits less
+            # The workers are forked as the first file is submitted. A Ctrl-C landing in a
+            # child before it ignores them would unwind the parent's stack copied into it.
+            held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+            try:
+                parts = pool.map(read, *zip(*files, strict=True), chunksize=chunk)
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, held)
+            try:
+                for part in parts:
+                    yield part
+                    done += 1
+            except BaseException:  # Ctrl-C, or the caller stopped: read nothing more
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
     except (OSError, BrokenProcessPool) as e:  # no processes here (a sandbox), or one died
         log.warning("reading the spec in this process only: %s", e or type(e).__name__)
         yield from (read(file, shown) for file, shown in files[done:])
+
+
+def _worker_setup() -> None:
+    """In each worker: no collector (see gcpause), and Ctrl-C left to the process that forked
+    it, which stops the reading and lets the workers finish the file they are on."""
+    gc.disable()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def _workers(files: list[tuple[Path, str]]) -> int:
