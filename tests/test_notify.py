@@ -315,7 +315,9 @@ def test_twenty_applies_killed_and_resumed_post_no_message_twice(campus: Campus)
             argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         try:
-            child.wait(timeout=0.8 + 0.1 * (i % 8))  # kill at a different point each round
+            # Kill at a different point each round: past the interpreter's start (~0.45 s),
+            # inside a round's 6-10 s of writes and messages.
+            child.wait(timeout=0.6 + 0.08 * (i % 8))
         except subprocess.TimeoutExpired:
             child.send_signal(signal.SIGKILL)
             child.wait(timeout=30)

@@ -825,7 +825,7 @@ def _read_all(
     try:
         fork = multiprocessing.get_context("fork")
         with ProcessPoolExecutor(workers, fork, initializer=_worker_setup) as pool:
-            chunk = max(1, min(16, len(files) // (workers * 8)))  # small: a stop waits less
+            chunk = max(1, min(62, len(files) // (workers * 8)))  # small: a stop waits less
             # The workers are forked as the first file is submitted. A Ctrl-C landing in a
             # child before it ignores them would unwind the parent's stack copied into it.
             held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
